@@ -1,0 +1,97 @@
+# Binding to Python: delayed, so library(rsunet) never starts Python.
+#
+# The interpreter is chosen as keras3 does with KERAS_PYTHON: RSUNET_PYTHON if set,
+# else the venv install_rsunet() made, else whatever reticulate would pick. The first
+# call that needs Python imports the 'rsunet' module; every call goes through .py_call()
+# so Python exceptions become R conditions with a class.
+
+.rsunet <- new.env(parent = emptyenv())
+
+.onLoad <- function(libname, pkgname) {
+  python <- .rsunet_python()
+  if (nzchar(python) && !nzchar(Sys.getenv("RETICULATE_PYTHON"))) {
+    Sys.setenv(RETICULATE_PYTHON = python)
+  }
+}
+
+.default_venv <- function() {
+  file.path(Sys.getenv("RSUNET_HOME", tools::R_user_dir("rsunet", "data")), "venv")
+}
+
+.rsunet_python <- function() {
+  python <- Sys.getenv("RSUNET_PYTHON")
+  if (nzchar(python)) return(path.expand(python))
+  candidate <- file.path(.default_venv(), "bin", "python")
+  if (file.exists(candidate)) candidate else ""
+}
+
+# The Python module rsunet.<name> (or rsunet itself), imported on first use.
+.py <- function(name = NULL) {
+  module <- if (is.null(name)) "rsunet" else paste0("rsunet.", name)
+  cached <- .rsunet[[module]]
+  if (!is.null(cached)) return(cached)
+  mod <- tryCatch(
+    reticulate::import(module),
+    error = function(e) {
+      .abort(
+        paste0(
+          "cannot import the Python package 'rsunet' (", conditionMessage(e), ").\n",
+          "Python: ", .rsunet_python_label(), ". Run install_rsunet() or set RSUNET_PYTHON ",
+          "to a Python that has it."
+        ),
+        "rsunet_python_error"
+      )
+    }
+  )
+  assign(module, mod, envir = .rsunet)
+  mod
+}
+
+.rsunet_python_label <- function() {
+  python <- .rsunet_python()
+  if (nzchar(python)) python else "none configured (RSUNET_PYTHON is unset)"
+}
+
+# A value from Python as an R value, whether or not reticulate converted it already.
+.r <- function(x) if (inherits(x, "python.builtin.object")) reticulate::py_to_r(x) else x
+
+# Signal an R error condition with rsunet classes.
+.abort <- function(message, class = NULL, call = sys.call(-1), parent = NULL) {
+  cond <- structure(
+    class = unique(c(class, "rsunet_error", "error", "condition")),
+    list(message = message, call = call, parent = parent)
+  )
+  stop(cond)
+}
+
+# "NoOverlapError" -> "rsunet_no_overlap_error"
+.py_error_class <- function(type) {
+  snake <- tolower(gsub("([a-z0-9])([A-Z])", "\\1_\\2", type))
+  paste0("rsunet_", sub("^rsunet_", "", snake))
+}
+
+# Evaluate a call into Python; a Python exception becomes an R condition whose class
+# names the Python exception (and its rsunet base classes), with the Python message.
+.py_call <- function(expr) {
+  call <- sys.call(-1)
+  tryCatch(expr, error = function(e) {
+    if (inherits(e, "rsunet_error")) stop(e)
+    last <- tryCatch(reticulate::py_last_error(), error = function(e2) NULL)
+    if (is.null(last) || is.null(last$type)) stop(e)
+    ours <- .py_error_bases(last$type)
+    classes <- if (length(ours)) .py_error_class(ours) else "rsunet_python_exception"
+    message <- if (!is.null(last$value)) last$value else conditionMessage(e)
+    .abort(sub("^[A-Za-z.]*Error: ", "", trimws(message)), classes, call = call)
+  })
+}
+
+.py_error_bases <- function(type) {
+  errors <- tryCatch(reticulate::import("rsunet.errors"), error = function(e) NULL)
+  if (is.null(errors) || !reticulate::py_has_attr(errors, type)) return(character())
+  mro <- reticulate::py_get_attr(reticulate::py_get_attr(errors, type), "__mro__")
+  names <- vapply(reticulate::py_to_r(mro), function(k) {
+    reticulate::py_to_r(reticulate::py_get_attr(k, "__name__"))
+  }, character(1))
+  ours <- vapply(names, function(n) reticulate::py_has_attr(errors, n), logical(1))
+  names[ours]
+}

@@ -1,0 +1,60 @@
+"""rsunet: U-Net semantic segmentation of remote-sensing images.
+
+One module per stage of the workflow::
+
+    io           read windows of GeoTIFFs, write GeoTIFFs atomically
+    samples      make_mask: reference polygons or label rasters -> mask on the image grid
+    patches      make_patches, split_patches: georeferenced patch sets and their splits
+    augmentation augment, preview_augmentation: geometry and radiometry, image and mask alike
+    model        unet and the losses
+    training     train_unet, load_model: a self-describing, reloadable model
+    prediction   predict_raster: sliding windows, blending, streaming mosaic
+    assessment   assess_map, count_objects, polygonize
+    r            the rpy2 bridge (optional: ``pip install rsunet[r]``)
+
+Heavy dependencies (TensorFlow, rpy2) load only when the function that needs them runs,
+so ``import rsunet`` is quick; the public functions are reachable from the top level.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "read_raster": "io",
+    "write_raster": "io",
+    "raster_info": "io",
+    "make_mask": "samples",
+    "make_patches": "patches",
+    "read_patch": "patches",
+    "split_patches": "patches",
+    "patch_grid": "patches",
+    "class_balance": "patches",
+    "plot_patches": "patches",
+    "augment": "augmentation",
+    "preview_augmentation": "augmentation",
+    "unet": "model",
+    "train_unet": "training",
+    "load_model": "training",
+    "predict_raster": "prediction",
+    "assess_map": "assessment",
+    "count_objects": "assessment",
+    "polygonize": "assessment",
+    "versions": "check",
+    "check": "check",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rsunet' has no attribute {name!r}")
+    value = getattr(import_module(f"rsunet.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,3 @@
+from rsunet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Typed exceptions: every error a user can cause has its own class.
+
+The R package maps each class to an R condition class of the same name in
+snake case, prefixed ``rsunet_`` (``NoOverlapError`` -> ``rsunet_no_overlap_error``),
+so R users can ``tryCatch`` them as precisely as Python users can ``except`` them.
+"""
+
+
+class RsunetError(Exception):
+    """Base class of every error rsunet raises on purpose."""
+
+
+class InputError(RsunetError, ValueError):
+    """An argument or input file is not what the step needs."""
+
+
+class RasterReadError(InputError):
+    """A raster cannot be opened or the requested window lies outside it."""
+
+
+class GridMismatchError(InputError):
+    """Two rasters that must share a grid (size, transform or CRS) do not."""
+
+
+class NoOverlapError(InputError):
+    """Labels or windows miss the image entirely."""
+
+
+class PatchSizeError(InputError):
+    """A patch or window size is not a positive multiple of 32 (or of 2**depth)."""
+
+
+class BandMismatchError(InputError):
+    """An image's band count or dtype does not match what the model was trained on."""
+
+
+class ClassFieldError(InputError):
+    """A label layer lacks the class field, or its values cannot be mapped to class ids."""
+
+
+class ModelFormatError(InputError):
+    """A file is not a model rsunet can load."""
+
+
+class OutputExistsError(RsunetError, FileExistsError):
+    """The output exists already and ``overwrite`` was not asked for: nothing a user made is lost."""
+
+
+class DependencyError(RsunetError, ImportError):
+    """An optional dependency (R, rpy2, TensorFlow) is missing or broken."""

@@ -1,0 +1,3 @@
+library(testthat)
+library(rsunet)
+test_check("rsunet")

@@ -1,0 +1,36 @@
+# Shared helpers for the R suite, mirroring tests/conftest.py.
+# In CI (CI=true) a missing prerequisite fails the test instead of skipping it.
+
+in_ci <- function() tolower(Sys.getenv("CI")) %in% c("1", "true", "yes")
+
+skip_or_fail <- function(reason) {
+  if (in_ci()) testthat::fail(paste(reason, "(CI=true: a missing prerequisite is a failure, not a skip)"))
+  testthat::skip(reason)
+}
+
+# Skip unless Python with rsunet is bound and a non-square array survives the trip.
+skip_if_no_rsunet <- function() {
+  ok <- tryCatch({
+    rsunet:::.py("io")
+    rsunet:::.array_roundtrip_ok()
+  }, error = function(e) conditionMessage(e))
+  if (!isTRUE(ok)) {
+    skip_or_fail(paste("the R-Python bridge is not usable:", if (is.character(ok)) ok else "array round trip failed"))
+  }
+  invisible(TRUE)
+}
+
+# The folder of the shared test vectors, as installed with the package.
+vectors_dir <- function() system.file("extdata", "testvectors", package = "rsunet", mustWork = TRUE)
+
+vectors <- function(stage) {
+  jsonlite::fromJSON(file.path(vectors_dir(), paste0(stage, ".json")), simplifyVector = FALSE)
+}
+
+# A file under ../shared/data (RSUNET_SHARED_DATA), or skip (fail in CI) where absent.
+shared_path <- function(...) {
+  root <- Sys.getenv("RSUNET_SHARED_DATA", "../../../shared/data")
+  path <- file.path(root, ...)
+  if (!file.exists(path)) skip_or_fail(paste("real test data not found:", path))
+  path
+}

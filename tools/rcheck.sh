@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# R CMD build + R CMD check of the R package; fails on any ERROR or WARNING.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf .check && mkdir -p .check
+version=$(sed -n 's/^Version: *//p' DESCRIPTION)
+(cd .check && R CMD build --no-manual ..) > .check/build.log 2>&1 || { cat .check/build.log; exit 1; }
+rc=0
+(cd .check && R CMD check --no-manual "rsunet_${version}.tar.gz") > .check/check.log 2>&1 || rc=$?
+grep -E '^\* checking .*(ERROR|WARNING|NOTE)|^Status:' .check/check.log || true
+if [ $rc -ne 0 ] || grep -qE '^Status:.*(ERROR|WARNING)' .check/check.log; then
+  cat .check/check.log
+  for f in .check/rsunet.Rcheck/tests/*.Rout.fail; do [ -f "$f" ] && tail -60 "$f"; done
+  exit 1
+fi
+echo "R CMD check: $(grep '^Status:' .check/check.log)"
