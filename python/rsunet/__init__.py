@@ -10,6 +10,9 @@ One module per stage of the workflow::
     training     train_unet, load_model: a self-describing, reloadable model
     prediction   predict_raster: sliding windows, blending, streaming mosaic
     assessment   assess_map, count_objects, polygonize
+    baseline     train_baseline: the course's pixel-based Random Forest, for comparison
+    example      example_data: the bundled Amazon scenes
+    workflow     run: the whole workflow from one configuration file
     r            the rpy2 bridge (optional: ``pip install rsunet[r]``)
 
 Heavy dependencies (TensorFlow, rpy2) load only when the function that needs them runs,
@@ -40,6 +43,9 @@ _PUBLIC = {
     "assess_map": "assessment",
     "count_objects": "assessment",
     "polygonize": "assessment",
+    "train_baseline": "baseline",
+    "load_baseline": "baseline",
+    "example_data": "example",
     "versions": "check",
     "check": "check",
 }

@@ -1,0 +1,142 @@
+"""The course's "traditional ML" baseline: a Random Forest on pixel values.
+
+The course turned pixels into a table (one row per pixel, one column per band) and
+trained a Random Forest on it. :func:`train_baseline` does that on the same training
+patches the U-Net sees, and returns a :class:`PixelForest` that predicts like a
+trained U-Net does (``predict_probabilities`` on ``(n, rows, cols, bands)`` batches),
+so :func:`rsunet.predict_raster` maps a whole scene with it and :func:`rsunet.assess_map`
+scores it the same way: the comparison differs only in the model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rsunet.errors import InputError, ModelFormatError
+from rsunet.io import atomic_path
+
+
+@dataclass
+class PixelForest:
+    """A Random Forest over single pixels, with the interface of a trained U-Net.
+
+    Attributes:
+        forest: the fitted :class:`sklearn.ensemble.RandomForestClassifier`.
+        bands: number of input bands.
+        classes: ``{class id: name}``; ``forest.classes_`` holds the ids it saw.
+        meta: how it was trained (pixels per class, trees, seed).
+    """
+
+    forest: object
+    bands: int
+    classes: dict
+    meta: dict = field(default_factory=dict)
+    multiple: int = 1
+    normalization: dict | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, rows, cols, K)`` for raw pixels ``(n, rows, cols, bands)``."""
+        batch = np.asarray(batch)
+        pixels = batch.reshape(-1, batch.shape[-1]).astype(np.float32)
+        seen = self.forest.predict_proba(pixels)
+        out = np.zeros((pixels.shape[0], max(self.classes) + 1), np.float32)
+        out[:, self.forest.classes_.astype(int)] = seen
+        return out.reshape(*batch.shape[:-1], -1)
+
+    def save(self, path, overwrite=False):
+        """Write the forest with joblib (a pickle: load only files you trust)."""
+        import joblib
+
+        with atomic_path(path, overwrite) as tmp:
+            joblib.dump(self, tmp, compress=3)
+        return path
+
+
+def load_baseline(path) -> PixelForest:
+    """Load a :class:`PixelForest` saved by :meth:`PixelForest.save` (trusted files only)."""
+    import joblib
+
+    if not os.path.exists(path):
+        raise ModelFormatError(f"baseline model not found: {path}")
+    model = joblib.load(path)
+    if not isinstance(model, PixelForest):
+        raise ModelFormatError(f"{path} does not hold an rsunet PixelForest")
+    return model
+
+
+def sample_pixels(patches, split="train", n_per_class=5000, seed=0):
+    """A class-balanced table of labelled pixels from the patches of one split.
+
+    Returns:
+        ``(X, y)``: ``X`` is ``(n, bands)`` float32 raw band values, ``y`` the class ids.
+        Unknown (ignore) and nodata pixels are never sampled.
+    """
+    from rsunet.patches import PatchSet
+
+    ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
+    ids = _split_ids(ps, split)
+    images, masks = ps.read(ids)
+    pixels = np.moveaxis(images, 1, -1).reshape(-1, images.shape[1])
+    labels = masks.reshape(-1)
+    rng = np.random.default_rng(seed)
+    picks = []
+    for cls in np.unique(labels[labels != ps.ignore_value]):
+        where = np.flatnonzero(labels == cls)
+        picks.append(rng.choice(where, size=min(n_per_class, where.size), replace=False))
+    if not picks:
+        raise InputError(f"the {split!r} patches hold no labelled pixels")
+    pick = np.concatenate(picks)
+    return pixels[pick].astype(np.float32), labels[pick]
+
+
+def _split_ids(ps, split):
+    index = ps.index
+    if split is None:
+        return list(index["patch_id"])
+    if "split" not in index:
+        raise InputError("the patch set has no split: run split_patches() first")
+    ids = list(index.loc[index["split"] == split, "patch_id"])
+    if not ids:
+        raise InputError(f"no patches in split {split!r}")
+    return ids
+
+
+def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, seed=0,
+                   overwrite=False) -> PixelForest:
+    """Train the pixel-based Random Forest baseline on a patch set's training split.
+
+    Args:
+        patches: a patch folder (from :func:`make_patches`, split by :func:`split_patches`)
+            or a :class:`PatchSet`.
+        out: where to save the model (``.joblib``), or None to keep it in memory.
+        n_per_class: training pixels drawn per class (class-balanced, as the course's
+            table of samples).
+        n_trees: number of trees.
+        seed: random seed for the sample and the forest.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        A :class:`PixelForest`, usable as the ``model`` of :func:`predict_raster`.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    from rsunet.patches import PatchSet
+
+    ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
+    X, y = sample_pixels(ps, "train", n_per_class, seed)
+    forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,
+                                    min_samples_leaf=2)
+    forest.fit(X, y)
+    model = PixelForest(forest=forest, bands=X.shape[1], classes=dict(ps.classes),
+                        meta=dict(n_per_class=n_per_class, n_trees=n_trees, seed=seed,
+                                  n_pixels=int(len(y))))
+    if out is not None:
+        model.save(out, overwrite=overwrite)
+    return model
