@@ -1,4 +1,9 @@
-"""The ``rsunet`` command: one subcommand per step of the workflow.
+"""The ``rsunet`` command: one subcommand per step of the workflow, and ``run CONFIG``.
+
+Each step's subcommand is made from its Python function: required arguments become
+positional ones, the others ``--options`` (values are read as YAML, so ``--window 512``,
+``--classes '{1: forest}'`` and ``--images '[a.tif, b.tif]'`` work), and the help text is
+the function's docstring. The command line therefore never drifts from the API.
 
 Errors are printed as one clear line (``rsunet: error: ...``) and exit with status 2;
 ``--traceback`` shows the full Python traceback for bug reports.
@@ -7,10 +12,99 @@ Errors are printed as one clear line (``rsunet: error: ...``) and exit with stat
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
 import sys
+import textwrap
+from importlib import import_module
 
-import rsunet
 from rsunet.errors import RsunetError
+
+# subcommand -> (module, function)
+STEPS = {
+    "mask": ("samples", "make_mask"),
+    "patches": ("patches", "make_patches"),
+    "split": ("patches", "split_patches"),
+    "preview": ("augmentation", "preview_augmentation"),
+    "train": ("training", "train_unet"),
+    "baseline": ("baseline", "train_baseline"),
+    "predict": ("prediction", "predict_raster"),
+    "assess": ("assessment", "assess_map"),
+    "count": ("assessment", "count_objects"),
+    "polygonize": ("assessment", "polygonize"),
+}
+
+
+def _doc_parts(func):
+    """(summary, {argument: help}) from a Google-style docstring."""
+    doc = inspect.getdoc(func) or ""
+    summary = doc.split("\n\n")[0]
+    helps, current = {}, None
+    in_args = False
+    for line in doc.splitlines():
+        if re.match(r"^(Args|Arguments|Parameters):\s*$", line):
+            in_args = True
+            continue
+        if in_args and re.match(r"^\S", line):
+            in_args = False
+        if not in_args:
+            continue
+        m = re.match(r"^\s{4}(\*{0,2}\w+)(?:\s*\(.*?\))?:\s*(.*)$", line)
+        if m:
+            current = m.group(1).lstrip("*")
+            helps[current] = m.group(2)
+        elif current and line.strip():
+            helps[current] += " " + line.strip()
+    return summary, helps
+
+
+def _yaml_value(text):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _add_step(sub, name, module, funcname):
+    """A subparser for one workflow function, built from its signature and docstring."""
+    try:
+        func = getattr(import_module(f"rsunet.{module}"), funcname)
+    except (ImportError, AttributeError):
+        return  # that stage is not installed in this build
+    summary, helps = _doc_parts(func)
+    p = sub.add_parser(name, help=summary.splitlines()[0] if summary else funcname,
+                       description=f"{funcname}(): {summary}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=textwrap.dedent(f"""\
+                           Python: rsunet.{funcname}(...)   R: rsunet::{funcname}(...)
+                           Option values are YAML: numbers, true/false, [lists], {{maps}}."""))
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        text = helps.get(param.name, "")
+        if param.default is inspect.Parameter.empty:
+            p.add_argument(param.name, type=_yaml_value, help=text)
+        else:
+            p.add_argument(f"--{param.name.replace('_', '-')}", dest=param.name,
+                           type=_yaml_value, default=param.default,
+                           help=f"{text} (default: {param.default!r})")
+    p.set_defaults(func=func, step=True)
+
+
+def _show(result):
+    import pandas as pd
+
+    if result is None:
+        return
+    if isinstance(result, pd.DataFrame):
+        print(result.to_string(max_rows=40))
+    elif isinstance(result, dict):
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    else:
+        print(result)
 
 
 def _cmd_check(args) -> int:
@@ -21,17 +115,50 @@ def _cmd_check(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from rsunet.workflow import run
+
+    run(args.config, out=args.out, overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from rsunet.workflow import example_config, run
+
+    run(example_config(args.full), out=args.out, overwrite=args.overwrite)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsunet",
-        description="U-Net semantic segmentation of remote-sensing images: "
-        "samples -> patches -> training -> prediction -> assessment.",
+        description="U-Net semantic segmentation of remote-sensing images.\n"
+        "The workflow: mask -> patches -> split -> train -> predict -> assess.\n"
+        "Start with `rsunet demo`, then copy its configuration for your own scenes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="store_true",
                         help="print the versions of rsunet and its stack, then exit")
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback on error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the whole workflow on the bundled Amazon chips")
+    p.add_argument("--out", default="rsunet-demo", help="output folder (default: rsunet-demo)")
+    p.add_argument("--full", action="store_true",
+                   help="the longer 'full' configuration (better map, takes longer)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run the whole workflow from a YAML or TOML config file")
+    p.add_argument("config", help="configuration file (see `rsunet demo` and config/example.yaml)")
+    p.add_argument("--out", default=None, help="output folder (overrides the config's `out`)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    p.set_defaults(func=_cmd_run)
+
+    for name, (module, funcname) in STEPS.items():
+        _add_step(sub, name, module, funcname)
+
     p = sub.add_parser("check", help="report versions and prove the backend runs")
     p.add_argument("--quick", action="store_true", help="skip importing TensorFlow/Keras")
     p.set_defaults(func=_cmd_check)
@@ -50,6 +177,11 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        if getattr(args, "step", False):
+            kwargs = {k: v for k, v in vars(args).items()
+                      if k not in ("func", "step", "command", "version", "traceback")}
+            _show(args.func(**kwargs))
+            return 0
         return args.func(args) or 0
     except (RsunetError, FileNotFoundError) as exc:
         if args.traceback:
