@@ -92,7 +92,55 @@ def vectors_io(out: Path) -> dict:
     return {"cases": cases}
 
 
-STAGES = {"io": vectors_io}
+def vectors_prediction(out: Path) -> dict:
+    """A per-pixel model (a 1x1 convolution + softmax) and a small scene with nodata holes.
+
+    With such a model every window agrees on every pixel, so any windowing, blending or
+    test-time augmentation must give what the model gives on the whole array at once;
+    the expected values are computed here with numpy from the kernel, not with Keras.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    rng = np.random.default_rng(20260505)
+    bands, k, rows, cols = 3, 3, 37, 53
+    data = rng.integers(1, 256, size=(bands, rows, cols)).astype(np.uint8)
+    holes = rng.random((rows, cols)) < 0.08
+    holes[30:, :6] = True  # a block of nodata touching the bottom-left corner
+    data[:, holes] = 0
+    transform = Affine(30.0, 0, 500000.0, 0, -30.0, 9000000.0)
+    _write(out / "prediction_image.tif", data, transform, "EPSG:32622", 0)
+    kernel = (rng.normal(size=(bands, k)) * 0.03).astype(np.float32)
+    # centred on mid-grey, so every class wins somewhere
+    bias = (-128.0 * kernel.sum(axis=0) + rng.normal(size=k) * 0.1).astype(np.float32)
+    inp = keras.Input((None, None, bands))
+    model = keras.Model(inp, keras.layers.Conv2D(k, 1, activation="softmax")(inp))
+    model.set_weights([kernel[None, None], bias])
+    model.save(out / "prediction_model.keras")
+    logits = np.einsum("bhw,bk->hwk", data.astype(np.float64), kernel.astype(np.float64)) + bias
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    valid = ~holes
+    classes = probs.argmax(-1)
+    cases = [
+        dict(window=16, overlap=0, blend="centre", tta=False),
+        dict(window=16, overlap=5, blend="hann", tta=True),
+        dict(window=24, overlap=23, blend="centre", tta=True),
+        dict(window=32, overlap=8, blend="average", tta=False),
+        dict(window=64, overlap=0, blend="hann", tta=False),  # one padded window
+        dict(window=8, overlap=3, blend="average", tta=True),
+    ]
+    return dict(
+        image="prediction_image.tif", model="prediction_model.keras", nodata=0,
+        kernel=kernel.astype(float).tolist(), bias=bias.astype(float).tolist(),
+        shape=[bands, rows, cols], valid_count=int(valid.sum()),
+        class_counts=[int((classes[valid] == c).sum()) for c in range(k)],
+        prob_sums=[float(probs[..., c][valid].sum()) for c in range(k)],
+        cases=cases,
+    )
+
+
+STAGES = {"io": vectors_io, "prediction": vectors_prediction}
 
 
 def main(argv):

@@ -1,0 +1,400 @@
+"""Prediction at any scale: sliding windows, blending, TTA, streaming and resumable mosaics.
+
+The central property: with a per-pixel model (a 1x1 convolution) every window agrees on
+every pixel, so whatever the scene size, window, overlap, blending and augmentation, the
+mosaic must equal the model applied to the whole array at once. Expected values come
+from Keras on the whole array, or from numpy by hand (the shared vectors).
+Mirrored by tests/testthat/test-prediction.R on the same vectors (prediction.json).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from conftest import VECTORS, need_module, vectors
+from rsunet import prediction
+from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
+
+keras = need_module("keras")
+from rsunet.training import RsunetModel, _plain_model, load_model  # noqa: E402
+
+hypothesis = need_module("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+VEC = vectors("prediction")
+TRANSFORM = Affine(10.0, 0, 600000.0, 0, -10.0, 5000000.0)
+
+
+# ---- helpers -----------------------------------------------------------------------
+
+def write_image(path, data, nodata=0, crs="EPSG:32622", transform=TRANSFORM):
+    profile = dict(driver="GTiff", count=data.shape[0], height=data.shape[1],
+                   width=data.shape[2], dtype=data.dtype.name, transform=transform, crs=crs,
+                   nodata=nodata)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def random_image(rng, bands, rows, cols, hole_fraction=0.1):
+    data = rng.integers(1, 256, size=(bands, rows, cols)).astype(np.uint8)
+    data[:, rng.random((rows, cols)) < hole_fraction] = 0
+    return data
+
+
+def per_pixel_model(bands=3, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    inp = keras.Input((None, None, bands))
+    m = keras.Model(inp, keras.layers.Conv2D(k, 1, activation="softmax")(inp))
+    kernel = rng.normal(size=(1, 1, bands, k)).astype(np.float32) * 0.03
+    bias = (-128.0 * kernel[0, 0].sum(0) + rng.normal(size=k) * 0.1).astype(np.float32)
+    m.set_weights([kernel, bias])
+    return _plain_model(m)
+
+
+def small_unet(bands=3, k=3, depth=2, seed=1):
+    """A seeded, fully convolutional U-Net (rsunet.model.unet is another stage's work)."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    x = inp = keras.Input((None, None, bands))
+    x = layers.Rescaling(1 / 255)(x)
+    skips = []
+    for d in range(depth):
+        x = layers.Conv2D(8 * 2 ** d, 3, padding="same", activation="relu")(x)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(8 * 2 ** depth, 3, padding="same", activation="relu")(x)
+    for d in reversed(range(depth)):
+        x = layers.UpSampling2D()(x)
+        x = layers.Concatenate()([x, skips[d]])
+        x = layers.Conv2D(8 * 2 ** d, 3, padding="same", activation="relu")(x)
+    last = layers.Conv2D(k, 1, activation="softmax")
+    net = keras.Model(inp, last(x))
+    # sharpen the random init so the probabilities span [0, 1], as a trained model's do
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel * 30, bias])
+    return RsunetModel(keras_model=net, bands=bands,
+                       classes={i: f"c{i}" for i in range(k)}, depth=depth)
+
+
+def whole_scene(model, data):
+    """The model on the whole array at once: (K, rows, cols) probabilities."""
+    y = model.predict_probabilities(np.moveaxis(data, 0, -1)[None])[0]
+    return np.moveaxis(y, -1, 0)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read()
+
+
+def check_against_whole(model, data, outs, nodata=0):
+    expected = whole_scene(model, data)
+    valid = np.all(data != nodata, axis=0)
+    classes = np.argmax(expected, axis=0).astype(np.uint8)
+    classes[~valid] = 255
+    np.testing.assert_array_equal(read(outs["classes"])[0], classes)
+    probs = read(outs["probabilities"])
+    assert np.isnan(probs[:, ~valid]).all()
+    np.testing.assert_allclose(probs[:, valid], expected[:, valid], rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pixel_model():
+    return per_pixel_model()
+
+
+# ---- the per-pixel property ----------------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 70), cols=st.integers(1, 70), window=st.integers(1, 40),
+       overlap_frac=st.floats(0, 0.99), blend=st.sampled_from(prediction.BLENDS),
+       tta=st.booleans(), batch_size=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_per_pixel_model_mosaic_equals_whole_array(pixel_model, rows, cols, window,
+                                                    overlap_frac, blend, tta, batch_size, seed):
+    rng = np.random.default_rng(seed)
+    data = random_image(rng, 3, rows, cols)
+    overlap = int(overlap_frac * window)
+    with tempfile.TemporaryDirectory() as tmp:
+        image = write_image(Path(tmp) / "scene.tif", data)
+        outs = prediction.predict_raster(
+            pixel_model, image, Path(tmp) / "map.tif", window=window, overlap=overlap,
+            blend=blend, tta=tta, output="both", batch_size=batch_size, progress=False)
+        check_against_whole(pixel_model, data, outs)
+
+
+@pytest.mark.parametrize("case", VEC["cases"], ids=lambda c: "{window}-{overlap}-{blend}-{tta}".format(**c))
+def test_vector_cases_match_numpy_by_hand(tmp_path, case):
+    image = VECTORS / VEC["image"]
+    data = read(image).astype(np.float64)
+    logits = np.einsum("bhw,bk->hwk", data, np.array(VEC["kernel"])) + np.array(VEC["bias"])
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    valid = np.all(data != VEC["nodata"], axis=0)
+    outs = prediction.predict_raster(VECTORS / VEC["model"], image, tmp_path / "map.tif",
+                                     output="both", progress=False, **case)
+    classes = read(outs["classes"])[0]
+    expected = probs.argmax(-1)
+    np.testing.assert_array_equal(classes[valid], expected[valid])
+    assert (classes[~valid] == 255).all()
+    assert [int((classes == c).sum()) for c in range(3)] == VEC["class_counts"]
+    p = read(outs["probabilities"])
+    np.testing.assert_allclose(np.moveaxis(p[:, valid], 0, -1), probs[valid], atol=1e-5)
+    np.testing.assert_allclose(np.nansum(p, axis=(1, 2)), VEC["prob_sums"], rtol=1e-5)
+
+
+def test_normalisation_of_an_rsunet_model_is_applied(tmp_path, pixel_model):
+    rng = np.random.default_rng(3)
+    data = random_image(rng, 3, 30, 41)
+    model = RsunetModel(keras_model=pixel_model.keras_model, bands=3,
+                        classes={0: "a", 1: "b", 2: "c", 3: "d"},
+                        normalization={"mean": [100.0, 120.0, 90.0], "std": [50.0, 20.0, 70.0]})
+    outs = prediction.predict_raster(model, write_image(tmp_path / "s.tif", data),
+                                     tmp_path / "m.tif", window=16, overlap=4, output="both",
+                                     progress=False)
+    # by hand: normalise, then the 1x1 convolution and softmax
+    kernel, bias = (w.astype(np.float64) for w in pixel_model.keras_model.get_weights())
+    x = (np.moveaxis(data, 0, -1) - [100.0, 120.0, 90.0]) / [50.0, 20.0, 70.0]
+    logits = x @ kernel[0, 0] + bias
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    valid = np.all(data != 0, axis=0)
+    got = read(outs["probabilities"])
+    np.testing.assert_allclose(np.moveaxis(got, 0, -1)[valid], p[valid], atol=1e-5)
+    with rasterio.open(outs["probabilities"]) as src:
+        assert src.descriptions == ("p_a", "p_b", "p_c", "p_d")
+
+
+# ---- a real (small) U-Net -------------------------------------------------------------
+
+# Measured here (seeds 5-7, window 64, overlap 32, probabilities spanning [0, 1]):
+# "centre" gave max |mosaic - whole scene| = 0.0: its 16-px margin exceeds the U-Net's
+# reach, so each pixel comes from a window that sees all its neighbours, on the same
+# 4-px pooling grid. "hann" gave max 0.026-0.050 (a few pixels on class boundaries, where
+# a window's zero padding tips the softmax) and mean 6e-5 to 9e-5; every class agreed.
+# (With a plain average the max was 0.5: why the window edges need low weight.)
+UNET_TOLERANCE = {"centre": (1e-6, 1e-7), "hann": (0.06, 2e-4)}  # (max, mean) abs difference
+
+
+@pytest.mark.parametrize("blend", ["centre", "hann"])
+def test_unet_mosaic_matches_whole_scene_prediction(tmp_path, blend):
+    model = small_unet()
+    rng = np.random.default_rng(5)
+    # smooth structure so the U-Net's neighbourhood matters, sizes multiples of 4
+    base = rng.integers(1, 256, size=(3, 24, 28)).astype(np.float32)
+    data = np.clip(np.kron(base, np.ones((4, 4))) + rng.normal(0, 8, (3, 96, 112)), 1, 255)
+    data = data.astype(np.uint8)
+    outs = prediction.predict_raster(model, write_image(tmp_path / "s.tif", data),
+                                     tmp_path / "m.tif", window=64, overlap=32, blend=blend,
+                                     output="both", progress=False)
+    expected = whole_scene(model, data)
+    assert expected.min() < 0.01 and expected.max() > 0.99  # a decisive model
+    diff = np.abs(read(outs["probabilities"]) - expected)
+    max_tol, mean_tol = UNET_TOLERANCE[blend]
+    assert diff.max() <= max_tol and diff.mean() <= mean_tol
+    agree = (read(outs["classes"])[0] == expected.argmax(0)).mean()
+    assert agree >= 0.999
+
+
+def test_unet_window_must_be_a_multiple_of_its_pooling(tmp_path):
+    image = write_image(tmp_path / "s.tif", np.ones((3, 20, 20), np.uint8))
+    with pytest.raises(PatchSizeError, match="multiple of 4"):
+        prediction.predict_raster(small_unet(), image, tmp_path / "m.tif", window=30,
+                                  overlap=2, progress=False)
+
+
+# ---- georeferencing, formats, scenes ---------------------------------------------------
+
+def test_output_keeps_crs_transform_and_is_tiled_compressed(tmp_path, pixel_model):
+    rng = np.random.default_rng(1)
+    data = random_image(rng, 3, 40, 45)
+    t = Affine(0.5, 0, 2600000.0, 0, -0.5, 7500000.0)
+    image = write_image(tmp_path / "s.tif", data, crs="EPSG:2953", transform=t)
+    out = prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16,
+                                    overlap=4, progress=False)
+    with rasterio.open(out) as src, rasterio.open(image) as ref:
+        assert src.crs == ref.crs and src.transform == ref.transform
+        assert (src.width, src.height, src.count, src.dtypes[0]) == (45, 40, 1, "uint8")
+        assert src.nodata == 255
+        assert src.compression.name.lower() == "deflate"
+        assert src.profile["tiled"]
+        assert '"0": "0"' in src.tags()["RSUNET_CLASSES"]
+
+
+def test_uint8_probabilities_are_scaled_and_cog_is_valid(tmp_path, pixel_model):
+    rng = np.random.default_rng(2)
+    data = random_image(rng, 3, 33, 50)
+    out = prediction.predict_raster(pixel_model, write_image(tmp_path / "s.tif", data),
+                                    tmp_path / "p.tif", window=16, overlap=6, blend="centre",
+                                    output="probabilities", prob_dtype="uint8", cog=True,
+                                    progress=False)
+    expected = whole_scene(pixel_model, data)
+    valid = np.all(data != 0, axis=0)
+    with rasterio.open(out) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        q = src.read()
+        assert src.nodata == 255 and src.dtypes[0] == "uint8"
+    assert (q[:, ~valid] == 255).all()
+    assert np.abs(q[:, valid] / 254.0 - expected[:, valid]).max() <= 0.5 / 254 + 1e-6
+
+
+def test_many_scenes_from_a_list_and_a_folder(tmp_path, pixel_model):
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    datas = {name: random_image(rng, 3, r, c) for name, r, c in [("a", 20, 30), ("b", 9, 5)]}
+    for name, d in datas.items():
+        write_image(folder / f"{name}.tif", d)
+    outs = prediction.predict_raster(pixel_model, folder, tmp_path / "maps", window=8,
+                                     overlap=2, progress=False)
+    assert [p.name for p in outs] == ["a.tif", "b.tif"]
+    listed = prediction.predict_raster(pixel_model, [folder / "b.tif"], tmp_path / "maps2",
+                                       window=8, overlap=2, progress=False)
+    assert read(listed[0]).tobytes() == read(outs[1]).tobytes()
+    for (name, d), out in zip(datas.items(), outs):
+        expected = whole_scene(pixel_model, d).argmax(0)
+        expected[np.any(d == 0, axis=0)] = 255
+        np.testing.assert_array_equal(read(out)[0], expected)
+
+
+def test_bad_inputs_raise_typed_errors_before_any_work(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", np.ones((2, 20, 20), np.uint8))
+    with pytest.raises(BandMismatchError, match="2 bands but the model takes 3"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", progress=False)
+    trained = RsunetModel(keras_model=pixel_model.keras_model, bands=3, classes={0: "a"},
+                          meta={"dtype": "uint16"})
+    image3 = write_image(tmp_path / "s3.tif", np.ones((3, 20, 20), np.uint8))
+    with pytest.raises(BandMismatchError, match="trained on uint16"):
+        prediction.predict_raster(trained, image3, tmp_path / "m.tif", progress=False)
+    for bad in [dict(overlap=16, window=16), dict(blend="max"), dict(output="x"),
+                dict(prob_dtype="int16"), dict(batch_size=0)]:
+        with pytest.raises(InputError):
+            prediction.predict_raster(pixel_model, image3, tmp_path / "m.tif", progress=False,
+                                      **bad)
+    with pytest.raises(PatchSizeError):
+        prediction.predict_raster(pixel_model, image3, tmp_path / "m.tif", window=0)
+    (tmp_path / "exists.tif").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        prediction.predict_raster(pixel_model, image3, tmp_path / "exists.tif", progress=False)
+    assert (tmp_path / "exists.tif").read_bytes() == b"mine"
+
+
+# ---- resumable and atomic ---------------------------------------------------------------
+
+class Boom(Exception):
+    pass
+
+
+def _bands_image(tmp_path, rows=100):
+    rng = np.random.default_rng(8)
+    return write_image(tmp_path / "s.tif", random_image(rng, 3, rows, 37))
+
+
+KW = dict(window=16, overlap=6, blend="hann", tta=True, output="probabilities", progress=False)
+
+
+def test_interrupted_run_resumes_and_gives_identical_bytes(tmp_path, pixel_model, monkeypatch):
+    image = _bands_image(tmp_path)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", **KW)
+
+    def explode(j):
+        if j == 4:
+            raise Boom()
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    out = tmp_path / "out.tif"
+    with pytest.raises(Boom):
+        prediction.predict_raster(pixel_model, image, out, **KW)
+    assert not out.exists()  # the final name appears only when complete
+    partial = tmp_path / ".out.tif.rsunet-partial"
+    assert partial.is_dir()
+
+    seen = []
+    monkeypatch.setattr(prediction, "_after_band", seen.append)
+    prediction.predict_raster(pixel_model, image, out, **KW)
+    assert seen[0] == 5  # continued after the 5 finished bands, did not start over
+    assert out.read_bytes() == ref.read_bytes()
+    assert not partial.exists()
+
+
+def test_a_different_call_does_not_resume_a_stale_partial(tmp_path, pixel_model, monkeypatch):
+    image = _bands_image(tmp_path)
+    other = dict(KW, overlap=4)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", **other)
+
+    def explode(j):
+        if j == 3:
+            raise Boom()
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    with pytest.raises(Boom):
+        prediction.predict_raster(pixel_model, image, tmp_path / "out.tif", **KW)
+    seen = []
+    monkeypatch.setattr(prediction, "_after_band", seen.append)
+    prediction.predict_raster(pixel_model, image, tmp_path / "out.tif", **other)
+    assert seen[0] == 0
+    assert (tmp_path / "out.tif").read_bytes() == ref.read_bytes()
+
+
+def test_sigkilled_process_resumes_to_identical_bytes(tmp_path, pixel_model):
+    image = _bands_image(tmp_path, rows=120)
+    model_path = tmp_path / "model.keras"
+    pixel_model.keras_model.save(model_path)
+    kw = dict(KW, output="both")
+    ref = prediction.predict_raster(str(model_path), image, tmp_path / "ref.tif", **kw)
+    out = tmp_path / "out.tif"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from rsunet import prediction
+        def die(j):
+            if j == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+        prediction._after_band = die
+        prediction.predict_raster({str(model_path)!r}, {str(image)!r}, {str(out)!r}, **{kw!r})
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    outs = prediction.predict_raster(str(model_path), image, out, **kw)
+    assert outs["classes"].read_bytes() == ref["classes"].read_bytes()
+    assert outs["probabilities"].read_bytes() == ref["probabilities"].read_bytes()
+
+
+# ---- flat memory ------------------------------------------------------------------------
+
+def test_accumulator_holds_one_window_of_rows_whatever_the_height(tmp_path, pixel_model,
+                                                                   monkeypatch):
+    shapes = []
+    real = prediction._Accumulator.__init__
+
+    def spy(self, k, window, width, blend):
+        real(self, k, window, width, blend)
+        shapes.append(self.values.shape)
+    monkeypatch.setattr(prediction._Accumulator, "__init__", spy)
+    for rows in (20, 300):
+        image = write_image(tmp_path / f"s{rows}.tif", np.ones((3, rows, 30), np.uint8))
+        prediction.predict_raster(pixel_model, image, tmp_path / f"m{rows}.tif", window=16,
+                                  overlap=4, progress=False)
+    assert shapes == [(4, 16, 30), (4, 16, 30)]
+
+
+def test_window_offsets_cover_every_pixel():
+    for length in range(1, 60):
+        for window in (1, 7, 16):
+            for overlap in range(window):
+                offs = prediction.offsets(length, window, window - overlap)
+                covered = np.zeros(max(length, window), bool)
+                for o in offs:
+                    covered[o:o + window] = True
+                assert covered[:length].all() and offs[0] == 0
+                assert offs == sorted(set(offs))
