@@ -1,0 +1,97 @@
+#' Predict a whole scene with sliding windows and write a blended GeoTIFF
+#'
+#' Slides a square window over every pixel of the scene (edges included; a scene
+#' smaller than one window is padded), predicts the windows in batches, blends the
+#' overlapping predictions and writes one GeoTIFF with the image's CRS and extent: the
+#' course's "crop, predict, mosaic", in one streaming pass without tile files. Memory
+#' does not grow with the scene's height (only the rows of the windows in flight are
+#' held). Nodata pixels get no weight and are written as nodata. A run that was
+#' interrupted continues where it stopped when called again the same way, and gives the
+#' same file an uninterrupted run gives; the output's name appears only once it is
+#' complete.
+#'
+#' @param model the trained model: a `.keras` file (from `train_unet()`, whose
+#'   normalisation and classes are used, or a plain Keras model), a `.joblib` baseline,
+#'   or a model object returned by `load_model()`.
+#' @param image a raster file or SpatRaster; or, for many scenes, a character vector of
+#'   files, a list of files or SpatRasters (a list of one is many scenes too), or a
+#'   folder of GeoTIFFs.
+#' @param out the GeoTIFF to write; a folder for many scenes (one `<image name>.tif` each).
+#' @param window window edge in pixels, a multiple of `2^depth` of the model (error class
+#'   `rsunet_patch_size_error` otherwise).
+#' @param overlap pixels shared by neighbouring windows, `0 <= overlap < window`.
+#' @param blend how overlapping predictions combine: `"hann"` (weighted average, smooth,
+#'   no seams), `"centre"` (each pixel from the window where it lies furthest from an
+#'   edge: the course's margin cropping) or `"average"`.
+#' @param tta test-time augmentation: average the 8 flips and rotations of each window.
+#' @param output `"classes"` (class ids, nodata 255), `"probabilities"` (one layer per
+#'   class) or `"both"` (probabilities in `<out name>_probabilities.tif`).
+#' @param prob_dtype `"float32"` or `"uint8"` (probability times 254, nodata 255).
+#' @param batch_size windows per model call.
+#' @param cog write Cloud-Optimized GeoTIFFs.
+#' @param overwrite replace existing outputs (otherwise error class
+#'   `rsunet_output_exists_error`).
+#' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
+#' @param progress show a progress bar.
+#' @return For one scene, a SpatRaster read from the written file(s) (class ids, and/or
+#'   layers `p_<class>`; nodata as `NA`). For many scenes, the output paths: a character
+#'   vector, or for `output = "both"` a data.frame with columns `image`, `classes` and
+#'   `probabilities`. An image whose band count or data type differs from the model's
+#'   is an error of class `rsunet_band_mismatch_error`.
+#' @examples
+#' \dontrun{
+#' map <- predict_raster("model.keras", "scene.tif", "map.tif", window = 512,
+#'                       overlap = 64, blend = "hann", tta = TRUE)
+#' terra::plot(map)
+#' paths <- predict_raster("model.keras", "scenes/", "maps/")
+#' }
+predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
+                           tta = FALSE, output = "classes", prob_dtype = "float32",
+                           batch_size = 4, cog = FALSE, overwrite = FALSE, resume = TRUE,
+                           progress = TRUE) {
+  images <- .as_scenes(image)
+  model <- if (is.character(model)) path.expand(model) else model
+  result <- .py_call(.py("prediction")$predict_raster(
+    model, images$value, path.expand(out), window = .as_count(window, "window"),
+    overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
+    output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
+    cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
+    progress = isTRUE(progress)
+  ))
+  result <- .r(result)
+  as_paths <- function(x) .py_paths(if (output == "both") x else list(x))
+  if (!images$many) return(terra::rast(unname(as_paths(result))))
+  paths <- lapply(result, as_paths)
+  if (output != "both") return(vapply(paths, function(p) p[[1]], character(1)))
+  data.frame(image = images$paths, classes = vapply(paths, `[[`, character(1), "classes"),
+             probabilities = vapply(paths, `[[`, character(1), "probabilities"),
+             stringsAsFactors = FALSE)
+}
+
+# image -> what Python takes (a path, a list of paths, a folder), and whether many.
+.as_scenes <- function(image) {
+  if (is.character(image) && length(image) == 1 && dir.exists(image)) {
+    folder <- normalizePath(image)
+    tifs <- list.files(folder, pattern = "\\.(tif|tiff|vrt|img|jp2)$", ignore.case = TRUE,
+                       full.names = TRUE)
+    return(list(value = folder, many = TRUE, paths = sort(tifs)))
+  }
+  if (is.list(image) || (is.character(image) && length(image) > 1)) {
+    paths <- vapply(image, .as_raster_path, character(1), USE.NAMES = FALSE)
+    return(list(value = as.list(paths), many = TRUE, paths = paths))
+  }
+  path <- .as_raster_path(image)
+  list(value = path, many = FALSE, paths = path)
+}
+
+.as_count <- function(x, name) {
+  if (length(x) != 1 || is.na(x) || x != round(x)) {
+    .abort(paste0("`", name, "` must be a single whole number"), "rsunet_input_error")
+  }
+  as.integer(x)
+}
+
+# Python pathlib paths (a list or a dict of them) -> named character vector.
+.py_paths <- function(x) {
+  vapply(x, function(p) if (is.character(p)) p else reticulate::py_str(p), character(1))
+}
