@@ -140,7 +140,166 @@ def vectors_prediction(out: Path) -> dict:
     )
 
 
-STAGES = {"io": vectors_io, "prediction": vectors_prediction}
+def _gdal_rasterize(image, labels, out, field=None, init=0):
+    """The independent reference: ogr2ogr to the image's CRS, then gdal_rasterize."""
+    import subprocess
+    import tempfile
+
+    with rasterio.open(image) as src:
+        crs, b, w, h = src.crs.to_wkt(), src.bounds, src.width, src.height
+    with tempfile.TemporaryDirectory() as tmp:
+        reprojected = os.path.join(tmp, "labels.gpkg")
+        subprocess.run(["ogr2ogr", "-f", "GPKG", "-t_srs", crs, reprojected, str(labels)], check=True)
+        burn = ["-a", field] if field else ["-burn", "1"]
+        subprocess.run(["gdal_rasterize", "-q", "-init", str(init), "-ot", "Byte", "-te",
+                        *map(repr, [b.left, b.bottom, b.right, b.top]), "-ts", str(w), str(h),
+                        "-co", "COMPRESS=DEFLATE", *burn, reprojected, str(out)], check=True)
+    with rasterio.open(out) as src:
+        return src.read(1)
+
+
+def _counts(a):
+    values, counts = np.unique(a, return_counts=True)
+    return {str(int(v)): int(c) for v, c in zip(values, counts)}
+
+
+def vectors_samples(out: Path) -> dict:
+    """Masks from polygons and label rasters, the expected ones made by GDAL or numpy.
+
+    A tiny synthetic scene ships with the package (labels in EPSG:4326, image in UTM,
+    one polygon half outside, one wholly outside, overlapping polygons, string classes);
+    the real cases name files in ../shared/data and store GDAL's class counts.
+    """
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(20260301)
+    t = Affine(30.0, 0, 619395.0, 0, -30.0, -410205.0)
+    data = rng.integers(0, 256, size=(3, 41, 57)).astype(np.uint8)
+    _write(out / "samples_image.tif", data, t, "EPSG:32622", None)
+    polys = gpd.GeoDataFrame(
+        {"cls": ["forest", "water", "forest", "water"]},
+        geometry=[box(619395 + 100, -410205 - 800, 619395 + 700, -410205 - 300),
+                  box(619395 + 500, -410205 - 1000, 619395 + 1300, -410205 - 600),  # overlaps the first
+                  box(619395 + 1500, -410205 - 1100, 619395 + 2500, -410205 - 900),  # half outside
+                  box(619395 + 9000, -410205 - 300, 619395 + 9500, -410205 - 100)],  # outside
+        crs="EPSG:32622").to_crs("EPSG:4326")
+    labels = out / "samples_labels.geojson"
+    if labels.exists():
+        labels.unlink()
+    polys.to_file(labels, driver="GeoJSON")
+    # GDAL burns the field's numbers: give it the ids rsunet assigns names (sorted: forest 1, water 2)
+    numbered = polys.assign(cid=polys["cls"].map({"forest": 1, "water": 2}))
+    tmp_labels = out / "_samples_numbered.geojson"
+    numbered.to_file(tmp_labels, driver="GeoJSON")
+    expected = _gdal_rasterize(out / "samples_image.tif", tmp_labels, out / "samples_expected.tif",
+                               field="cid", init=255)
+    tmp_labels.unlink()
+    cases = [dict(name="synthetic", image="samples_image.tif", labels="samples_labels.geojson",
+                  field="cls", unlabelled="ignore", expected="samples_expected.tif",
+                  classes_table={"0": "background", "1": "forest", "2": "water"},
+                  counts=_counts(expected))]
+    real = [
+        ("sn7", "nrcan/sn7_planet_rgba_int16.tif", "nrcan/sn7_buildings_epsg4326.geojson", None, "background", None),
+        ("nb", "nrcan/nb_23322E759967N_1of2_rgb.tif", "nrcan/nb_BakerLake_2017_landcover.gpkg",
+         "Quatreclasses", "background", None),
+        ("lsat", "rstoolbox/lsat.tif", "rstoolbox/trainingPolygons_lsat.gpkg", "class_id", "ignore", "class"),
+    ]
+    import tempfile
+
+    for name, image, vec, field, unlabelled, name_field in real:
+        if not (SHARED / image).exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = _gdal_rasterize(SHARED / image, SHARED / vec, Path(tmp) / "ref.tif", field=field,
+                                  init=0 if unlabelled == "background" else 255)
+        cases.append(dict(name=name, shared_image=image, shared_labels=vec, field=field,
+                          unlabelled=unlabelled, name_field=name_field, counts=_counts(ref)))
+    amazon = SHARED / "amazon" / "train"
+    for stem in ["Amazon_122.tiff_33", "Amazon_954.tiff_36"]:
+        if (amazon / "masks" / f"{stem}.png").exists():
+            with rasterio.open(amazon / "masks" / f"{stem}.png") as src:
+                raw = src.read(1)
+            mapped = np.where(raw == 1, 1, np.where(raw == 2, 0, 255))
+            cases.append(dict(name=stem, shared_image=f"amazon/train/images/{stem}.tiff",
+                              shared_labels=f"amazon/train/masks/{stem}.png",
+                              classes={"1": "forest", "2": "background"}, unlabelled="background",
+                              counts=_counts(mapped)))
+    return {"cases": cases}
+
+
+def vectors_patches(out: Path) -> dict:
+    """A non-square int16 scene with nodata holes and its mask; expected windows by numpy.
+
+    For each case the generator lists, with plain slicing of the arrays written here,
+    the windows a patch set must hold and the class pixel counts over them.
+    """
+    rng = np.random.default_rng(20260302)
+    rows, cols, nodata = 150, 100, -9999
+    # a gradient plus a little noise: distinct values in every band, yet it compresses to KBs
+    ramp = np.arange(rows)[:, None] * 7 - np.arange(cols)[None, :] * 3
+    data = (ramp[None] + np.arange(4)[:, None, None] * 1000
+            + rng.integers(0, 4, size=(4, rows, cols))).astype(np.int16)
+    data[:, 120:, :40] = nodata  # a nodata corner: patches there are mostly invalid
+    data[:, 10, 10] = nodata
+    mask = rng.choice([0, 1, 2, 255], size=(rows, cols), p=[0.6, 0.25, 0.05, 0.1]).astype(np.uint8)
+    mask[:64, 64:] = 0  # a block with background only
+    t = Affine(4.77, 0, -13543538.5, 0, -4.77, 4577435.7)
+    with rasterio.open(out / "patches_image.tif", "w", driver="GTiff", count=4, height=rows,
+                       width=cols, dtype="int16", transform=t, crs="EPSG:3857", nodata=nodata,
+                       compress="deflate", predictor=2) as dst:
+        dst.write(data)
+    with rasterio.open(out / "patches_mask.tif", "w", driver="GTiff", count=1, height=rows,
+                       width=cols, dtype="uint8", transform=t, crs="EPSG:3857", nodata=255,
+                       compress="deflate") as dst:
+        dst.write(mask[np.newaxis])
+        dst.update_tags(RSUNET_CLASSES='{"0": "background", "1": "forest", "2": "water"}',
+                        RSUNET_IGNORE="255")
+
+    def starts(length, size, stride, edge):
+        if edge == "pad" or length < size:
+            return list(range(0, max(length - size, 0) + stride, stride)) if length > size else [0]
+        s = list(range(0, length - size + 1, stride))
+        if edge == "shift" and s[-1] + size < length:
+            s.append(length - size)
+        return s
+
+    cases = []
+    specs = [dict(size=64, stride=64, edge="shift", keep="all", min_valid=0.5, min_labelled=0.0),
+             dict(size=32, stride=24, edge="pad", keep="all", min_valid=0.0, min_labelled=0.0),
+             dict(size=64, stride=32, edge="drop", keep="positive", min_valid=0.5, min_labelled=0.0),
+             dict(size=32, stride=32, edge="shift", keep=["water"], min_valid=0.5, min_labelled=0.85)]
+    for spec in specs:
+        size, stride, edge = spec["size"], spec["stride"], spec["edge"]
+        rs, cs = starts(rows, size, stride, edge), starts(cols, size, stride, edge)
+        pad = size * 2
+        big = np.full((4, rows + pad, cols + pad), nodata, np.int16)
+        big[:, :rows, :cols] = data
+        m = np.full((rows + pad, cols + pad), 255, np.uint8)
+        m[:rows, :cols] = mask
+        kept, totals = [], np.zeros(3, np.int64)
+        for r in rs:
+            for c in cs:
+                img = big[:, r:r + size, c:c + size]
+                valid = (img != nodata).all(axis=0)
+                lab = np.where(valid, m[r:r + size, c:c + size], 255)
+                n = np.array([(lab == k).sum() for k in range(3)])
+                if valid.mean() < spec["min_valid"] or (lab != 255).mean() < spec["min_labelled"]:
+                    continue
+                if spec["keep"] == "positive" and n[1:].sum() == 0:
+                    continue
+                if spec["keep"] == ["water"] and n[2] == 0:
+                    continue
+                kept.append([c, r])
+                totals += n
+        cases.append(dict(spec, offsets=kept, n_patches=len(kept),
+                          class_totals={str(k): int(v) for k, v in enumerate(totals)}))
+    return dict(image="patches_image.tif", mask="patches_mask.tif", nodata=nodata,
+                shape=[4, rows, cols], transform=list(t)[:6], cases=cases)
+
+
+STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
+          "patches": vectors_patches}
 
 
 def main(argv):

@@ -511,3 +511,236 @@ def _replace_dir(tmp, out_dir):
     if out_dir.exists():
         shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
     os.replace(tmp, out_dir)
+
+
+# ---- splits -------------------------------------------------------------------------------
+
+def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0):
+    """Assign every patch to train / validation (/ test), randomly or by spatial blocks.
+
+    Overlapping or neighbouring patches share pixels (or look alike): split at random,
+    they leak between training and validation and inflate the scores. ``"blocks"``
+    groups each scene's patches into blocks of ``block`` x ``block`` patch cells (a
+    patch belongs to the cell holding its centre; cells are ``size`` pixels) and assigns
+    whole blocks. Patches that overlap across a block border can still share a strip of
+    pixels; use ``stride = size`` or a larger ``block`` to make that rarer.
+
+    Args:
+        index: a patch folder (its ``index.csv`` is rewritten atomically with the new
+            columns), a :class:`PatchSet`, or an index DataFrame.
+        fractions: shares of (train, validation) or (train, validation, test), or a
+            dict with keys among ``"train"``, ``"validation"``, ``"test"``; they are
+            normalised to sum to 1.
+        method: ``"blocks"`` (spatial, default) or ``"random"`` (patch by patch).
+        block: block edge in patch cells (``"blocks"`` only).
+        seed: random seed: the same seed gives the same split.
+
+    Returns:
+        The index with columns ``split`` and ``block`` (the block id, e.g.
+        ``"scene:2:0"``; for ``"random"`` each patch is its own block).
+
+    Raises:
+        InputError: bad fractions, method or block.
+    """
+    ps = index if isinstance(index, PatchSet) else (
+        PatchSet(index) if isinstance(index, (str, os.PathLike)) else None)
+    table = (ps.index if ps is not None else pd.DataFrame(index)).copy()
+    shares = _shares(fractions)
+    if method not in ("blocks", "random"):
+        raise InputError(f"method must be 'blocks' or 'random', got {method!r}")
+    if int(block) < 1:
+        raise InputError(f"block must be a positive number of patch cells, got {block}")
+    rng = np.random.default_rng(int(seed))
+    if method == "random":
+        table["block"] = table["patch_id"].astype(str)
+    else:
+        cell = int(block) * table["width"].astype(int)
+        r = (table["row_off"] + table["height"] // 2) // cell
+        c = (table["col_off"] + table["width"] // 2) // cell
+        table["block"] = table["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
+    table["split"] = _assign(table["block"], shares, rng)
+    if ps is not None:
+        with atomic_path(ps.path / "index.csv", overwrite=True) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
+
+
+def _shares(fractions) -> dict:
+    if isinstance(fractions, dict):
+        bad = set(fractions) - set(SPLITS)
+        if bad:
+            raise InputError(f"fractions keys must be among {SPLITS}, got {sorted(bad)}")
+        shares = {k: float(fractions[k]) for k in SPLITS if k in fractions}
+    else:
+        values = [float(v) for v in fractions]
+        if not 2 <= len(values) <= 3:
+            raise InputError(f"fractions needs 2 or 3 shares (train, validation[, test]), got {values}")
+        shares = dict(zip(SPLITS, values))
+    total = sum(shares.values())
+    if any(v < 0 for v in shares.values()) or total <= 0:
+        raise InputError(f"fractions must be non-negative and not all 0, got {fractions}")
+    return {k: v / total for k, v in shares.items()}
+
+
+def _assign(groups, shares, rng):
+    """Shuffle the groups, then fill the splits in order up to their share of patches."""
+    sizes = groups.value_counts(sort=False)
+    order = sizes.index.to_numpy()[rng.permutation(len(sizes))]
+    targets = np.cumsum([shares[k] for k in shares]) * len(groups)
+    names, which, done = list(shares), {}, 0
+    for g in order:
+        # the split whose cumulative target the middle of this group falls under
+        middle = done + sizes[g] / 2
+        which[g] = names[min(int(np.searchsorted(targets, middle, side="right")), len(names) - 1)]
+        done += sizes[g]
+    return groups.map(which).to_numpy()
+
+
+# ---- looking at a patch set -----------------------------------------------------------------
+
+def patch_grid(patches, out=None, crs=None, overwrite=False):
+    """The patch footprints as polygons (with split and class counts), for a map.
+
+    Args:
+        patches: a patch folder or a :class:`PatchSet`.
+        out: a GeoPackage to write (optional).
+        crs: the CRS to put every footprint in; by default the first scene's (scenes in
+            another CRS are reprojected).
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        A GeoDataFrame, one polygon per patch, with the index's columns.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    ps = _as_patchset(patches)
+    parts = []
+    for scene, rows in ps.index.groupby("scene", sort=False):
+        wkt = ps.scenes[scene]["crs"]
+        geoms = [box(*b) for b in rows[["left", "bottom", "right", "top"]].to_numpy()]
+        parts.append(gpd.GeoDataFrame(rows, geometry=geoms, crs=CRS.from_wkt(wkt) if wkt else None))
+    target = crs or next((p.crs for p in parts if p.crs is not None), None)
+    parts = [p.to_crs(target) if p.crs is not None and target is not None else p for p in parts]
+    grid = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=target)
+    if out is not None:
+        with atomic_path(out, overwrite) as tmp:
+            grid.to_file(tmp, driver="GPKG", layer="patches")
+    return grid
+
+
+def class_balance(patches, by="split"):
+    """Pixels and patches per class, per split (or any index column), as a table.
+
+    Args:
+        patches: a patch folder, a :class:`PatchSet` or an index DataFrame.
+        by: the column to group by (``"split"``; falls back to ``"all"`` when the index
+            has no such column, e.g. before :func:`split_patches`).
+
+    Returns:
+        A DataFrame with one row per group and class: ``group``, ``class_id``,
+        ``class``, ``pixels``, ``fraction`` (of the group's labelled pixels),
+        ``patches`` (patches holding the class) and ``n_patches`` (in the group).
+    """
+    if isinstance(patches, pd.DataFrame):
+        table, names = patches, {}
+    else:
+        ps = _as_patchset(patches)
+        table, names = ps.index, ps.classes
+    ids = sorted(int(c[2:]) for c in table.columns if re.fullmatch(r"n_\d+", c))
+    groups = table[by].astype(str) if by in table.columns else pd.Series("all", index=table.index)
+    out = []
+    for group, rows in table.groupby(groups.to_numpy(), sort=True):
+        pixels = {i: int(rows[f"n_{i}"].sum()) for i in ids}
+        total = sum(pixels.values())
+        for i in ids:
+            out.append(dict(group=group, class_id=i, **{"class": names.get(i, str(i))},
+                            pixels=pixels[i], fraction=pixels[i] / total if total else 0.0,
+                            patches=int((rows[f"n_{i}"] > 0).sum()), n_patches=len(rows)))
+    return pd.DataFrame(out, columns=["group", "class_id", "class", "pixels", "fraction",
+                                      "patches", "n_patches"])
+
+
+def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alpha=0.4, seed=0,
+                 overwrite=False):
+    """Write a PNG of sample patches with their mask overlaid.
+
+    Each patch is shown twice: the image (three bands, or one in grey, each stretched
+    to its 2-98 % percentiles) and the image with the mask in colour on top (ignore
+    pixels transparent).
+
+    Args:
+        patches: a patch folder or a :class:`PatchSet`.
+        out: the PNG to write.
+        n: how many patches (chosen at random with ``seed``) when ``patch_ids`` is None.
+        patch_ids: the patches to show.
+        split: choose only among this split's patches (after :func:`split_patches`).
+        bands: 1-based bands to show as RGB (the first three by default).
+        alpha: mask opacity.
+        seed: random seed of the choice.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    ps = _as_patchset(patches)
+    ids = _chosen(ps, n, patch_ids, split, seed)
+    images, masks = ps.read(ids)
+    bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
+    k = max(ps.classes) + 1 if ps.classes else 2
+    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(k) % 10))
+    fig, axes = plt.subplots(2, len(ids), figsize=(2.2 * len(ids), 4.6), squeeze=False)
+    for j, pid in enumerate(ids):
+        rgb = _stretch(images[j][bands], ps.scenes[ps.row(pid)["scene"]]["nodata"])
+        for ax in axes[:, j]:
+            ax.imshow(rgb if rgb.shape[-1] == 3 else rgb[..., 0], cmap=None if rgb.shape[-1] == 3 else "gray")
+            ax.set_axis_off()
+        shown = np.ma.masked_equal(masks[j], ps.ignore_value)
+        axes[1, j].imshow(shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, alpha=alpha, interpolation="nearest")
+        axes[0, j].set_title(pid, fontsize=6)
+    handles = [matplotlib.patches.Patch(color=cmap(i), label=f"{i} {name}") for i, name in ps.classes.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
+    with atomic_path(out, overwrite) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
+def _chosen(ps, n, patch_ids, split, seed):
+    if patch_ids is not None:
+        return [patch_ids] if isinstance(patch_ids, str) else [str(p) for p in patch_ids]
+    table = ps.index
+    if split is not None:
+        if "split" not in table.columns:
+            raise InputError("the patch set has no split yet: run split_patches() first")
+        table = table[table["split"] == split]
+    if not len(table):
+        raise InputError(f"no patches to plot (split={split!r})")
+    pick = np.random.default_rng(int(seed)).choice(len(table), size=min(int(n), len(table)), replace=False)
+    return table["patch_id"].iloc[np.sort(pick)].tolist()
+
+
+def _stretch(img, nodata):
+    """(bands, rows, cols) -> (rows, cols, bands) in 0..1, each band at its 2-98 % range."""
+    x = img.astype(np.float64)
+    bad = np.zeros(x.shape, bool) if nodata is None else _is_nodata(x, nodata)
+    out = np.zeros(x.shape)
+    for b in range(x.shape[0]):
+        v = x[b][~bad[b]]
+        if v.size:
+            lo, hi = np.percentile(v, [2, 98])
+            out[b] = np.clip((x[b] - lo) / (hi - lo if hi > lo else 1), 0, 1)
+    return np.moveaxis(np.where(bad, 0, out), 0, -1)
