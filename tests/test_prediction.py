@@ -120,9 +120,21 @@ def pixel_model():
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 70), cols=st.integers(1, 70), window=st.integers(1, 40),
        overlap_frac=st.floats(0, 0.99), blend=st.sampled_from(prediction.BLENDS),
-       tta=st.booleans(), batch_size=st.integers(1, 5), seed=st.integers(0, 2**16))
+       tta=st.booleans(), batch_size=st.integers(1, 5), seed=st.integers(0, 2**16),
+       chunk=st.sampled_from([3, 17, 2048]))
 def test_per_pixel_model_mosaic_equals_whole_array(pixel_model, rows, cols, window,
-                                                    overlap_frac, blend, tta, batch_size, seed):
+                                                    overlap_frac, blend, tta, batch_size, seed,
+                                                    chunk):
+    prediction.COLUMN_CHUNK = chunk  # wide scenes are blended in column chunks
+    try:
+        _check_per_pixel(pixel_model, rows, cols, window, overlap_frac, blend, tta,
+                         batch_size, seed)
+    finally:
+        prediction.COLUMN_CHUNK = 2048
+
+
+def _check_per_pixel(pixel_model, rows, cols, window, overlap_frac, blend, tta, batch_size,
+                     seed):
     rng = np.random.default_rng(seed)
     data = random_image(rng, 3, rows, cols)
     overlap = int(overlap_frac * window)

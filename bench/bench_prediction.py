@@ -1,0 +1,282 @@
+"""Benchmarks of predict_raster (stage 5). Ratios measured in one run; prints a table.
+
+P1  predict_raster wall time / model.predict on the same windows (goal <= 1.10): the
+    cost of reading, blending and writing on top of the model itself.
+P2  peak memory (RSS of a fresh process) for a 16384^2 scene / a 2048^2 scene
+    (goal <= 1.25), with a cheap per-pixel model on synthetic uint8 GeoTIFFs in /tmp.
+P6  the course's way (crop tile files with a margin, predict each, write per-tile
+    GeoTIFFs, gdalbuildvrt + gdal_translate) / predict_raster, same model and windows
+    (goal >= 3x faster).
+
+    python bench/bench_prediction.py          # about 3-4 minutes on 2 cores
+    python bench/bench_prediction.py --quick  # smaller scenes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from affine import Affine  # noqa: E402
+from rasterio.windows import Window  # noqa: E402
+
+TMP = Path(tempfile.gettempdir()) / "rsunet-bench-prediction"
+TRANSFORM = Affine(10.0, 0, 500000.0, 0, -10.0, 9000000.0)
+
+
+def synthetic_scene(path, size, bands=3):
+    """A smooth uint8 scene (compresses well, so a 16384^2 one is quick to make)."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(driver="GTiff", count=bands, height=size, width=size, dtype="uint8",
+                   transform=TRANSFORM, crs="EPSG:32622", tiled=True, blockxsize=256,
+                   blockysize=256, compress="deflate")
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dst:
+        step = 1024
+        for r in range(0, size, step):
+            h = min(step, size - r)
+            yy, xx = np.mgrid[r:r + h, 0:size]
+            base = (np.sin(xx / 97.0) + np.cos(yy / 61.0)) * 60 + 128
+            block = np.stack([base + 20 * b for b in range(bands)])
+            block += rng.integers(0, 4, size=block.shape)
+            dst.write(np.clip(block, 0, 255).astype(np.uint8), window=Window(0, r, size, h))
+    return path
+
+
+def per_pixel_model(bands=3, k=2):
+    import keras
+
+    from rsunet.training import _plain_model
+
+    inp = keras.Input((None, None, bands))
+    m = keras.Model(inp, keras.layers.Conv2D(k, 1, activation="softmax")(inp))
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(1, 1, bands, k)).astype(np.float32) * 0.02
+    m.set_weights([kernel, -128 * kernel[0, 0].sum(0)])
+    return _plain_model(m)
+
+
+def small_unet(bands=3, k=2, depth=3, base=16):
+    """rsunet.model.unet when it exists, else the same shape built here."""
+    import keras
+
+    from rsunet.training import RsunetModel
+
+    keras.utils.set_random_seed(0)
+    try:
+        from rsunet.model import unet
+
+        net = unet(bands=bands, n_classes=k, depth=depth, filters=base)
+    except Exception:
+        L = keras.layers
+        x = inp = keras.Input((None, None, bands))
+        x = L.Rescaling(1 / 255)(x)
+        skips = []
+        for d in range(depth):
+            x = L.Conv2D(base * 2 ** d, 3, padding="same", activation="relu")(x)
+            x = L.Conv2D(base * 2 ** d, 3, padding="same", activation="relu")(x)
+            skips.append(x)
+            x = L.MaxPooling2D()(x)
+        x = L.Conv2D(base * 2 ** depth, 3, padding="same", activation="relu")(x)
+        for d in reversed(range(depth)):
+            x = L.UpSampling2D()(x)
+            x = L.Concatenate()([x, skips[d]])
+            x = L.Conv2D(base * 2 ** d, 3, padding="same", activation="relu")(x)
+        net = keras.Model(inp, L.Conv2D(k, 1, activation="softmax")(x))
+    return RsunetModel(keras_model=net, bands=bands, classes={i: str(i) for i in range(k)},
+                       depth=depth)
+
+
+def windows_of(path, window, overlap):
+    from rsunet.prediction import offsets
+
+    with rasterio.open(path) as src:
+        data = np.moveaxis(src.read(), 0, -1)
+    rows = offsets(data.shape[0], window, window - overlap)
+    cols = offsets(data.shape[1], window, window - overlap)
+    return np.stack([data[r:r + window, c:c + window] for r in rows for c in cols])
+
+
+def timed(fn, repeat=2):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+# ---- P1 -------------------------------------------------------------------------------
+
+def bench_p1(size, window=256, overlap=32, batch=4):
+    from rsunet.prediction import predict_raster
+
+    model = small_unet()
+    scene = synthetic_scene(TMP / f"scene_{size}.tif", size)
+    x = windows_of(scene, window, overlap).astype(np.float32)
+    model.keras_model.predict(x[:batch], batch_size=batch, verbose=0)  # warm up
+    out = TMP / "p1.tif"
+    t_model = timed(lambda: model.keras_model.predict(x, batch_size=batch, verbose=0))
+    t_ours = timed(lambda: predict_raster(model, scene, out, window=window, overlap=overlap,
+                                          batch_size=batch, overwrite=True, progress=False))
+    return dict(windows=len(x), model_s=t_model, ours_s=t_ours, ratio=t_ours / t_model)
+
+
+# ---- P2 -------------------------------------------------------------------------------
+
+CHILD = r"""
+import json, sys, time, tracemalloc
+sys.path.insert(0, {bench!r})
+import bench_prediction as b
+from rsunet.prediction import predict_raster
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+
+model = b.per_pixel_model()
+model.predict_probabilities(b.np.zeros((1, 8, 8, 3), b.np.uint8))
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS to the current RSS
+before = status("VmRSS:")
+tracemalloc.start()
+t = time.perf_counter()
+predict_raster(model, {scene!r}, {out!r}, window=512, overlap=64, batch_size=4,
+               overwrite=True, progress=False)
+seconds = time.perf_counter() - t
+print(json.dumps(dict(before_kb=before, peak_kb=status("VmHWM:"), seconds=seconds,
+                      traced_mb=tracemalloc.get_traced_memory()[1] / 2**20)))
+"""
+
+
+def run_child(scene):
+    code = CHILD.format(bench=str(Path(__file__).parent), scene=str(scene),
+                        out=str(TMP / f"p2_{Path(scene).stem}.tif"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_p2(small, large):
+    a = run_child(synthetic_scene(TMP / f"scene_{small}.tif", small))
+    b = run_child(synthetic_scene(TMP / f"scene_{large}.tif", large))
+    return dict(small=a, large=b, ratio=b["peak_kb"] / a["peak_kb"],
+                traced_ratio=b["traced_mb"] / a["traced_mb"],
+                growth_mb=((b["peak_kb"] - b["before_kb"]) / 1024,
+                           (a["peak_kb"] - a["before_kb"]) / 1024))
+
+
+# ---- P6 -------------------------------------------------------------------------------
+
+def course_way(model, scene, work, window, overlap):
+    """Crop tiles with a margin to files, predict each, crop the margin, write, mosaic."""
+    from rsunet.prediction import offsets
+
+    margin = overlap // 2
+    tiles, preds = work / "tiles", work / "preds"
+    tiles.mkdir(parents=True)
+    preds.mkdir()
+    with rasterio.open(scene) as src:
+        rows = offsets(src.height, window, window - overlap)
+        cols = offsets(src.width, window, window - overlap)
+        for r in rows:
+            for c in cols:
+                w = Window(c, r, window, window)
+                with rasterio.open(tiles / f"t_{r}_{c}.tif", "w", driver="GTiff", count=src.count,
+                                   height=window, width=window, dtype=src.dtypes[0],
+                                   crs=src.crs, transform=src.window_transform(w)) as dst:
+                    dst.write(src.read(window=w))
+        height, width = src.height, src.width
+    for tile in sorted(tiles.iterdir()):
+        with rasterio.open(tile) as t:
+            x = np.moveaxis(t.read(), 0, -1)[None].astype(np.float32)
+            transform = t.transform
+            _, r, c = tile.stem.split("_")
+            r, c = int(r), int(c)
+        y = model.keras_model.predict(x, verbose=0)[0].argmax(-1).astype(np.uint8)
+        top = 0 if r == 0 else margin
+        left = 0 if c == 0 else margin
+        bottom = window if r + window >= height else window - margin
+        right = window if c + window >= width else window - margin
+        keep = y[top:bottom, left:right]
+        with rasterio.open(preds / f"{tile.stem}.tif", "w", driver="GTiff", count=1,
+                           height=keep.shape[0], width=keep.shape[1], dtype="uint8",
+                           crs="EPSG:32622", nodata=255,
+                           transform=transform * Affine.translation(left, top)) as dst:
+            dst.write(keep[None])
+    vrt = work / "mosaic.vrt"
+    subprocess.run(["gdalbuildvrt", "-q", str(vrt)] + sorted(str(p) for p in preds.iterdir()),
+                   check=True)
+    subprocess.run(["gdal_translate", "-q", "-a_nodata", "255", "-co", "COMPRESS=DEFLATE",
+                    "-co", "TILED=YES", str(vrt), str(work / "mosaic.tif")], check=True)
+    return work / "mosaic.tif"
+
+
+def bench_p6(model, name, size, window=256, overlap=32):
+    import shutil
+
+    from rsunet.prediction import predict_raster
+
+    scene = synthetic_scene(TMP / f"scene_{size}.tif", size)
+    out = TMP / "p6_ours.tif"
+    model.keras_model.predict(np.zeros((1, window, window, 3), np.float32), verbose=0)
+
+    def course():
+        work = TMP / "p6_course"
+        shutil.rmtree(work, ignore_errors=True)
+        return course_way(model, scene, work, window, overlap)
+
+    t_course = timed(course, repeat=1)
+    t_ours = timed(lambda: predict_raster(model, scene, out, window=window, overlap=overlap,
+                                          blend="centre", batch_size=8, overwrite=True,
+                                          progress=False), repeat=1)
+    with rasterio.open(out) as a, rasterio.open(TMP / "p6_course" / "mosaic.tif") as b:
+        same = float((a.read(1) == b.read(1)).mean())
+    return dict(model=name, course_s=t_course, ours_s=t_ours, speedup=t_course / t_ours,
+                same_pixels=same)
+
+
+def main(argv):
+    quick = "--quick" in argv
+    TMP.mkdir(parents=True, exist_ok=True)
+    rows = []
+    p1 = bench_p1(1024 if quick else 2048)
+    rows.append(("P1", f"predict_raster / model.predict, U-Net 16f depth 3, {p1['windows']} windows 256^2",
+                 f"{p1['ours_s']:.2f} s / {p1['model_s']:.2f} s", f"{p1['ratio']:.3f}", "<= 1.10"))
+    p2 = bench_p2(2048, 4096 if quick else 16384)
+    big = 4096 if quick else 16384
+    rows.append(("P2", f"peak RSS {big}^2 / 2048^2 (1x1 model, window 512, overlap 64)",
+                 f"{p2['large']['peak_kb'] / 1024:.0f} MB / {p2['small']['peak_kb'] / 1024:.0f} MB"
+                 f" (+{p2['growth_mb'][0]:.0f} / +{p2['growth_mb'][1]:.0f} MB during the call;"
+                 f" {p2['large']['seconds']:.0f} s / {p2['small']['seconds']:.1f} s)",
+                 f"{p2['ratio']:.3f}", "<= 1.25"))
+    rows.append(("P2b", f"peak traced (tracemalloc: numpy buffers) {big}^2 / 2048^2",
+                 f"{p2['large']['traced_mb']:.0f} MB / {p2['small']['traced_mb']:.0f} MB"
+                 " (grows with the width only: area x" f"{(big / 2048) ** 2:.0f})",
+                 f"{p2['traced_ratio']:.3f}", "-"))
+    size6 = 1024 if quick else 2048
+    for model, name in ((per_pixel_model(), "1x1 conv"), (small_unet(), "U-Net 16f d3")):
+        p6 = bench_p6(model, name, size6)
+        rows.append(("P6", f"course's tile files + VRT / predict_raster, {name}, {size6}^2",
+                     f"{p6['course_s']:.2f} s / {p6['ours_s']:.2f} s "
+                     f"(same class {p6['same_pixels']:.4f})", f"{p6['speedup']:.2f}x", ">= 3x"))
+    width = max(len(r[1]) for r in rows)
+    print(f"{'id':<3} {'measure':<{width}}  {'ratio':>7}  {'goal':<8} times")
+    for r in rows:
+        print(f"{r[0]:<3} {r[1]:<{width}}  {r[3]:>7}  {r[4]:<8} {r[2]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
