@@ -39,7 +39,7 @@
 make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep = "all",
                          min_labelled = 0, min_valid = 0.5, edge = "shift", overwrite = FALSE,
                          progress = TRUE) {
-  index <- .py_call(.py("patches")$make_patches(
+  index <- .py_call(.py_raw("patches")$make_patches(
     .as_path_list(images), .as_path_list(masks), path.expand(out_dir),
     size = .as_whole(size), stride = .as_whole(stride), keep = .as_keep(keep),
     min_labelled = min_labelled, min_valid = min_valid, edge = edge,
@@ -87,7 +87,7 @@ read_patch <- function(patches, patch_id) {
 split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", block = 4, seed = 0) {
   index <- if (is.character(index)) path.expand(index) else reticulate::r_to_py(as.data.frame(index))
   fr <- if (is.null(names(fractions))) as.list(unname(fractions)) else as.list(fractions)
-  .df_from_py(.py_call(.py("patches")$split_patches(
+  .df_from_py(.py_call(.py_raw("patches")$split_patches(
     index, fractions = fr, method = method, block = .as_whole(block), seed = .as_whole(seed)
   )))
 }
@@ -125,7 +125,7 @@ patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
 #' }
 class_balance <- function(patches, by = "split") {
   x <- if (is.character(patches)) path.expand(patches) else reticulate::r_to_py(as.data.frame(patches))
-  .df_from_py(.py_call(.py("patches")$class_balance(x, by = by)))
+  .df_from_py(.py_call(.py_raw("patches")$class_balance(x, by = by)))
 }
 
 #' Plot sample patches with their mask overlaid
@@ -172,10 +172,14 @@ plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, ba
   as.list(keep)
 }
 
-# A pandas DataFrame (converted or not) as a plain data.frame.
+# rsunet.<name> without automatic conversion: DataFrames are converted column by
+# column below (reticulate 1.28's own pandas conversion warns with pandas 2.3).
+.py_raw <- function(name) reticulate::import(paste0("rsunet.", name), convert = FALSE)
+
+# A pandas DataFrame as a plain data.frame.
 .df_from_py <- function(df) {
-  df <- .r(df)
-  df <- as.data.frame(df, stringsAsFactors = FALSE)
-  rownames(df) <- NULL
-  df
+  if (!inherits(df, "python.builtin.object")) return(as.data.frame(df, stringsAsFactors = FALSE))
+  cols <- reticulate::py_to_r(df$to_dict("list"))
+  cols <- lapply(cols, function(v) unlist(lapply(v, function(x) if (is.null(x)) NA else x)))
+  as.data.frame(cols, stringsAsFactors = FALSE, check.names = FALSE)
 }
