@@ -395,12 +395,15 @@ def _cut_scene(name, image, mask, tmp, params):
         indexes = list(range(1, src.count + 1))
         full = Window(0, 0, src.width, src.height)
         rows, n = [], 0
+        coefs = tuple(src.transform)[:6]
+        plain = all(f == [rasterio.enums.MaskFlags.all_valid] for f in src.mask_flag_enums)
         for row_off in rows_off:
             # one strip of `size` rows, the scene's (padded) width: read once, sliced per patch
             strip_w = Window(0, row_off, max(src.width, cols_off[-1] + size), size)
             inside = _intersection(strip_w, full)
-            data, valid = _read_padded(src, indexes, strip_w, inside)
-            labels = _read_padded(msrc, [1], strip_w, inside)[0][0]
+            data, valid = _read_strip(src, indexes, strip_w, inside, plain)
+            # the mask's own 255s are already "ignore": its validity is not needed
+            labels = _read_strip(msrc, [1], strip_w, inside, True, IGNORE)[0][0]
             labels[~valid] = IGNORE
             for col_off in cols_off:
                 cols = slice(col_off, col_off + size)
@@ -409,10 +412,9 @@ def _cut_scene(name, image, mask, tmp, params):
                     continue
                 imgs[n] = data[:, :, cols]
                 msks[n] = labels[:, cols]
-                rows.append(dict(_place(name, n, col_off, row_off, size, src.transform), **stats))
+                rows.append(dict(_place(name, n, col_off, row_off, size, coefs), **stats))
                 n += 1
-        imgs.flush(), msks.flush()
-        del imgs, msks
+        del imgs, msks  # unmapped: the page cache writes them; no msync needed before the rename
         if n < n_max:
             _truncate_stacks(tmp, files, n)
         meta = dict(image=str(Path(image).resolve()), mask=str(Path(mask).resolve()),
@@ -435,6 +437,18 @@ def _check_grid(src, msrc, image, mask):
         raise InputError(f"{image} mixes band dtypes {set(src.dtypes)}; patches need one dtype")
 
 
+def _read_strip(src, indexes, window, inside, plain, fill=None):
+    """(data, valid) of a window: a plain read where nothing can be invalid, else padded."""
+    if plain and inside == window:
+        data = src.read(indexes, window=window)
+        return data, np.ones(data.shape[1:], bool)
+    if fill is not None and src.nodata is None:
+        data, valid = _read_padded(src, indexes, window, inside)
+        data[:, ~valid] = fill
+        return data, valid
+    return _read_padded(src, indexes, window, inside)
+
+
 def _patch_stats(valid, labels):
     counts = np.bincount(labels.ravel(), minlength=256)
     total = labels.size
@@ -454,10 +468,10 @@ def _kept(stats, params):
     return any(counts[c] > 0 for c in wanted)
 
 
-def _place(scene, slot, col_off, row_off, size, transform):
-    t = transform * Affine.translation(col_off, row_off)
-    left, top = t.c, t.f
-    right, bottom = t * (size, size)
+def _place(scene, slot, col_off, row_off, size, coefs):
+    a, b, c, d, e, f = coefs  # plain floats: Affine arithmetic costs more than the copy
+    left, top = a * col_off + b * row_off + c, d * col_off + e * row_off + f
+    right, bottom = left + a * size + b * size, top + d * size + e * size
     return dict(patch_id=f"{scene}_r{row_off}_c{col_off}", scene=scene, slot=slot,
                 col_off=col_off, row_off=row_off, width=size, height=size,
                 left=min(left, right), bottom=min(top, bottom),
