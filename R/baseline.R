@@ -1,0 +1,30 @@
+#' Train the pixel-based Random Forest baseline
+#'
+#' The course's "traditional ML" comparison: pixels become a table (one row per pixel,
+#' one column per band) and a Random Forest learns the classes from it. The pixels are
+#' drawn, class-balanced, from the same training patches the U-Net learns from (split
+#' `"train"` of [split_patches()]); unknown pixels (255) are never drawn. The saved
+#' model maps whole scenes with [predict_raster()] and is scored with [assess_map()],
+#' exactly like a U-Net.
+#'
+#' @param patches a patch folder from [make_patches()], split by [split_patches()].
+#' @param out the model file to write (`.joblib`; a Python pickle: load only files you trust).
+#' @param n_per_class training pixels drawn per class.
+#' @param n_trees number of trees.
+#' @param seed random seed for the sample and the forest.
+#' @param overwrite replace an existing `out` (otherwise error class
+#'   `rsunet_output_exists_error`).
+#' @return `out`, the path of the saved model, invisibly.
+#' @examples
+#' \dontrun{
+#' rf <- train_baseline("patches", "random_forest.joblib")
+#' map <- predict_raster(rf, "scene.tif", "scene_rf.tif")
+#' }
+train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100, seed = 0,
+                           overwrite = FALSE) {
+  .py_call(.py("baseline")$train_baseline(
+    path.expand(patches), path.expand(out), n_per_class = as.integer(n_per_class),
+    n_trees = as.integer(n_trees), seed = as.integer(seed), overwrite = isTRUE(overwrite)
+  ))
+  invisible(path.expand(out))
+}

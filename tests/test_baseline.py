@@ -1,0 +1,81 @@
+"""The pixel Random Forest baseline on the bundled Amazon chips.
+
+Mirrored by tests/testthat/test-baseline.R.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+
+from rsunet import baseline
+from rsunet.errors import InputError, ModelFormatError
+from rsunet.example import example_data
+from rsunet.patches import PatchSet, make_patches, split_patches
+from rsunet.prediction import predict_raster
+from rsunet.samples import make_mask
+
+AMAZON = {1: "forest", 2: "background"}
+
+
+@pytest.fixture(scope="module")
+def patch_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("baseline")
+    data = example_data()["train"]
+    masks = [make_mask(img, png, tmp / f"{img.stem}_mask.tif", classes=AMAZON)["path"]
+             for img, png in zip(data["images"][:2], data["masks"][:2])]
+    make_patches(data["images"][:2], masks, tmp / "patches", size=128, progress=False)
+    split_patches(tmp / "patches", fractions=(0.75, 0.25), block=2, seed=1)
+    return tmp / "patches"
+
+
+def test_sampled_pixels_are_balanced_labelled_training_pixels(patch_dir):
+    ps = PatchSet(patch_dir)
+    X, y = baseline.sample_pixels(ps, "train", n_per_class=700, seed=3)
+    train = ps.index.loc[ps.index["split"] == "train", "patch_id"]
+    _, masks = ps.read(list(train))
+    available = {c: int((masks == c).sum()) for c in (0, 1)}
+    assert X.shape == (len(y), 3) and X.dtype == np.float32
+    assert set(np.unique(y)) <= {0, 1} and 255 not in y
+    for c in (0, 1):
+        assert (y == c).sum() == min(700, available[c])
+
+
+def test_forest_maps_a_scene_exactly_as_it_classifies_its_pixels(patch_dir, tmp_path):
+    model = baseline.train_baseline(patch_dir, tmp_path / "rf.joblib", n_per_class=400,
+                                    n_trees=10, seed=0)
+    image = example_data()["test"]["images"][0]
+    out = predict_raster(tmp_path / "rf.joblib", image, tmp_path / "map.tif",
+                         window=256, overlap=32, progress=False)
+    with rasterio.open(image) as src:
+        pixels = np.moveaxis(src.read(), 0, -1).reshape(-1, src.count).astype(np.float32)
+        shape = (src.height, src.width)
+    expected = model.forest.classes_[model.forest.predict_proba(pixels).argmax(1)]
+    with rasterio.open(out) as dst:
+        np.testing.assert_array_equal(dst.read(1), expected.reshape(shape))
+
+
+def test_forest_beats_chance_on_held_aside_reference(patch_dir, tmp_path):
+    model = baseline.train_baseline(patch_dir, n_per_class=1000, n_trees=20, seed=0)
+    data = example_data()["test"]
+    ref = make_mask(data["images"][0], data["masks"][0], tmp_path / "ref.tif",
+                    classes=AMAZON)["path"]
+    with rasterio.open(data["images"][0]) as src, rasterio.open(ref) as r:
+        x = np.moveaxis(src.read(), 0, -1)[np.newaxis]
+        truth = r.read(1)
+    pred = model.predict_probabilities(x)[0].argmax(-1)
+    assert (pred == truth).mean() > 0.6
+
+
+def test_save_load_roundtrip_and_errors(patch_dir, tmp_path):
+    model = baseline.train_baseline(patch_dir, tmp_path / "rf.joblib", n_per_class=200,
+                                    n_trees=5, seed=0)
+    again = baseline.load_baseline(tmp_path / "rf.joblib")
+    x = np.random.default_rng(0).integers(0, 255, (2, 8, 8, 3))
+    np.testing.assert_array_equal(model.predict_probabilities(x), again.predict_probabilities(x))
+    np.testing.assert_allclose(again.predict_probabilities(x).sum(-1), 1.0, rtol=1e-6)
+    with pytest.raises(ModelFormatError):
+        baseline.load_baseline(tmp_path / "none.joblib")
+    with pytest.raises(InputError, match="no patches in split"):
+        baseline.sample_pixels(PatchSet(patch_dir), "test")

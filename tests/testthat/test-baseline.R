@@ -1,0 +1,51 @@
+# The pixel Random Forest baseline from R: mirrors tests/test_baseline.py.
+
+amazon <- list(`1` = "forest", `2` = "background")
+
+baseline_patches <- function() {
+  dir <- tempfile("baseline")
+  root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
+  images <- sort(list.files(file.path(root, "train", "images"), full.names = TRUE))[1:2]
+  masks <- vapply(unname(images), function(img) {
+    png <- file.path(root, "train", "masks", sub("\\.tif$", ".png", basename(img)))
+    out <- file.path(dir, sub("\\.tif$", "_mask.tif", basename(img)))
+    make_mask(img, png, out, classes = amazon)
+    out
+  }, character(1), USE.NAMES = FALSE)
+  make_patches(images, masks, file.path(dir, "patches"), size = 128, progress = FALSE)
+  split_patches(file.path(dir, "patches"), fractions = c(0.75, 0.25), block = 2, seed = 1)
+  file.path(dir, "patches")
+}
+
+test_that("the forest maps a held-aside chip better than chance, as a georeferenced raster", {
+  skip_if_no_rsunet()
+  patches <- baseline_patches()
+  rf <- train_baseline(patches, tempfile(fileext = ".joblib"), n_per_class = 1000,
+                       n_trees = 20, seed = 0)
+  expect_true(file.exists(rf))
+  root <- system.file("extdata", "amazon", "test", package = "rsunet")
+  image <- file.path(root, "images", "Amazon_511_35.tif")
+  map <- predict_raster(rf, image, tempfile(fileext = ".tif"), window = 256, overlap = 32,
+                        progress = FALSE)
+  ref <- make_mask(image, file.path(root, "masks", "Amazon_511_35.png"),
+                   tempfile(fileext = ".tif"), classes = amazon)
+  expect_equal(as.vector(terra::ext(map)), as.vector(terra::ext(terra::rast(image))))
+  agree <- mean(terra::values(map)[, 1] == terra::values(ref)[, 1], na.rm = TRUE)
+  expect_gt(agree, 0.6)
+  expect_true(all(terra::values(map)[, 1] %in% c(0, 1)))
+})
+
+test_that("an existing model is kept and a patch set without a split is a classed error", {
+  skip_if_no_rsunet()
+  patches <- baseline_patches()
+  out <- tempfile(fileext = ".joblib")
+  train_baseline(patches, out, n_per_class = 100, n_trees = 3)
+  before <- tools::md5sum(out)
+  expect_error(train_baseline(patches, out, n_per_class = 100, n_trees = 3),
+               class = "rsunet_output_exists_error")
+  expect_equal(tools::md5sum(out), before)
+  idx <- read.csv(file.path(patches, "index.csv"))
+  idx$split <- NULL
+  write.csv(idx, file.path(patches, "index.csv"), row.names = FALSE)
+  expect_error(train_baseline(patches, tempfile(fileext = ".joblib")), class = "rsunet_input_error")
+})
