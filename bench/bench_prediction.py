@@ -127,9 +127,13 @@ def bench_p1(size, window=256, overlap=32, batch=4):
     x = windows_of(scene, window, overlap).astype(np.float32)
     model.keras_model.predict(x[:batch], batch_size=batch, verbose=0)  # warm up
     out = TMP / "p1.tif"
-    t_model = timed(lambda: model.keras_model.predict(x, batch_size=batch, verbose=0))
-    t_ours = timed(lambda: predict_raster(model, scene, out, window=window, overlap=overlap,
-                                          batch_size=batch, overwrite=True, progress=False))
+    t_model, t_ours = float("inf"), float("inf")
+    for _ in range(3):  # interleaved, best of 3: the machine is shared and noisy
+        t_model = min(t_model, timed(lambda: model.keras_model.predict(
+            x, batch_size=batch, verbose=0), repeat=1))
+        t_ours = min(t_ours, timed(lambda: predict_raster(
+            model, scene, out, window=window, overlap=overlap, batch_size=batch,
+            overwrite=True, progress=False), repeat=1))
     return dict(windows=len(x), model_s=t_model, ours_s=t_ours, ratio=t_ours / t_model)
 
 
