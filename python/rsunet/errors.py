@@ -48,3 +48,7 @@ class OutputExistsError(RsunetError, FileExistsError):
 
 class DependencyError(RsunetError, ImportError):
     """An optional dependency (R, rpy2, TensorFlow) is missing or broken."""
+
+
+class RCodeError(RsunetError, RuntimeError):
+    """R code run through the rpy2 bridge (``rsunet.r``) failed; the message is R's."""

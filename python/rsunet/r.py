@@ -33,12 +33,14 @@ Dates and POSIXct as datetime64. A DataFrame's index is not transferred.
 
 reticulate. On reticulate < 1.31 (Debian 12 has 1.28) a process must never hold rpy2
 and reticulate both: R code run here must not call back into Python, or the process
-aborts at R's next garbage collection ("PyThreadState_Get: the function must be called
-with the GIL held"). The bridge therefore refuses to start when reticulate is already
-loaded in the embedded R, and makes loading reticulate (or the R package rsunet, which
-uses it) fail with a clear R error; both raise :class:`~rsunet.errors.DependencyError`.
-Reticulate 1.31 fixed the crash: with it the guard is lifted (see
-:func:`reticulate_allowed`).
+aborts at R's next garbage collection or at exit ("PyThreadState_Get: the function must
+be called with the GIL held"). Loading reticulate is harmless; starting Python from it is
+not. The bridge therefore refuses to start when reticulate has already started Python in
+the embedded R, and sets reticulate's ``reticulate.python.beforeInitialized`` option so
+that any later start (``reticulate::import``, ``py_config()``, every function of the R
+package rsunet) fails with an R error before Python is touched; both surface as
+:class:`~rsunet.errors.DependencyError`. Reticulate 1.31 fixed the crash: with it the
+guard is lifted (see :func:`reticulate_allowed`).
 """
 
 from __future__ import annotations
@@ -67,14 +69,21 @@ _R_HELPERS = r"""
 local({
   e <- new.env()
 
+  # reticulate calls this option's function just before it would start Python; in a
+  # process that rpy2 runs, that start is what crashes later, so it must fail here.
   e$guard <- function(message) {
-    for (pkg in c("reticulate", "rsunet")) {
-      setHook(packageEvent(pkg, "onLoad"), function(...) stop(message, call. = FALSE))
-    }
+    options(reticulate.python.beforeInitialized = function() stop(message, call. = FALSE))
   }
 
-  e$capture <- function(expr_fun) {
-    tryCatch(list(ok = TRUE, value = expr_fun()),
+  e$reticulate_started <- function() {
+    "reticulate" %in% loadedNamespaces() &&
+      isTRUE(tryCatch(reticulate:::is_python_initialized(), error = function(err) FALSE))
+  }
+
+  # .f(...) with an R error returned as list(ok = FALSE, value = message), so that R
+  # prints nothing and Python raises a typed exception.
+  e$try_call <- function(.f, ...) {
+    tryCatch(list(ok = TRUE, value = .f(...)),
              error = function(err) list(ok = FALSE, value = conditionMessage(err)))
   }
 
@@ -127,9 +136,10 @@ local({
   }
 
   e$df_parts <- function(df) {
+    dtypes <- attr(df, "rsunet_dtypes")
     df <- as.data.frame(df, stringsAsFactors = FALSE)
     list(names = names(df), n = nrow(df), cols = lapply(df, e$column_parts),
-         dtypes = attr(df, "rsunet_dtypes"))
+         dtypes = dtypes)
   }
 
   e$make_sf <- function(df, wkb, geometry_name, position, crs) {
@@ -227,16 +237,16 @@ def start_r():
     helpers = ro.r(_R_HELPERS)
     _state.update(ri=ri, ro=ro, helpers=helpers)
     if not reticulate_allowed():
-        if bool(ro.r('"reticulate" %in% loadedNamespaces()')[0]):
+        if bool(helpers["reticulate_started"]()[0]):
             _state.pop("helpers")
             raise DependencyError(
-                "reticulate is loaded in this process's R, and reticulate < 1.31 crashes a"
+                "reticulate has started Python in this process's R, and reticulate < 1.31 crashes a"
                 " process that also runs rpy2: use the bridge in a Python process that R did"
                 " not start, or upgrade reticulate to >= 1.31"
             )
         helpers["guard"](
             "rsunet's rpy2 bridge: reticulate < 1.31 and rpy2 cannot share a process; R code"
-            " run from Python must not load reticulate or the R package rsunet (run that R"
+            " run from Python must not use reticulate or the R package rsunet (run that R"
             " code in its own R session, or upgrade reticulate to >= 1.31)"
         )
     return helpers
@@ -269,7 +279,7 @@ def reticulate_allowed() -> bool:
     Returns:
         True when reticulate >= 1.31 is installed (it can share a process with rpy2) or
         when reticulate is not installed; False for older reticulate, which the bridge
-        then refuses to load.
+        then stops from starting Python.
     """
     if "ro" not in _state:
         start_r()
@@ -286,9 +296,12 @@ def _ensure_r():
 
 def _require(pkg, what):
     ro = _state["ro"]
-    if not bool(ro.r(f'requireNamespace("{pkg}", quietly = TRUE)')[0]):
+    if pkg in _state.setdefault("loaded", set()):
+        return
+    if not bool(ro.r(f'isTRUE(suppressWarnings(requireNamespace("{pkg}", quietly = TRUE)))')[0]):
         raise DependencyError(f"{what} needs the R package {pkg}: install it in R "
                               f"(Debian: apt-get install r-cran-{pkg})")
+    _state["loaded"].add(pkg)
 
 
 # ---- rasters ------------------------------------------------------------------------------
@@ -323,7 +336,7 @@ def raster_to_r(raster, transform=None, crs=None, nodata=None):
         path = Path(raster)
         if not path.exists():
             raise InputError(f"raster not found: {path}")
-        return _eval_r(lambda: ro.r["terra::rast"](str(path.resolve())))
+        return _call_r(ro.r("terra::rast"), str(path.resolve()), context="terra cannot read it")
     if not isinstance(raster, Raster):
         raster = _raster_from_array(raster, transform, crs, nodata)
     t = raster.transform
@@ -333,12 +346,11 @@ def raster_to_r(raster, transform=None, crs=None, nodata=None):
     data[:, ~raster.valid] = np.nan
     left, bottom, right, top = raster.bounds
     crs_wkt = raster.crs.to_wkt() if raster.crs else ""
-    meta = ro.ListVector({
-        "dtype": raster.data.dtype.name,
-        "nodata": ro.NA_Real if raster.nodata is None else float(raster.nodata),
-        "transform": ro.FloatVector(list(t)[:6]),
-        "crs": crs_wkt,
-    })
+    record = {"dtype": raster.data.dtype.name, "transform": ro.FloatVector(list(t)[:6]),
+              "crs": crs_wkt}
+    if raster.nodata is not None:  # absent means "no nodata value", as in the Raster
+        record["nodata"] = float(raster.nodata)
+    meta = ro.ListVector(record)
     return helpers["make_rast"](_float_vector(ri, data.ravel()),
                                 ro.IntVector(data.shape),
                                 ro.FloatVector([left, right, bottom, top]), crs_wkt, meta)
@@ -388,9 +400,9 @@ def raster_from_r(x, dtype=None):
     from rsunet.io import Raster
 
     ri, ro, helpers = _ensure_r()
-    parts = _eval_r(lambda: helpers["rast_parts"](x))
+    parts = _call_r(helpers["rast_parts"], x)
     bands, rows, cols = (int(v) for v in parts.rx2("dims"))
-    values = np.array(parts.rx2("values"), dtype=np.float64).reshape(bands, rows, cols)
+    values = _np(parts.rx2("values"), np.float64).reshape(bands, rows, cols)
     missing = np.isnan(values)
     meta = _named(parts.rx2("meta"))
     data, nodata = _raster_values(values, missing, dtype, meta, str(parts.rx2("datatype")[0]))
@@ -406,36 +418,35 @@ _INFERRED = ["uint8", "int16", "uint16", "int32", "uint32"]
 
 
 def _raster_values(values, missing, dtype, meta, datatype):
-    """Cast R's doubles to the dtype asked for, recorded, or inferred; choose a nodata."""
+    """Cast R's doubles to the dtype asked for, recorded, or inferred; choose a nodata.
+
+    Each candidate is ``(dtype, nodata, recorded)``: a recorded nodata (even None) is
+    trusted; otherwise a raster with ``NA`` gets a nodata value no valid cell uses.
+    """
     present = values[~missing]
-    recorded_nodata = meta.get("nodata")
-    if recorded_nodata is not None and np.isnan(recorded_nodata) and meta.get("dtype", "f")[0] != "f":
-        recorded_nodata = None  # NA_real_: the raster had no nodata value
     if dtype is not None:
         dtype = np.dtype(dtype)
         if not _holds(dtype, present):
             raise InputError(f"the SpatRaster's values do not fit {dtype.name} exactly")
-        nodata = recorded_nodata if recorded_nodata is not None else _sentinel(dtype, present)
-        return _filled(values, missing, dtype, nodata), nodata
-    candidates = []
-    if meta.get("dtype"):
-        candidates.append((np.dtype(meta["dtype"]), recorded_nodata))
-    if datatype in _TERRA_TYPES:
-        candidates.append((np.dtype(_TERRA_TYPES[datatype]), None))
-    candidates += [(np.dtype(d), None) for d in _INFERRED] + [(np.dtype("float64"), None)]
-    for candidate, nodata in candidates:
+        candidates = [(dtype, meta.get("nodata"), "dtype" in meta)]
+    else:
+        candidates = []
+        if "dtype" in meta:
+            candidates.append((np.dtype(meta["dtype"]), meta.get("nodata"), True))
+        if datatype in _TERRA_TYPES:
+            candidates.append((np.dtype(_TERRA_TYPES[datatype]), None, False))
+        candidates += [(np.dtype(d), None, False) for d in _INFERRED + ["float64"]]
+    for candidate, nodata, recorded in candidates:
         if not _holds(candidate, present):
             continue
-        if nodata is None and missing.any():
+        if not recorded and missing.any():
             nodata = _sentinel(candidate, present)
             if nodata is None:
                 continue  # every value of the type is used: no room for a nodata value
-        elif nodata is not None and not missing.any() and np.isnan(nodata):
-            nodata = nodata
         if nodata is not None and not np.isnan(nodata) and np.any(present == nodata):
             continue  # a valid value equal to nodata would read as missing
         return _filled(values, missing, candidate, nodata), nodata
-    raise AssertionError("float64 holds every double")  # pragma: no cover
+    raise InputError(f"the SpatRaster's values do not fit {dtype} with a free nodata value")
 
 
 def _holds(dtype, values) -> bool:
@@ -452,7 +463,7 @@ def _sentinel(dtype, present):
     info = np.iinfo(dtype)
     for v in (info.max, info.min) if dtype.kind == "u" else (info.min, info.max):
         if not np.any(present == v):
-            return float(v) if False else int(v)
+            return int(v)
     return None
 
 
@@ -553,20 +564,27 @@ def _missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
 
 
+def _is_null(x) -> bool:
+    return x is None or isinstance(x, type(_state["ri"].NULL))
+
+
 def _named(x) -> dict:
-    """An R named list (or NULL) as a dict of Python scalars."""
-    ri = _state["ri"]
-    if x is ri.NULL or x is None:
+    """An R named list of atomic vectors (or NULL) as a dict: length 1 -> scalar, else list."""
+    if _is_null(x):
         return {}
     out = {}
     for name, v in zip(x.names, x):
-        v = list(v)
-        if len(v) == 1:
-            v = v[0]
-            if isinstance(v, float) and np.isnan(v):
-                v = float("nan")
-        out[str(name)] = v
-    return {k: (None if v is None else v) for k, v in out.items()}
+        v = [float(e) if isinstance(e, float) else e for e in v]
+        out[str(name)] = v[0] if len(v) == 1 else v
+    return out
+
+
+def _np(v, dtype):
+    """An R atomic vector as a NumPy array (a copy), through its memory when it can."""
+    try:
+        return np.array(v.memoryview(), dtype=dtype)
+    except (AttributeError, TypeError, ValueError):
+        return np.array(list(v), dtype=dtype)
 
 
 # ---- tables -------------------------------------------------------------------------------
@@ -635,8 +653,7 @@ def _df_from_parts(parts):
 
 
 def _named_str(x) -> dict:
-    ri = _state["ri"]
-    if x is ri.NULL:
+    if _is_null(x):
         return {}
     return dict(zip((str(n) for n in x.names), (str(v) for v in x)))
 
@@ -653,11 +670,11 @@ def _column_from_r(col, n):
         levels = [str(x) for x in col[2]]
         return pd.Categorical.from_codes(codes, categories=levels, ordered=bool(col[3][0]))
     if kind == "integer":
-        a = np.array(v, dtype=np.int32)
+        a = _np(v, np.int32)
         na = a == np.iinfo(np.int32).min
-        return pd.array(np.where(na, 0, a), dtype="Int32").where(~na, pd.NA) if na.any() else a
+        return pd.arrays.IntegerArray(np.where(na, 0, a).astype(np.int32), mask=na) if na.any() else a
     if kind == "double":
-        return np.array(v, dtype=np.float64)
+        return _np(v, np.float64)
     if kind == "logical":
         raw = list(v)
         if any(x is ri.NA_Logical for x in raw):
@@ -681,28 +698,27 @@ def _column_from_r(col, n):
 
 def _restore_dtypes(df, recorded):
     """Give columns back the dtypes :func:`to_r` recorded, where the values still fit."""
-    import pandas as pd
-
     for name, dtype in recorded.items():
         if name not in df.columns or str(df[name].dtype) == dtype:
             continue
+        if dtype in ("category", "object") or dtype.startswith("datetime"):
+            continue  # R gave these back as they were
         try:
-            if dtype == "category" or dtype.startswith("datetime"):
-                continue
-            if dtype in ("object", "str", "string"):
-                df[name] = df[name].astype(dtype) if dtype != "object" else df[name]
-                continue
             cast = df[name].astype(dtype)
-            if pd.api.types.is_float_dtype(df[name].dtype) and not pd.api.types.is_float_dtype(cast.dtype):
-                same = cast.astype("float64").fillna(np.nan).to_numpy()
-                ok = np.array_equal(same, df[name].to_numpy(), equal_nan=True)
-            else:
-                ok = bool((cast.astype("float64") == df[name].astype("float64")).fillna(True).all())
-            if ok:
-                df[name] = cast
         except (TypeError, ValueError, OverflowError):
             continue  # the values changed in R: keep what R gave
+        if _same_values(cast, df[name]):
+            df[name] = cast
     return df
+
+
+def _same_values(a, b) -> bool:
+    """Equal values and equal missing positions (a cast did not round or wrap)."""
+    a, b = a.astype(object), b.astype(object)
+    na_a, na_b = a.isna().to_numpy(), b.isna().to_numpy()
+    if not np.array_equal(na_a, na_b):
+        return False
+    return bool(np.all(a[~na_a].to_numpy() == b[~na_b].to_numpy()))
 
 
 # ---- vectors ------------------------------------------------------------------------------
@@ -720,8 +736,8 @@ def _gdf_to_r(gdf):
     wkb = shapely.to_wkb(geoms, hex=True, include_srid=False) if len(geoms) else np.array([], object)
     attrs = _df_to_r(gdf.drop(columns=geometry_name))
     crs = gdf.crs.to_wkt() if gdf.crs is not None else ""
-    return _eval_r(lambda: helpers["make_sf"](attrs, ro.StrVector(list(wkb)), geometry_name,
-                                              position, crs))
+    return _call_r(helpers["make_sf"], attrs, ro.StrVector(list(wkb)), geometry_name,
+                   position, crs)
 
 
 def _gdf_from_r(x):
@@ -731,7 +747,7 @@ def _gdf_from_r(x):
 
     ri, ro, helpers = _ensure_r()
     _require("sf", "sf conversion")
-    parts = _eval_r(lambda: helpers["sf_parts"](x))
+    parts = _call_r(helpers["sf_parts"], x)
     df = _df_from_parts(parts.rx2("df"))
     geoms = shapely.from_wkb(np.array(list(parts.rx2("wkb")), dtype=object))
     name = str(parts.rx2("geometry_name")[0])
@@ -739,7 +755,7 @@ def _gdf_from_r(x):
     wkt = str(parts.rx2("crs")[0])
     crs = CRS.from_wkt(wkt) if wkt else None
     recorded = parts.rx2("recorded_crs")
-    if crs is not None and recorded is not ri.NULL:
+    if crs is not None and not _is_null(recorded):
         original = CRS.from_wkt(str(recorded[0]))
         crs = original if original == crs else crs
     return gpd.GeoDataFrame(df, geometry=name, crs=crs)
@@ -836,19 +852,19 @@ def from_r(x):
         gdf = _gdf_from_r(ro.r("function(g) sf::st_sf(geometry = g)")(x))
         return gdf.geometry
     if kind == "data.frame":
-        return _df_from_parts(_eval_r(lambda: helpers["df_parts"](x)))
+        return _df_from_parts(_call_r(helpers["df_parts"], x))
     if kind == "factor":
         col = helpers["column_parts"](x)
         return _column_from_r(col, len(x))
     if kind == "list":
         values = [from_r(v) for v in x]
         names = x.names
-        if names is not ri.NULL and all(str(n) for n in names):
+        if not _is_null(names) and all(str(n) for n in names):
             return dict(zip((str(n) for n in names), values))
         return values
     if kind == "atomic":
         return _atomic_from_r(helpers["atomic_parts"](x))
-    raise InputError(f"cannot convert an R object of class {list(ro.r['class'](x))} to Python")
+    return x  # an environment, a function, a model...: kept as the rpy2 object, usable in R
 
 
 def _atomic_from_r(parts):
@@ -862,18 +878,18 @@ def _atomic_from_r(parts):
         values = (np.array([None if b is ri.NA_Logical else bool(b) for b in raw], dtype=object)
                   if any(b is ri.NA_Logical for b in raw) else np.array(raw, dtype=bool))
     elif type_ == "integer":
-        values = np.array(v, dtype=np.int32)
+        values = _np(v, np.int32)
         na = values == np.iinfo(np.int32).min
         if na.any():
             values = np.where(na, np.nan, values.astype(np.float64))
     elif type_ == "double":
-        values = np.array(v, dtype=np.float64)
+        values = _np(v, np.float64)
     else:
         raise InputError(f"cannot convert an R vector of type {type_} to Python")
     dim, names = parts.rx2("dim"), parts.rx2("names")
-    if dim is not ri.NULL:
+    if not _is_null(dim):
         return values.reshape(tuple(int(d) for d in dim), order="F")
-    if names is not ri.NULL:
+    if not _is_null(names):
         return {str(n): _scalar(val) for n, val in zip(names, values)}
     if values.size == 1:
         return _scalar(values[0])
@@ -912,7 +928,7 @@ def read_rds(path):
     path = Path(path)
     if not path.is_file():
         raise InputError(f".rds file not found: {path}")
-    x = _eval_r(lambda: ro.r["readRDS"](str(path.resolve())), f"cannot read {path} as .rds")
+    x = _call_r(ro.r("readRDS"), str(path.resolve()), context=f"cannot read {path} as .rds")
     return from_r(x)
 
 
@@ -942,7 +958,7 @@ def save_rds(obj, path, overwrite=False):
                 " if (inherits(x, 'SpatRaster')) x <- terra::wrap(x);"
                 " saveRDS(x, file) }")
     with atomic_path(path, overwrite) as tmp:
-        _eval_r(lambda: save(x, str(tmp)))
+        _call_r(save, x, str(tmp))
     return Path(path)
 
 
@@ -960,14 +976,15 @@ def r_call(fun, *args, **kwargs):
 
     Raises:
         RCodeError: the R code failed (the message is R's).
-        DependencyError: the R code tried to load reticulate or the R package rsunet
-            in this process while reticulate < 1.31 is installed.
+        DependencyError: the R code tried to start Python through reticulate (directly
+            or through the R package rsunet) while reticulate < 1.31 is installed.
     """
     ri, ro, helpers = _ensure_r()
-    f = _eval_r(lambda: ro.r(f"({fun})"), "cannot evaluate the R function")
+    f = _call_r(ro.r("function(code) eval(parse(text = code, keep.source = FALSE), globalenv())"),
+                fun, context="cannot evaluate the R function")
     r_args = [to_r(a) for a in args]
     r_kwargs = {k: to_r(v) for k, v in kwargs.items()}
-    return from_r(_eval_r(lambda: f(*r_args, **r_kwargs)))
+    return from_r(_call_r(f, *r_args, **r_kwargs))
 
 
 def run_r(code, **objects):
@@ -983,22 +1000,21 @@ def run_r(code, **objects):
 
     Raises:
         RCodeError: the R code failed (the message is R's).
-        DependencyError: the R code tried to load reticulate or the R package rsunet
-            in this process while reticulate < 1.31 is installed.
+        DependencyError: the R code tried to start Python through reticulate (directly
+            or through the R package rsunet) while reticulate < 1.31 is installed.
     """
     ri, ro, helpers = _ensure_r()
     env = ro.r("new.env(parent = globalenv())")
     for name, value in objects.items():
         env[name] = to_r(value)
     run = ro.r("function(code, env) eval(parse(text = code, keep.source = FALSE), envir = env)")
-    return from_r(_eval_r(lambda: run(code, env)))
+    return from_r(_call_r(run, code, env))
 
 
-def _eval_r(thunk, context="R code failed"):
-    """Run an rpy2 call through R's tryCatch so an R error becomes a typed exception."""
+def _call_r(f, *args, context="R code failed", **kwargs):
+    """``f(*args, **kwargs)`` in R inside tryCatch: an R error becomes a typed exception."""
     ri, ro, helpers = _ensure_r()
-    holder = ri.rternalize(lambda: thunk())
-    result = helpers["capture"](holder)
+    result = helpers["try_call"](f, *args, **kwargs)
     if bool(result.rx2("ok")[0]):
         return result.rx2("value")
     message = str(result.rx2("value")[0])
