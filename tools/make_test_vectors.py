@@ -298,8 +298,106 @@ def vectors_patches(out: Path) -> dict:
                 shape=[4, rows, cols], transform=list(t)[:6], cases=cases)
 
 
+def vectors_bridge(out: Path) -> dict:
+    """Files rsunet writes and R reads (rpy2 bridge, tests/test_r.py and test-r.R).
+
+    Rasters of every dtype rsunet writes, written with rsunet.io.write_raster (the writer
+    under test: R must read what it writes), polygons written with geopandas, and .rds
+    files saved from Python through the bridge (R reads them with readRDS). Expected
+    values come from the arrays and geometries made here.
+    """
+    import geopandas as gpd
+    import shapely
+
+    from rsunet.io import write_raster
+
+    rng = np.random.default_rng(7)
+    holes = [(0, 0), (2, 3), (4, 6), (3, 1)]  # (row, col): nodata in every band
+    specs = [("uint8", 255, "EPSG:32622", (30.0, 500010.0, 9000020.0)),
+             ("int16", -9999, "EPSG:3857", (4.77, -5000000.0, 2000000.0)),
+             ("uint16", 0, "EPSG:2953", (0.5, 2600000.0, 7500000.0)),
+             ("float32", float("nan"), "EPSG:4326", (9e-5, -55.0, -3.0))]
+    rasters = []
+    for dtype, nodata, crs, (res, x0, y0) in specs:
+        bands, rows, cols = 3, 5, 7
+        if dtype == "float32":
+            data = rng.normal(0, 1000, (bands, rows, cols)).astype(np.float32)
+        else:
+            info = np.iinfo(dtype)
+            data = rng.integers(info.min, info.max, (bands, rows, cols), endpoint=True).astype(dtype)
+            data[data == nodata] = nodata + 1 if nodata < info.max else nodata - 1
+            extremes = [v for v in (info.min, info.max) if v != nodata]
+            data[0, 1, 1:1 + len(extremes)] = extremes  # the type's limits, as valid values
+        valid = np.ones((rows, cols), bool)
+        for r_, c_ in holes:
+            valid[r_, c_] = False
+            data[:, r_, c_] = nodata
+        name = f"bridge_{dtype}.tif"
+        t = Affine(res, 0, x0, 0, -res, y0)
+        (out / name).unlink(missing_ok=True)
+        write_raster(out / name, data, t, crs, nodata=nodata)
+        values = [[None if not valid.flat[i] else float(b.flat[i]) for i in range(rows * cols)]
+                  for b in data]
+        rasters.append(dict(
+            file=name, dtype=dtype, nodata=None if np.isnan(nodata) else nodata,
+            nodata_is_nan=bool(np.isnan(nodata)), epsg=int(crs.split(":")[1]),
+            shape=[bands, rows, cols], transform=list(t)[:6],
+            extent=[t.c, t.c + res * cols, t.f - res * rows, t.f],  # xmin, xmax, ymin, ymax
+            valid_count=int(valid.sum()),
+            band_sums=[float(b[valid].astype(np.float64).sum()) for b in data],
+            values_row_major=values))
+    polygons = gpd.GeoDataFrame(
+        {"class": ["forest", "water", None, "cleared"], "class_id": [1, 4, 3, 2],
+         "area": [0.1, 2.5, float("nan"), 1 / 3], "checked": [True, False, True, True]},
+        # all MultiPolygons: a GeoPackage layer has one type (GDAL would promote Polygons)
+        geometry=[shapely.MultiPolygon([shapely.Polygon([
+                      (500000.25, 9000000.5), (500100.125, 9000000.5),
+                      (500100.125, 8999900.75), (500000.25, 9000000.5)])]),
+                  shapely.MultiPolygon([shapely.Polygon(
+                      [(500010, 8999990), (500090, 8999990), (500090, 8999910), (500010, 8999910)],
+                      [[(500030, 8999970), (500050, 8999970), (500050, 8999950)]])]),
+                  shapely.MultiPolygon([shapely.box(500200, 8999800, 500210, 8999810),
+                                        shapely.box(500300.1, 8999700.2, 500300.7, 8999700.9)]),
+                  shapely.MultiPolygon([shapely.Polygon([
+                      (500001 / 3, 9000000 - 2 / 3), (500100, 9000000), (500100, 8999999)])])],
+        crs="EPSG:32622")
+    (out / "bridge_polygons.gpkg").unlink(missing_ok=True)
+    polygons.to_file(out / "bridge_polygons.gpkg", layer="polygons", driver="GPKG")
+    rds = {}
+    try:
+        from rsunet import io, r
+    except ImportError:  # pragma: no cover
+        r = None
+    if r is not None:
+        uint8 = io.read_raster(out / "bridge_uint8.tif")
+        table = pd_table()
+        for name, obj in [("bridge_raster.rds", uint8), ("bridge_polygons.rds", polygons),
+                          ("bridge_table.rds", table)]:
+            r.save_rds(obj, out / name, overwrite=True)
+        rds = {"raster": "bridge_raster.rds", "raster_source": "bridge_uint8.tif",
+               "polygons": "bridge_polygons.rds", "table": "bridge_table.rds",
+               "table_columns": {c: [None if v is None or v != v else v for v in table[c].tolist()]
+                                 for c in table.columns}}
+    return dict(rasters=rasters, polygons=dict(
+        file="bridge_polygons.gpkg", layer="polygons", epsg=32622,
+        wkt=[shapely.to_wkt(g, rounding_precision=-1) for g in polygons.geometry],
+        wkb_hex=[shapely.to_wkb(g, hex=True) for g in polygons.geometry],
+        attributes={c: [None if v is None or v != v else v for v in polygons[c].tolist()]
+                    for c in ["class", "class_id", "area", "checked"]}), rds=rds)
+
+
+def pd_table():
+    """The small table the bridge vectors save as .rds: one column per kind R knows."""
+    import pandas as pd
+
+    return pd.DataFrame({"patch_id": ["a1", "b2", "c3"], "n": np.array([3, 0, 70000], np.int32),
+                         "share": [0.25, float("nan"), 1 / 7], "kept": [True, False, True],
+                         "split": pd.Categorical(["train", "test", "train"],
+                                                 categories=["train", "validation", "test"])})
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
-          "patches": vectors_patches}
+          "patches": vectors_patches, "bridge": vectors_bridge}
 
 
 def main(argv):

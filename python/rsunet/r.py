@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,14 @@ local({
   # prints nothing and Python raises a typed exception.
   e$try_call <- function(.f, ...) {
     tryCatch(list(ok = TRUE, value = .f(...)),
-             error = function(err) list(ok = FALSE, value = conditionMessage(err)))
+             error = function(err) list(ok = FALSE, value = conditionMessage(err),
+                                        input = inherits(err, "rsunet_input_error")))
+  }
+
+  # an error the user's input caused (InputError in Python), not the user's R code
+  e$input_error <- function(...) {
+    stop(structure(class = c("rsunet_input_error", "error", "condition"),
+                   list(message = paste0(...), call = NULL)))
   }
 
   e$make_rast <- function(values, dims, ext, crs, meta) {
@@ -98,9 +106,9 @@ local({
   e$as_spatraster <- function(x) {
     if (inherits(x, "PackedSpatRaster")) x <- terra::unwrap(x)
     ok <- tryCatch({ terra::nlyr(x); TRUE }, error = function(err) FALSE)
-    if (!ok) stop("this SpatRaster was saved without terra::wrap() (base::saveRDS keeps ",
-                  "only a dead pointer): save it with terra::saveRDS() or ",
-                  "saveRDS(terra::wrap(x), file)", call. = FALSE)
+    if (!ok) e$input_error("this SpatRaster was saved without terra::wrap() (base::saveRDS ",
+                           "keeps only a dead pointer): save it with terra::saveRDS() or ",
+                           "saveRDS(terra::wrap(x), file)")
     x
   }
 
@@ -283,10 +291,15 @@ def reticulate_allowed() -> bool:
     """
     if "ro" not in _state:
         start_r()
-    version = _installed_version("reticulate")
+    return _version_allows(_installed_version("reticulate"))
+
+
+def _version_allows(version) -> bool:
+    """True for no reticulate or reticulate >= 1.31 (``"1.28"`` -> False)."""
     if version is None:
         return True
-    return tuple(int(p) for p in version.split(".")[:2]) >= RETICULATE_FIXED
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    return parts >= RETICULATE_FIXED
 
 
 def _ensure_r():
@@ -501,15 +514,11 @@ def _crs_of(wkt, recorded_wkt):
 
 # ---- values in general --------------------------------------------------------------------
 
-_TWO53 = 2.0 ** 53
-
-
 def _exact_doubles(a, what):
     """``a`` as float64, or InputError if a value would change (int64 beyond 2**53)."""
     a = np.asarray(a)
     if a.dtype.kind in "iu" and a.dtype.itemsize == 8 and a.size:
-        if np.abs(a.astype(np.float64)).max() > _TWO53 or (
-                a.dtype.kind == "u" and a.max() > 2 ** 53):
+        if int(a.max()) > 2 ** 53 or int(a.min()) < -(2 ** 53):  # in integers: no rounding
             raise InputError(
                 f"{what} holds {a.dtype.name} values beyond +-2**53, which R's doubles cannot"
                 " hold exactly (R has no 64-bit integers): rescale them or cast to float64"
@@ -1020,4 +1029,6 @@ def _call_r(f, *args, context="R code failed", **kwargs):
     message = str(result.rx2("value")[0])
     if "reticulate < 1.31 and rpy2 cannot share a process" in message:
         raise DependencyError(message)
+    if bool(result.rx2("input")[0]):
+        raise InputError(message)
     raise RCodeError(f"{context}: {message}")
