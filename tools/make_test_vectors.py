@@ -362,7 +362,9 @@ def vectors_bridge(out: Path) -> dict:
                       (500001 / 3, 9000000 - 2 / 3), (500100, 9000000), (500100, 8999999)])])],
         crs="EPSG:32622")
     (out / "bridge_polygons.gpkg").unlink(missing_ok=True)
-    polygons.to_file(out / "bridge_polygons.gpkg", layer="polygons", driver="GPKG")
+    # GeoPackage 1.2: older GDALs (Debian 12's 3.6, which R's sf uses) warn on 1.4
+    polygons.to_file(out / "bridge_polygons.gpkg", layer="polygons", driver="GPKG",
+                     VERSION="1.2")
     rds = {}
     try:
         from rsunet import io, r

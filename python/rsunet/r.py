@@ -128,6 +128,10 @@ local({
     df
   }
 
+  e$make_factor <- function(codes, levels, ordered) {
+    structure(codes, levels = levels, class = if (ordered) c("ordered", "factor") else "factor")
+  }
+
   e$column_parts <- function(v) {
     if (is.factor(v)) return(list("factor", as.integer(v), levels(v), is.ordered(v)))
     if (inherits(v, "Date")) return(list("date", as.double(v), NULL, NULL))
@@ -631,9 +635,8 @@ def _column_to_r(s, what):
         codes = s.cat.codes.to_numpy().astype(np.int32) + 1
         codes[codes == 0] = np.iinfo(np.int32).min  # NA
         f = ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(codes)))
-        f.do_slot_assign("levels", ro.StrVector(levels))
-        f.do_slot_assign("class", ro.StrVector(["ordered", "factor"] if dtype.ordered else ["factor"]))
-        return f
+        # built by R's structure(), which marks it as an object: S3 dispatch needs that
+        return _state["helpers"]["make_factor"](f, ro.StrVector(levels), bool(dtype.ordered))
     if pd.api.types.is_datetime64_any_dtype(dtype):
         raise InputError(f"{what} holds datetimes: convert them to strings (astype(str)) or"
                          " numbers before handing the table to R")
