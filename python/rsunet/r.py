@@ -98,7 +98,7 @@ local({
   e$make_rast <- function(values, dims, ext, crs, meta) {
     r <- terra::rast(nrows = dims[2], ncols = dims[3], nlyrs = dims[1],
                      xmin = ext[1], xmax = ext[2], ymin = ext[3], ymax = ext[4], crs = crs)
-    terra::values(r) <- matrix(values, ncol = dims[1])  # NaN -> NA
+    terra::values(r) <- values  # layer after layer, row by row; NaN -> NA
     attr(r, "rsunet") <- meta
     r
   }
@@ -114,7 +114,9 @@ local({
 
   e$rast_parts <- function(x) {
     x <- e$as_spatraster(x)
-    list(values = as.double(terra::values(x, mat = TRUE)),
+    v <- terra::values(x, mat = FALSE)  # layer after layer, row by row
+    if (!is.double(v)) storage.mode(v) <- "double"
+    list(values = v,
          dims = c(terra::nlyr(x), terra::nrow(x), terra::ncol(x)),
          ext = as.vector(terra::ext(x)), crs = terra::crs(x),
          meta = attr(x, "rsunet"), datatype = terra::datatype(x)[1])
@@ -470,7 +472,9 @@ def _holds(dtype, values) -> bool:
     if dtype.kind == "f":
         return dtype.itemsize == 8 or bool(np.all(values.astype(dtype).astype(np.float64) == values))
     info = np.iinfo(dtype)
-    return bool(np.all((values == np.round(values)) & (values >= info.min) & (values <= info.max)))
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        return False
+    return bool(np.array_equal(values.astype(dtype), values))  # in range: a cast drops fractions
 
 
 def _sentinel(dtype, present):
