@@ -23,13 +23,16 @@ table, integer columns that fit become R integers, others (uint32 above 2**31-1,
 become doubles (exact within +-2**53, else InputError). The Python dtypes (and a raster's
 nodata value, transform and CRS) are recorded as an attribute on the R object and
 restored on the way back when they still hold the values exactly, so a round trip
-``from_r(to_r(x))`` gives back ``x``. Objects made in R (an ``.rds`` a colleague saved,
+``from_r(to_r(x))`` gives back ``x`` (for a raster: an invalid pixel is ``NA`` in every
+layer, the R package's rule, and comes back holding nodata in every band). Objects made in R (an ``.rds`` a colleague saved,
 the result of R code) carry no such record: a raster comes back as the smallest of
 uint8, int16, uint16, int32, uint32 that holds its whole-number values (with a nodata
 value outside them: 255, -32768, ... where the raster has ``NA``), else float64 with
 NaN; R integers as int32 (nullable ``Int32`` with ``NA``), doubles as float64, logicals
 as bool, characters as object columns (``None`` for ``NA``), factors as categoricals,
-Dates and POSIXct as datetime64. A DataFrame's index is not transferred.
+Dates and POSIXct as datetime64. Not transferred: a DataFrame's index, datetime columns
+from Python (InputError: convert them to strings first), missing geometries (they become
+empty ones); column names become strings.
 
 reticulate. On reticulate < 1.31 (Debian 12 has 1.28) a process must never hold rpy2
 and reticulate both: R code run here must not call back into Python, or the process
@@ -607,8 +610,6 @@ def _np(v, dtype):
 # ---- tables -------------------------------------------------------------------------------
 
 def _df_to_r(df):
-    import pandas as pd
-
     ri, ro, helpers = _ensure_r()
     names = [str(c) for c in df.columns]
     if len(set(names)) != len(names):
@@ -854,8 +855,6 @@ def from_r(x):
         float64 with NaN) or a list of str (``NA`` -> None); a named vector or named
         list -> dict; a list -> list; ``NULL`` -> None.
     """
-    import pandas as pd
-
     ri, ro, helpers = _ensure_r()
     kind = str(helpers["kind"](x)[0])
     if kind == "null":
