@@ -398,8 +398,121 @@ def pd_table():
                                                  categories=["train", "validation", "test"])})
 
 
+def vectors_assessment(out: Path) -> dict:
+    """A hand-checkable worked example, a 4-class map pair, and a map of known objects.
+
+    Every expected value here comes from the formulas written out by hand (Cohen 1960;
+    Pontius & Millones 2011) on small integer counts, or from numpy slicing, never from
+    rsunet.assessment.
+    """
+    import json as _json
+    from fractions import Fraction as F
+
+    t = Affine(2.0, 0, 500000.0, 0, -2.0, 7000000.0)
+    tags = {"RSUNET_CLASSES": _json.dumps({"0": "forest", "1": "water", "2": "urban"})}
+
+    # 1. worked example: rows reference, columns predicted, n = 100
+    cm = [[35, 5, 0],
+          [10, 15, 5],
+          [5, 0, 25]]
+    ref_px, pred_px = [], []
+    for i, row in enumerate(cm):
+        for j, c in enumerate(row):
+            ref_px += [i] * c
+            pred_px += [j] * c
+    # 10 more pixels that are unknown (255) in one map or the other: never counted
+    ref_px += [255, 255, 255, 255, 255, 0, 1, 2, 1, 255]
+    pred_px += [0, 1, 2, 255, 2, 255, 255, 255, 255, 255]
+    order = np.random.default_rng(7).permutation(len(ref_px))
+    ref = np.array(ref_px, np.uint8)[order].reshape(10, 11)
+    pred = np.array(pred_px, np.uint8)[order].reshape(10, 11)
+    for name, a in (("assessment_worked_ref.tif", ref), ("assessment_worked_pred.tif", pred)):
+        _write(out / name, a[None], t, "EPSG:32622", 255)
+        with rasterio.open(out / name, "r+") as dst:
+            dst.update_tags(**tags)
+    n = F(100)
+    p = [[F(c) / n for c in row] for row in cm]
+    rows = [sum(r) for r in p]                      # p_g+ (reference)
+    cols = [sum(p[i][j] for i in range(3)) for j in range(3)]   # p_+g (predicted)
+    diag = [p[g][g] for g in range(3)]
+    oa = sum(diag)                                   # 3/4
+    pe = sum(rows[g] * cols[g] for g in range(3))   # 0.4*0.5 + 0.3*0.2 + 0.3*0.3 = 0.35
+    kappa = (oa - pe) / (1 - pe)                     # 0.4 / 0.65 = 8/13
+    quantity = sum(abs(rows[g] - cols[g]) for g in range(3)) / 2          # 1/10
+    allocation = sum(2 * min(rows[g] - diag[g], cols[g] - diag[g]) for g in range(3)) / 2  # 3/20
+    assert quantity + allocation == 1 - oa
+    worked = dict(
+        reference="assessment_worked_ref.tif", prediction="assessment_worked_pred.tif",
+        classes=["forest", "water", "urban"], confusion=cm, n=100,
+        overall_accuracy=float(oa), kappa=float(kappa), quantity_disagreement=float(quantity),
+        allocation_disagreement=float(allocation),
+        precision=[float(diag[g] / cols[g]) for g in range(3)],
+        recall=[float(diag[g] / rows[g]) for g in range(3)],
+        f1=[float(2 * diag[g] / (rows[g] + cols[g])) for g in range(3)],
+        iou=[float(diag[g] / (rows[g] + cols[g] - diag[g])) for g in range(3)],
+    )
+
+    # 2. a 4-class map pair (60 x 80), 255 holes in both; expected counts by numpy,
+    #    and the counts inside two pixel-aligned boxes by slicing
+    rng = np.random.default_rng(20261124)
+    truth = np.repeat(np.repeat(rng.integers(0, 4, size=(6, 8)), 10, axis=0), 10, axis=1).astype(np.uint8)
+    guess = truth.copy()
+    noise = rng.random(truth.shape) < 0.2
+    guess[noise] = rng.integers(0, 4, size=int(noise.sum()))
+    truth[rng.random(truth.shape) < 0.03] = 255
+    guess[rng.random(truth.shape) < 0.03] = 255
+    _write(out / "assessment_multi_ref.tif", truth[None], t, "EPSG:32622", 255)
+    _write(out / "assessment_multi_pred.tif", guess[None], t, "EPSG:32622", 255)
+
+    def counts_of(r, g):
+        ok = (r != 255) & (g != 255)
+        m = np.zeros((4, 4), np.int64)
+        np.add.at(m, (r[ok].astype(int), g[ok].astype(int)), 1)
+        return m.tolist()
+
+    boxes_px = [(5, 7, 20, 13), (50, 30, 24, 25)]   # col_off, row_off, width, height
+    inside = np.zeros(truth.shape, bool)
+    boxes = []
+    for c, r, w, h in boxes_px:
+        inside[r:r + h, c:c + w] = True
+        left, top = t * (c, r)
+        right, bottom = t * (c + w, r + h)
+        boxes.append(dict(left=left, bottom=bottom, right=right, top=top))
+    multi = dict(reference="assessment_multi_ref.tif", prediction="assessment_multi_pred.tif",
+                 confusion=counts_of(truth, guess), boxes=boxes,
+                 confusion_in_boxes=counts_of(np.where(inside, truth, 255), guess))
+
+    # 3. objects of class 1 on a 20 x 30 map, 2 m pixels (4 m2), drawn by hand
+    obj = np.zeros((20, 30), np.uint8)
+    obj[1:4, 1:4] = 1           # A: 3x3 square, 9 px
+    obj[6:11, 2] = 1            # B: an L, 5 + 3 = 8 px
+    obj[10, 3:6] = 1
+    obj[2, 10] = 1              # C and D touch only at a corner: 1 object with 8-, 2 with 4-connectivity
+    obj[3, 11] = 1
+    obj[15, 20] = 1             # E: a single pixel
+    obj[5:9, 15:25] = 1         # F: 4 x 10 = 40 px, with a 2 x 2 hole of class 2
+    obj[6:8, 18:20] = 2
+    obj[0:20, 28:30] = 255      # unknown strip: not valid area
+    obj[18, 0:5] = 1            # G: 5 px on the bottom row
+    _write(out / "assessment_objects.tif", obj[None], t, "EPSG:32622", 255)
+    valid_px = 20 * 30 - 40
+    objects = dict(
+        map="assessment_objects.tif", pixel_area_m2=4.0, valid_area_ha=valid_px * 4.0 / 1e4,
+        cases=[
+            dict(cls=1, connectivity=8, min_pixels=1, pixels=sorted([9, 8, 2, 1, 36, 5])),
+            dict(cls=1, connectivity=4, min_pixels=1, pixels=sorted([9, 8, 1, 1, 1, 36, 5])),
+            dict(cls=1, connectivity=4, min_pixels=2, pixels=sorted([9, 8, 36, 5])),
+            dict(cls=2, connectivity=8, min_pixels=1, pixels=[4]),
+        ],
+        # the 3x3 square's centroid, in map coordinates: pixel centre (row 2, col 2)
+        square_centroid=list(t * (2.5, 2.5)),
+    )
+    return {"worked": worked, "multi": multi, "objects": objects}
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
-          "patches": vectors_patches, "bridge": vectors_bridge}
+          "patches": vectors_patches, "bridge": vectors_bridge,
+          "assessment": vectors_assessment}
 
 
 def main(argv):
