@@ -9,7 +9,6 @@ R (reticulate), which the bridge guards against and one test checks in a subproc
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -218,35 +217,33 @@ def test_io_vectors_counts_and_sums_in_terra_equal_io_json(r):
         np.testing.assert_allclose(np.atleast_1d(got["sums"]), case["band_sums"], rtol=1e-12)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rsunet.assessment") is None,
-                    reason="the assessment stage (rsunet.assessment) is not written yet")
-def test_assessment_confusion_matrix_equals_r_table(r, tmp_path):
-    """If the assessment stage exists: R's table() of map vs reference is its matrix."""
-    assessment = need_module("rsunet.assessment")
-    if not hasattr(assessment, "assess_map"):
-        skip_or_fail("rsunet.assessment has no assess_map yet")
-    rng = np.random.default_rng(5)
-    ref = rng.integers(0, 3, (1, 12, 17)).astype(np.uint8)
-    pred = np.where(rng.random(ref.shape) < 0.7, ref, rng.integers(0, 3, ref.shape)).astype(np.uint8)
-    ref[0, 0, :4] = 255  # ignored
-    t = Affine(1, 0, 0, 0, -1, 12)
-    io.write_raster(tmp_path / "ref.tif", ref, t, "EPSG:32622", nodata=255)
-    io.write_raster(tmp_path / "pred.tif", pred, t, "EPSG:32622", nodata=255)
-    result = assessment.assess_map(tmp_path / "pred.tif", tmp_path / "ref.tif")
-    matrix = None
-    for key in ("confusion_matrix", "confusion", "matrix"):
-        matrix = result.get(key) if isinstance(result, dict) else getattr(result, key, None)
-        if matrix is not None:
-            break
-    if matrix is None:  # the assessment stage changed its result: this test must follow
-        pytest.fail(f"assess_map's result has no confusion matrix under a known name: {result!r}"[:500])
-    table = r.run_r("m <- terra::values(terra::rast(p))[, 1]; g <- terra::values(terra::rast(q))[, 1]\n"
-                    "ok <- !is.na(m) & !is.na(g)\n"
-                    "unclass(table(factor(g[ok], 0:2), factor(m[ok], 0:2)))",
-                    p=str(tmp_path / "pred.tif"), q=str(tmp_path / "ref.tif"))
-    got = np.asarray(getattr(matrix, "values", matrix))
-    assert got.sum() == table.sum() == int((ref != 255).sum())
-    assert np.array_equal(got, table) or np.array_equal(got, table.T)
+R_CONFUSION = """
+g <- terra::values(terra::rast(ref))[, 1]; m <- terra::values(terra::rast(pred))[, 1]
+ok <- !is.na(g) & !is.na(m) & g != 255 & m != 255
+ids <- sort(unique(c(g[ok], m[ok])))
+tab <- table(factor(g[ok], ids), factor(m[ok], ids))   # reference in rows
+po <- sum(diag(tab)) / sum(tab); pe <- sum(rowSums(tab) * colSums(tab)) / sum(tab)^2
+list(matrix = unclass(tab), ids = ids, oa = po, kappa = (po - pe) / (1 - pe))
+"""
+
+
+@pytest.mark.parametrize("name", ["worked", "multi"])
+def test_assessment_vectors_confusion_is_r_table(r, name):
+    """R's table() of map vs reference (terra reading the files) is assessment.json's
+    matrix and rsunet.assessment's; OA and kappa by their formulas in R agree too."""
+    case = vectors("assessment")[name]
+    got = r.run_r(R_CONFUSION, ref=str(VECTORS / case["reference"]),
+                  pred=str(VECTORS / case["prediction"]))
+    np.testing.assert_array_equal(got["matrix"], case["confusion"])
+    if "overall_accuracy" in case:
+        assert got["oa"] == pytest.approx(case["overall_accuracy"], rel=1e-12)
+        assert got["kappa"] == pytest.approx(case["kappa"], rel=1e-12)
+    from rsunet.assessment import assess_map
+
+    ours = assess_map(VECTORS / case["prediction"], VECTORS / case["reference"])
+    assert [int(i) for i in ours.class_ids] == [int(i) for i in np.atleast_1d(got["ids"])]
+    np.testing.assert_array_equal(ours.matrix, got["matrix"])
+    assert ours.overall["kappa"] == pytest.approx(got["kappa"], rel=1e-12)
 
 
 # ---- tables and polygons ---------------------------------------------------------------------
@@ -475,6 +472,23 @@ def test_reticulate_guard_keeps_the_process_alive(r):
     out = _python(code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "guarded" in out.stdout and "alive" in out.stdout
+
+
+def test_python_inside_reticulate_refuses_rpy2(r, tmp_path, monkeypatch):
+    """R -> reticulate -> Python -> rpy2 is refused from reticulate's own DESCRIPTION."""
+    import types
+
+    helper = tmp_path / "reticulate" / "python" / "rpytools" / "__init__.py"
+    helper.parent.mkdir(parents=True)
+    helper.write_text("")
+    fake = types.ModuleType("rpytools")
+    fake.__file__ = str(helper)
+    monkeypatch.setitem(sys.modules, "rpytools", fake)
+    (tmp_path / "reticulate" / "DESCRIPTION").write_text("Package: reticulate\nVersion: 1.28\n")
+    with pytest.raises(DependencyError, match="inside R through reticulate 1.28"):
+        r.start_r()
+    (tmp_path / "reticulate" / "DESCRIPTION").write_text("Package: reticulate\nVersion: 1.31.0\n")
+    assert r.start_r() is not None
 
 
 def test_version_rule_for_reticulate():

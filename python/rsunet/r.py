@@ -51,6 +51,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,9 +245,11 @@ def start_r():
         The rpy2 environment holding the bridge's R helpers.
 
     Raises:
-        DependencyError: rpy2 is missing or cannot start this R, or reticulate < 1.31 is
-            already loaded in the embedded R (rpy2 and reticulate must not share a process).
+        DependencyError: rpy2 is missing or cannot start this R, or reticulate < 1.31
+            shares this process (it started Python in the embedded R, or this Python runs
+            inside an R session through reticulate): they must not meet in one process.
     """
+    _refuse_inside_reticulate()
     if "helpers" in _state:
         return _state["helpers"]
     ri, ro = _import_rpy2()
@@ -267,6 +270,30 @@ def start_r():
             " code in its own R session, or upgrade reticulate to >= 1.31)"
         )
     return helpers
+
+
+def _refuse_inside_reticulate():
+    """Refuse rpy2 in a Python that R started through reticulate < 1.31 (R -> Python -> R).
+
+    reticulate imports its helper package ``rpytools`` from its own installation folder,
+    so that module's presence tells that R hosts this Python, and the DESCRIPTION beside
+    it tells which reticulate.
+    """
+    helper = sys.modules.get("rpytools")
+    if helper is None or not getattr(helper, "__file__", None):
+        return
+    description = Path(helper.__file__).resolve().parents[2] / "DESCRIPTION"
+    try:
+        text = description.read_text(errors="replace")
+        version = re.search(r"^Version:\s*(\S+)", text, flags=re.M).group(1)
+    except (OSError, AttributeError):
+        version = "unknown"
+    if version == "unknown" or not _version_allows(version):
+        raise DependencyError(
+            f"this Python runs inside R through reticulate {version}, and rpy2 must not start"
+            " R in the same process with reticulate < 1.31 (the process would abort): run the"
+            " R code in that R session itself, or upgrade reticulate to >= 1.31"
+        )
 
 
 def r_versions() -> dict:

@@ -1,8 +1,8 @@
 # The rpy2 bridge seen from R: mirrors tests/test_r.py on the same bridge vectors.
 # Python (rsunet.io.write_raster, geopandas, rsunet.r.save_rds) made the files; here R
-# reads them with terra, sf and readRDS alone, as a colleague would. No Python runs in
-# this file (the bridge's other direction, rpy2, must never share a process with
-# reticulate < 1.31).
+# reads them with terra, sf and readRDS alone, as a colleague would. rpy2 never runs
+# here (it must not share a process with reticulate < 1.31); the last test checks that
+# Python started through reticulate refuses to start it.
 
 bridge <- function() vectors("bridge")
 
@@ -56,6 +56,25 @@ test_that("terra's own counts and band sums of io*.tif equal io.json", {
     expect_equal(sum(ok), case$valid_count, info = case$file)
     sums <- apply(a, 3, function(b) sum(b[ok]))
     expect_equal(unname(sums), unlist(case$band_sums), tolerance = 1e-12, info = case$file)
+  }
+})
+
+test_that("R's table() of map vs reference is assessment.json's confusion matrix", {
+  for (name in c("worked", "multi")) {
+    case <- vectors("assessment")[[name]]
+    g <- terra::values(terra::rast(file.path(vectors_dir(), case$reference)))[, 1]
+    m <- terra::values(terra::rast(file.path(vectors_dir(), case$prediction)))[, 1]
+    ok <- !is.na(g) & !is.na(m) & g != 255 & m != 255
+    ids <- sort(unique(c(g[ok], m[ok])))
+    tab <- unclass(table(factor(g[ok], ids), factor(m[ok], ids)))  # reference in rows
+    want <- do.call(rbind, lapply(case$confusion, unlist))
+    expect_equal(unname(tab[, , drop = TRUE]), want, info = name)
+    if (!is.null(case$kappa)) {
+      po <- sum(diag(tab)) / sum(tab)
+      pe <- sum(rowSums(tab) * colSums(tab)) / sum(tab)^2
+      expect_equal(po, case$overall_accuracy, tolerance = 1e-12)
+      expect_equal((po - pe) / (1 - pe), case$kappa, tolerance = 1e-12)
+    }
   }
 })
 
@@ -119,4 +138,17 @@ test_that(".rds files an R colleague saves keep what the Python side reads", {
   # ... while base::saveRDS keeps only a dead pointer: the case read_rds reports
   base::saveRDS(src, file.path(dir, "dead.rds"))
   expect_error(terra::nlyr(readRDS(file.path(dir, "dead.rds"))))
+})
+
+test_that("Python started by R (reticulate < 1.31) refuses to start R again through rpy2", {
+  skip_if_no_rsunet()
+  bridge <- rsunet:::.py_call(rsunet:::.py("r"))
+  if (utils::packageVersion("reticulate") >= "1.31") {
+    expect_true(reticulate::py_to_r(bridge$`_version_allows`(as.character(utils::packageVersion("reticulate")))))
+    return(invisible())
+  }
+  # refused before rpy2 is imported: this R process must survive the attempt
+  expect_error(rsunet:::.py_call(bridge$start_r()), class = "rsunet_dependency_error")
+  expect_error(rsunet:::.py_call(bridge$start_r()), "reticulate 1\\.")
+  expect_false(reticulate::py_eval("'rpy2.rinterface' in __import__('sys').modules"))
 })
