@@ -42,8 +42,10 @@ not. The bridge therefore refuses to start when reticulate has already started P
 the embedded R, and sets reticulate's ``reticulate.python.beforeInitialized`` option so
 that any later start (``reticulate::import``, ``py_config()``, every function of the R
 package rsunet) fails with an R error before Python is touched; both surface as
-:class:`~rsunet.errors.DependencyError`. Reticulate 1.31 fixed the crash: with it the
-guard is lifted (see :func:`reticulate_allowed`).
+:class:`~rsunet.errors.DependencyError`. The other direction, a Python that R started
+through reticulate < 1.31 calling the bridge, is refused before rpy2 is imported.
+Reticulate 1.31 fixed the crash: with it the guard is lifted (see
+:func:`reticulate_allowed`).
 """
 
 from __future__ import annotations
