@@ -1,8 +1,304 @@
-"""The U-Net and its losses (Keras 3)."""
+"""The U-Net, its losses and metrics (Keras 3, TensorFlow backend).
+
+Masks hold class ids with 255 for unknown pixels (nodata, unlabelled, rotation fill).
+Every loss and metric here takes ``y_true`` as those ids, ``(n, rows, cols)`` or
+``(n, rows, cols, 1)``, and ``y_pred`` as the model's output: one sigmoid channel (two
+classes: 0 and 1) or K softmax channels (class id = channel). Pixels with the ignore
+value contribute nothing. All are registered with Keras, so saved models reload in
+safe mode.
+"""
 
 from __future__ import annotations
+
+import keras
+from keras import ops
+
+from rsunet.errors import InputError
+
+__all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
+           "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU"]
+
+IGNORE = 255
+EPS = 1e-7
+LOSSES = ("bce_dice", "dice", "weighted_ce", "focal")
+
+
+def unet(bands, classes=2, depth=4, filters=16, batch_norm=True, dropout=0.0, activation="auto",
+         mixed_precision="auto"):
+    """A U-Net for any band count, fully convolutional.
+
+    The input shape is ``(None, None, bands)``: the trained model predicts windows of
+    any size that is a multiple of ``2**depth``.
+
+    Args:
+        bands: number of input bands.
+        classes: number of classes K (class ids 0..K-1).
+        depth: number of poolings (the bottleneck sees ``size / 2**depth``).
+        filters: filters of the first level, doubled at each level down.
+        batch_norm: batch normalisation after each convolution.
+        dropout: dropout rate in each block (0 for none).
+        activation: ``"sigmoid"`` (one output channel, binary only), ``"softmax"`` (K
+            channels) or ``"auto"``: sigmoid for two classes, softmax otherwise.
+        mixed_precision: ``True``, ``False`` or ``"auto"`` (float16 compute where a GPU
+            is present; the output stays float32).
+
+    Returns:
+        An uncompiled ``keras.Model`` named ``"unet"``.
+
+    Raises:
+        InputError: a setting is out of range.
+    """
+    bands, classes, depth, filters = int(bands), int(classes), int(depth), int(filters)
+    if bands < 1 or classes < 2 or not 1 <= depth <= 8 or filters < 1:
+        raise InputError(f"unet needs bands >= 1, classes >= 2, depth 1..8 and filters >= 1; "
+                         f"got bands={bands}, classes={classes}, depth={depth}, filters={filters}")
+    if not 0 <= float(dropout) < 1:
+        raise InputError(f"dropout must be in [0, 1), got {dropout}")
+    activation = _activation(activation, classes)
+    dtype = "mixed_float16" if _use_mixed(mixed_precision) else None
+    inputs = keras.Input((None, None, bands), name="image")
+    x, skips = inputs, []
+    for level in range(depth):
+        x = _block(x, filters * 2 ** level, batch_norm, dropout, dtype, f"down{level}")
+        skips.append(x)
+        x = keras.layers.MaxPooling2D(2, dtype=dtype, name=f"pool{level}")(x)
+    x = _block(x, filters * 2 ** depth, batch_norm, dropout, dtype, "bottom")
+    for level in reversed(range(depth)):
+        x = keras.layers.Conv2DTranspose(filters * 2 ** level, 2, strides=2, padding="same",
+                                         dtype=dtype, name=f"up{level}")(x)
+        x = keras.layers.Concatenate(dtype=dtype, name=f"skip{level}")([x, skips[level]])
+        x = _block(x, filters * 2 ** level, batch_norm, dropout, dtype, f"dec{level}")
+    channels = 1 if activation == "sigmoid" else classes
+    outputs = keras.layers.Conv2D(channels, 1, activation=activation, dtype="float32",
+                                  name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def _activation(activation, classes):
+    if activation == "auto":
+        return "sigmoid" if classes == 2 else "softmax"
+    if activation == "sigmoid" and classes != 2:
+        raise InputError(f"a sigmoid output is for two classes; with {classes} use 'softmax'")
+    if activation not in ("sigmoid", "softmax"):
+        raise InputError(f"activation must be 'auto', 'sigmoid' or 'softmax', got {activation!r}")
+    return activation
+
+
+def _use_mixed(mixed_precision):
+    if mixed_precision == "auto":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return bool(mixed_precision)
+
+
+def _block(x, n, batch_norm, dropout, dtype, name):
+    for i in (1, 2):
+        x = keras.layers.Conv2D(n, 3, padding="same", use_bias=not batch_norm,
+                                kernel_initializer="he_normal", dtype=dtype, name=f"{name}_conv{i}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(dtype=dtype, name=f"{name}_bn{i}")(x)
+        x = keras.layers.Activation("relu", dtype=dtype, name=f"{name}_relu{i}")(x)
+    if dropout:
+        x = keras.layers.Dropout(float(dropout), dtype=dtype, name=f"{name}_dropout")(x)
+    return x
+
+
+# ---- what losses and metrics share --------------------------------------------------------
+
+def _prepare(y_true, y_pred):
+    """-> (one-hot targets (n, r, c, K) float32, probabilities (n, r, c, K), valid (n, r, c, 1))."""
+    y_pred = ops.cast(y_pred, "float32")
+    labels = ops.cast(y_true, "int32")
+    if len(labels.shape) == len(y_pred.shape):
+        labels = labels[..., 0]
+    valid = ops.cast(ops.not_equal(labels, IGNORE), "float32")[..., None]
+    labels = ops.where(ops.equal(labels, IGNORE), 0, labels)
+    if y_pred.shape[-1] == 1:
+        y_pred = ops.concatenate([1.0 - y_pred, y_pred], axis=-1)
+    k = y_pred.shape[-1]
+    onehot = ops.one_hot(labels, k, dtype="float32")
+    return onehot, ops.clip(y_pred, EPS, 1.0 - EPS), valid
+
+
+def _masked_mean(per_pixel, valid):
+    return ops.sum(per_pixel * valid) / ops.maximum(ops.sum(valid), 1.0)
+
+
+def _dice_loss(onehot, probs, valid, smooth=1.0):
+    """1 - mean over classes of the soft Dice, over the batch's valid pixels."""
+    axes = (0, 1, 2)
+    inter = ops.sum(onehot * probs * valid, axis=axes)
+    total = ops.sum((onehot + probs) * valid, axis=axes)
+    return 1.0 - ops.mean((2.0 * inter + smooth) / (total + smooth))
+
+
+class _MaskedLoss(keras.losses.Loss):
+    """A loss over the valid pixels of the whole batch (returns one value per batch)."""
+
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        onehot, probs, valid = _prepare(y_true, y_pred)
+        return self.masked(onehot, probs, valid)
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class BceDice(_MaskedLoss):
+    """Cross-entropy plus Dice loss (the course's BCE + Dice; categorical for K > 2)."""
+
+    default_name = "bce_dice"
+
+    def masked(self, onehot, probs, valid):
+        ce = -ops.sum(onehot * ops.log(probs), axis=-1, keepdims=True)
+        return _masked_mean(ce, valid) + _dice_loss(onehot, probs, valid)
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class Dice(_MaskedLoss):
+    """Soft Dice loss, averaged over classes."""
+
+    default_name = "dice"
+
+    def masked(self, onehot, probs, valid):
+        return _dice_loss(onehot, probs, valid)
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class WeightedCrossEntropy(_MaskedLoss):
+    """Cross-entropy with a weight per class (e.g. inverse class frequency)."""
+
+    default_name = "weighted_ce"
+
+    def __init__(self, class_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def masked(self, onehot, probs, valid):
+        ce = -onehot * ops.log(probs)
+        if self.class_weights is not None:
+            ce = ce * ops.convert_to_tensor(self.class_weights, "float32")
+        return _masked_mean(ops.sum(ce, axis=-1, keepdims=True), valid)
+
+    def get_config(self):
+        return {**super().get_config(), "class_weights": self.class_weights}
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class Focal(_MaskedLoss):
+    """Focal loss (Lin et al. 2017): cross-entropy down-weighted by ``(1 - p_true)**gamma``."""
+
+    default_name = "focal"
+
+    def __init__(self, gamma=2.0, class_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = float(gamma)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def masked(self, onehot, probs, valid):
+        p_true = ops.sum(onehot * probs, axis=-1, keepdims=True)
+        loss = -((1.0 - p_true) ** self.gamma) * ops.log(p_true)
+        if self.class_weights is not None:
+            w = ops.sum(onehot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1, keepdims=True)
+            loss = loss * w
+        return _masked_mean(loss, valid)
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma, "class_weights": self.class_weights}
+
+
+def make_loss(loss, class_weights=None):
+    """A loss object from its name (``"bce_dice"``, ``"dice"``, ``"weighted_ce"``, ``"focal"``).
+
+    Raises:
+        InputError: unknown name.
+    """
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if loss == "bce_dice":
+        return BceDice()
+    if loss == "dice":
+        return Dice()
+    if loss == "weighted_ce":
+        return WeightedCrossEntropy(class_weights)
+    if loss == "focal":
+        return Focal(class_weights=class_weights)
+    raise InputError(f"loss must be one of {LOSSES} (or a keras Loss), got {loss!r}")
+
+
+# ---- metrics: one confusion matrix per epoch, ignore pixels left out ------------------------
+
+class _Confusion(keras.metrics.Metric):
+    """Accumulates the K x K confusion matrix (rows: reference, columns: predicted)."""
+
+    def __init__(self, n_classes=2, name=None, dtype=None):
+        super().__init__(name=name or self.default_name, dtype=dtype)
+        self.n_classes = int(n_classes)
+        self.matrix = self.add_variable(shape=(self.n_classes, self.n_classes), initializer="zeros",
+                                        name="confusion", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        onehot, probs, valid = _prepare(y_true, y_pred)
+        k = self.n_classes
+        pred = ops.one_hot(ops.argmax(probs, axis=-1), k, dtype="float32") * valid
+        truth = ops.reshape(onehot[..., :k], (-1, k))
+        self.matrix.assign_add(ops.matmul(ops.transpose(truth), ops.reshape(pred, (-1, k))))
+
+    def reset_state(self):
+        self.matrix.assign(ops.zeros((self.n_classes, self.n_classes)))
+
+    def _per_class(self):
+        m = self.matrix
+        tp = ops.diagonal(m)
+        ref, pred = ops.sum(m, axis=1), ops.sum(m, axis=0)
+        present = ops.cast((ref + pred) > 0, "float32")
+        return tp, ref, pred, present
+
+    def get_config(self):
+        return {"n_classes": self.n_classes, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class MaskedAccuracy(_Confusion):
+    """Overall accuracy over pixels whose mask is not the ignore value."""
+
+    default_name = "accuracy"
+
+    def result(self):
+        return ops.sum(ops.diagonal(self.matrix)) / ops.maximum(ops.sum(self.matrix), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class MeanF1(_Confusion):
+    """F1 score averaged over the classes present in reference or prediction (macro)."""
+
+    default_name = "f1"
+
+    def result(self):
+        tp, ref, pred, present = self._per_class()
+        f1 = 2.0 * tp / ops.maximum(ref + pred, 1.0)
+        return ops.sum(f1 * present) / ops.maximum(ops.sum(present), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="rsunet")
+class MeanIoU(_Confusion):
+    """Intersection over union averaged over the classes present (macro)."""
+
+    default_name = "iou"
+
+    def result(self):
+        tp, ref, pred, present = self._per_class()
+        iou = tp / ops.maximum(ref + pred - tp, 1.0)
+        return ops.sum(iou * present) / ops.maximum(ops.sum(present), 1.0)
+
+
+def metrics(n_classes):
+    """The per-epoch metrics train_unet reports: accuracy, F1 and IoU, ignoring 255."""
+    return [MaskedAccuracy(n_classes), MeanF1(n_classes), MeanIoU(n_classes)]
 
 
 def custom_objects() -> dict:
     """rsunet's serialisable losses and metrics, by name, for loading saved models."""
-    return {}
+    return {cls.__name__: cls for cls in (BceDice, Dice, WeightedCrossEntropy, Focal,
+                                          MaskedAccuracy, MeanF1, MeanIoU)}
