@@ -123,6 +123,11 @@ class ObjectCount:
     summary: dict
     labels: np.ndarray | None = None
 
+    def as_dict(self) -> dict:
+        """Plain lists and dicts (for R and JSON): the object columns and the summary."""
+        return dict(objects={c: self.objects[c].tolist() for c in self.objects.columns},
+                    summary=dict(self.summary))
+
     def __repr__(self) -> str:
         s = self.summary
         return (f"ObjectCount(class_id={s['class_id']}, count={s['count']}, "
@@ -807,5 +812,6 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
                            geometry=geoms, crs=crs)
     gdf["area"] = gdf.geometry.area
     with atomic_path(out, overwrite) as tmp:
-        gdf.to_file(tmp, driver="GPKG", layer=Path(out).stem)
+        # GeoPackage 1.2: the GDAL that R's sf and terra bring on Debian 12 warns on 1.4
+        gdf.to_file(tmp, driver="GPKG", layer=Path(out).stem, VERSION="1.2")
     return gdf

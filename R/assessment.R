@@ -1,0 +1,208 @@
+#' Assess a class map against a reference
+#'
+#' Streams one confusion matrix over the whole map (row blocks, so memory does not
+#' grow with the map), or only inside given areas (`where`), or at `sample` random
+#' pixels per area as the course did (4 random points per validation cell), and derives
+#' overall accuracy, Cohen's kappa, per-class precision (user's accuracy), recall
+#' (producer's accuracy), F1 and IoU, and the quantity and allocation disagreement of
+#' Pontius & Millones (2011), whose sum is `1 - overall accuracy`. Pixels that are 255
+#' (`ignore`) or nodata in either map count nowhere.
+#'
+#' @param prediction the class map: a single-band GeoTIFF path or a SpatRaster.
+#' @param reference the truth: a label raster (path or SpatRaster) on the map's grid, on
+#'   another georeferenced grid (resampled by nearest neighbour; an error of class
+#'   `rsunet_grid_mismatch_error` if it does not overlap the map), or a plain image of
+#'   the map's size; or polygons (`sf`, `SpatVector` or a vector file; any CRS:
+#'   reprojected, then burnt on the map's grid, a pixel belonging to the polygon that
+#'   holds its centre).
+#' @param field for polygons, the attribute holding the class: ids (numbers or numeric
+#'   strings) or class names found in the map's class table; `NULL` burns every polygon
+#'   as class 1.
+#' @param where assess only inside these areas: polygons (`sf`, `SpatVector`, a vector
+#'   file) or boxes as a data.frame (or CSV file) with columns `left`, `bottom`,
+#'   `right`, `top` in the map's CRS, such as the validation rows of a patch index.
+#' @param sample `NULL` to count every pixel, or a number of random pixels drawn among
+#'   the valid pixels of each area of `where` (of the whole map without `where`).
+#' @param seed seed of the random points.
+#' @param classes optional class names, e.g. `c("0" = "forest", "1" = "water")`; by
+#'   default those recorded in the map (or the reference), else `class_<id>`.
+#' @param unlabelled for polygons: `"background"` (uncovered pixels are class 0) or
+#'   `"ignore"` (they are not assessed).
+#' @param ignore the value marking unknown pixels (255).
+#' @param use_nodata also exclude the pixels the files mark as nodata. Set `FALSE` for
+#'   label files that declare a real class as nodata (e.g. 0 for background).
+#' @param block_rows rows read per block.
+#' @param png optional path of a confusion-matrix figure (annotated counts, colours
+#'   normalised per reference row).
+#' @param csv optional path of the confusion matrix as CSV.
+#' @param overwrite replace existing `png` / `csv` files (otherwise an error of class
+#'   `rsunet_output_exists_error`).
+#' @return A list of class `rsunet_assessment`: `confusion` (an integer matrix, reference
+#'   classes in rows, predicted classes in columns, with class names), `per_class` (a
+#'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
+#'   `predicted`; `NaN` where a denominator is 0), `overall` (a named numeric vector:
+#'   `n`, `overall_accuracy`, `kappa`, `quantity_disagreement`,
+#'   `allocation_disagreement`, `macro_f1`, `mean_iou`) and `class_ids`.
+#' @references Pontius, R. G. Jr. and Millones, M. (2011). Death to Kappa: birth of
+#'   quantity disagreement and allocation disagreement for accuracy assessment.
+#'   International Journal of Remote Sensing 32(15), 4407-4429.
+#' @examples
+#' \dontrun{
+#' a <- assess_map("map.tif", "reference_mask.tif", png = "confusion.png")
+#' a$overall
+#' a$per_class
+#' # only the validation patches, 4 random points in each
+#' idx <- read.csv("patches/index.csv")
+#' assess_map("map.tif", "mask.tif", where = idx[idx$split == "validation", ], sample = 4)
+#' }
+assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
+                       seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
+                       use_nodata = TRUE, block_rows = 512, png = NULL, csv = NULL,
+                       overwrite = FALSE) {
+  res <- .py_call(.py("assessment")$assess_map(
+    .as_raster_path(prediction), .as_labels_path(reference), field = field,
+    where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
+    seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
+    unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),
+    block_rows = as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
+    overwrite = isTRUE(overwrite)
+  ))
+  .assessment_from_py(.r(res$as_dict()))
+}
+
+.out_path <- function(x) if (is.null(x)) NULL else path.expand(x)
+
+# where: sf / SpatVector / vector file -> a GeoPackage path; a data.frame of boxes -> CSV.
+.as_where <- function(where) {
+  if (is.null(where)) return(NULL)
+  if (is.data.frame(where) && !inherits(where, "sf")) {
+    missing <- setdiff(c("left", "bottom", "right", "top"), names(where))
+    if (length(missing)) {
+      .abort(paste0("where as a data.frame needs columns left, bottom, right, top (a patch index); missing ",
+                    paste(missing, collapse = ", ")), "rsunet_input_error")
+    }
+    path <- tempfile(fileext = ".csv")
+    utils::write.csv(where[c("left", "bottom", "right", "top")], path, row.names = FALSE)
+    return(path)
+  }
+  .as_labels_path(where)
+}
+
+.assessment_from_py <- function(d) {
+  names <- unlist(d$classes)
+  confusion <- do.call(rbind, lapply(d$confusion, function(row) as.integer(unlist(row))))
+  if (is.null(confusion)) confusion <- matrix(integer(0), 0, 0)
+  dimnames(confusion) <- list(reference = names, predicted = names)
+  col <- function(x, f = as.numeric) f(vapply(x, function(v) if (is.null(v)) NA_real_ else as.numeric(v), 0))
+  pc <- d$per_class
+  per_class <- data.frame(
+    class_id = col(pc$class_id, as.integer), class = names,
+    precision = col(pc$precision), recall = col(pc$recall), f1 = col(pc$f1), iou = col(pc$iou),
+    support = col(pc$support), predicted = col(pc$predicted), stringsAsFactors = FALSE
+  )
+  overall <- vapply(d$overall, as.numeric, 0)
+  structure(list(confusion = confusion, per_class = per_class, overall = overall,
+                 class_ids = as.integer(unlist(d$class_ids))),
+            class = "rsunet_assessment")
+}
+
+#' @rdname assess_map
+#' @param x an `rsunet_assessment`, as `assess_map()` returns.
+#' @param ... ignored.
+print.rsunet_assessment <- function(x, ...) {
+  o <- x$overall
+  cat(sprintf("rsunet assessment of %s pixels: OA %.4f, kappa %.4f, quantity %.4f, allocation %.4f\n",
+              format(o[["n"]], big.mark = ","), o[["overall_accuracy"]], o[["kappa"]],
+              o[["quantity_disagreement"]], o[["allocation_disagreement"]]))
+  cat("\nconfusion (rows reference, columns predicted):\n")
+  print(x$confusion)
+  cat("\n")
+  print(x$per_class, digits = 4, row.names = FALSE)
+  invisible(x)
+}
+
+#' Count connected objects of a class
+#'
+#' Labels the connected objects of one class (`scipy.ndimage.label`), drops those
+#' smaller than `min_pixels`, and reports each object's size, area and centroid, and
+#' the density of objects per hectare over the valid area of the map (the course's
+#' "palm patches per hectare"). Areas come from the transform in a projected CRS; in a
+#' geographic CRS each pixel row's area is its geodesic area on the CRS's ellipsoid.
+#'
+#' @param map the class map: a GeoTIFF path or a SpatRaster.
+#' @param cls the class id whose objects are counted.
+#' @param connectivity 4 (edge neighbours) or 8 (edge and corner neighbours).
+#' @param min_pixels objects smaller than this many pixels are not counted.
+#' @param ignore the unknown value (255), excluded from the valid area.
+#' @param use_nodata also exclude the file's nodata pixels from the valid area.
+#' @param keep_labels also return the object labels as a SpatRaster (attribute `labels`).
+#' @return A data.frame, one row per object: `id`, `pixels`, `area_m2`, `area_ha`, `x`,
+#'   `y` (centroid in the map's CRS), with attribute `summary`: a list with `class_id`,
+#'   `count`, `connectivity`, `min_pixels`, `valid_area_ha`, `objects_per_ha`,
+#'   `object_area_ha`, `mean_object_area_m2`, `area_method`.
+#' @examples
+#' \dontrun{
+#' palms <- count_objects("map.tif", cls = 1, min_pixels = 20)
+#' attr(palms, "summary")$objects_per_ha
+#' }
+count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 255,
+                          use_nodata = TRUE, keep_labels = FALSE) {
+  path <- .as_raster_path(map)
+  res <- .py_call(.py("assessment")$count_objects(
+    path, as.integer(cls), connectivity = as.integer(connectivity),
+    min_pixels = as.integer(min_pixels), ignore = as.integer(ignore),
+    use_nodata = isTRUE(use_nodata), keep_labels = isTRUE(keep_labels)
+  ))
+  d <- .r(res$as_dict())  # plain lists: no pandas conversion through reticulate
+  cols <- d$objects
+  num <- function(x) as.numeric(unlist(x))
+  objects <- data.frame(id = as.integer(num(cols$id)), pixels = num(cols$pixels),
+                        area_m2 = num(cols$area_m2), area_ha = num(cols$area_ha),
+                        x = num(cols$x), y = num(cols$y))
+  attr(objects, "summary") <- d$summary
+  if (isTRUE(keep_labels)) {
+    labels <- terra::rast(terra::rast(path), nlyrs = 1)
+    terra::values(labels) <- as.vector(t(.r(res$labels)))
+    names(labels) <- "object"
+    attr(objects, "labels") <- labels
+  }
+  objects
+}
+
+#' Turn a class map into polygons
+#'
+#' Traces each connected region of one class into a polygon (GDAL's polygonize through
+#' `rasterio.features.shapes`) and writes them to a GeoPackage, with the class id and
+#' name; unknown (255) and nodata pixels make no polygon. The file is written under a
+#' temporary name and renamed when complete.
+#'
+#' @param map the class map: a GeoTIFF path or a SpatRaster.
+#' @param out the GeoPackage to write.
+#' @param classes optional class names, e.g. `c("0" = "forest", "1" = "water")`; by
+#'   default those recorded in the map.
+#' @param connectivity 4 or 8, how pixels join into one polygon.
+#' @param ignore the unknown value (255).
+#' @param use_nodata also leave out the file's nodata pixels.
+#' @param overwrite replace an existing `out` (otherwise an error of class
+#'   `rsunet_output_exists_error`).
+#' @return The polygons read back from `out`: an `sf` object if the 'sf' package is
+#'   installed, else a terra SpatVector; columns `class_id`, `class`, `area` (CRS
+#'   units squared).
+#' @examples
+#' \dontrun{
+#' p <- polygonize("map.tif", "map.gpkg")
+#' plot(p["class"])
+#' }
+polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
+                       use_nodata = TRUE, overwrite = FALSE) {
+  out <- path.expand(out)
+  .py("assessment")  # import (and report a missing Python) as every stage does
+  # convert = FALSE: the GeoDataFrame Python returns stays there; R reads the file
+  assessment <- reticulate::import("rsunet.assessment", convert = FALSE)
+  .py_call(assessment$polygonize(
+    .as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes),
+    connectivity = as.integer(connectivity), ignore = as.integer(ignore),
+    use_nodata = isTRUE(use_nodata), overwrite = isTRUE(overwrite)
+  ))
+  if (requireNamespace("sf", quietly = TRUE)) sf::st_read(out, quiet = TRUE) else terra::vect(out)
+}
