@@ -8,14 +8,19 @@ safe mode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import time
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from rsunet.errors import ModelFormatError
+from rsunet.errors import InputError, ModelFormatError, OutputExistsError
+from rsunet.io import atomic_path
 
 METADATA_NAME = "rsunet.json"
 
@@ -125,3 +130,410 @@ def _plain_model(keras_model) -> RsunetModel:
     k = 2 if k == 1 else k
     return RsunetModel(keras_model=keras_model, bands=bands,
                        classes={i: str(i) for i in range(k)})
+
+
+# ---- training ----------------------------------------------------------------------------
+
+def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
+               class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, patience=5,
+               monitor="val_loss", augmentation=True, seed=0, mixed_precision="auto", resume=True,
+               overwrite=False, progress=True, callbacks=None):
+    """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
+
+    Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
+    pipeline (parallel map, prefetch); validation patches (``split == "validation"``)
+    never are; ``"test"`` patches are not used. Inputs are normalised per band with the
+    mean and standard deviation of the training patches' valid pixels; pixels whose
+    mask is 255 (unknown, nodata, rotation fill) count in no loss and no metric.
+
+    After every epoch the model is checkpointed in a hidden folder beside ``out``
+    (``.<name>.training/``) and the log ``<name>_history.csv`` is rewritten. If the run
+    is interrupted, calling ``train_unet`` again with the same arguments continues at
+    the next epoch (``epochs`` and ``patience`` may be raised to train longer). Training
+    stops early when ``monitor`` has not improved for ``patience`` epochs; ``out``
+    receives the weights of the best epoch, and ``<name>_history.png`` the curves.
+
+    Args:
+        patches: a patch folder or :class:`rsunet.patches.PatchSet` with a ``split``
+            column (run :func:`rsunet.split_patches` first).
+        out: the model file to write (``.keras``).
+        depth: U-Net depth (number of poolings); windows must be multiples of ``2**depth``.
+        filters: filters of the first level (doubled at each level).
+        batch_norm: batch normalisation after each convolution.
+        dropout: dropout rate in each block.
+        loss: ``"bce_dice"`` (the course's cross-entropy + Dice), ``"dice"``,
+            ``"weighted_ce"`` or ``"focal"``.
+        class_weights: for ``"weighted_ce"`` and ``"focal"``: one weight per class id,
+            or ``"balanced"`` (inverse frequency in the training patches).
+        epochs: the last epoch to train.
+        batch_size: patches per step.
+        learning_rate: Adam's learning rate.
+        patience: epochs without improvement of ``monitor`` before stopping.
+        monitor: ``"val_loss"`` (lower is better) or ``"val_f1"``, ``"val_iou"``,
+            ``"val_accuracy"`` (higher is better); it chooses the best epoch too.
+        augmentation: ``True`` (the defaults of :func:`rsunet.augment`), ``False``, or a
+            dict of :func:`rsunet.augment`'s settings, e.g. ``{"p_rotation": 0.8}``.
+        seed: random seed of the weights, the batch order and the augmentation.
+        mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
+        resume: continue an interrupted run of the same call; ``False`` starts afresh.
+        overwrite: replace an existing ``out``.
+        progress: show a progress bar over epochs.
+        callbacks: extra Keras callbacks (run after rsunet's checkpointing).
+
+    Returns:
+        The history, a pandas DataFrame with one row per epoch: ``epoch``, ``loss``,
+        ``accuracy``, ``f1``, ``iou`` and the same with ``val_``, ``seconds``.
+
+    Raises:
+        InputError: no ``split`` column, no training or validation patches, a bad
+            setting, or an interrupted run with other settings (use ``resume=False``).
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    import keras
+
+    from rsunet import model as _model
+    from rsunet.augmentation import AugmentParams
+    from rsunet.patches import _as_patchset
+
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise InputError(f"out must be a .keras file, got {out}")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
+    ps = _as_patchset(patches)
+    train_ids, val_ids = _split_ids(ps)
+    aug = AugmentParams.from_any(augmentation)
+    n_classes = max(max(ps.classes), _max_label_column(ps.index)) + 1
+    settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
+                    dropout=float(dropout), loss=loss, class_weights=class_weights,
+                    batch_size=int(batch_size), learning_rate=float(learning_rate),
+                    monitor=monitor, augmentation=aug.as_dict() if aug else None, seed=int(seed),
+                    n_classes=n_classes, patches=str(ps.path.resolve()),
+                    train=_digest(train_ids), validation=_digest(val_ids))
+    if monitor not in MONITORS:
+        raise InputError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+    if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
+        raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
+                         f"{batch_size}, {patience}")
+    run = _Run(out, settings, resume)
+
+    x_train, y_train, v_train = _read_split(ps, train_ids)
+    x_val, y_val, v_val = _read_split(ps, val_ids)
+    mean, std = _band_stats(x_train, v_train)
+    weights = _class_weights(class_weights, y_train, n_classes)
+    activation = "sigmoid" if n_classes == 2 else "softmax"
+
+    if run.resumed:
+        net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
+                                      safe_mode=True)
+    else:
+        keras.utils.set_random_seed(int(seed))
+        net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
+                          activation=activation, mixed_precision=mixed_precision)
+        net.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+                    loss=_model.make_loss(loss, weights), metrics=_model.metrics(n_classes))
+
+    start, epochs = run.epoch, int(epochs)
+    run.state["patience"] = int(patience)
+    if start < epochs and run.state.get("wait", 0) < int(patience):
+        steps = -(-len(train_ids) // int(batch_size))
+        train_ds = _train_dataset(x_train, y_train, v_train, mean, std, aug, int(batch_size),
+                                  int(seed), start, epochs, steps)
+        val_ds = _plain_dataset(x_val, y_val, v_val, mean, std, int(batch_size))
+        del x_train, x_val
+        cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
+        net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
+
+    final = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
+                        activation=activation, mixed_precision=mixed_precision)
+    final.load_weights(run.best_path)
+    history = run.history()
+    best = history.loc[history["epoch"] == run.state["best_epoch"]].iloc[0]
+    meta = dict(format=FORMAT, bands=ps.bands, band_names=None,
+                dtype=next(iter(ps.scenes.values()))["dtype"],
+                normalization=dict(mean=mean.tolist(), std=std.tolist()),
+                classes={str(i): ps.classes.get(i, str(i)) for i in range(n_classes)},
+                patch_size=ps.size, depth=int(depth), multiple=2 ** int(depth),
+                ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
+                batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss,
+                class_weights=None if weights is None else [float(w) for w in weights],
+                augmentation=settings["augmentation"], seed=int(seed), monitor=monitor,
+                best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
+                best={k: float(v) for k, v in best.items() if k != "epoch"},
+                patches=settings["patches"], n_train=len(train_ids), n_validation=len(val_ids))
+    save_model(final, out, meta, overwrite=True)
+    plot_history(history, run.plot_path, overwrite=True)
+    run.finish()
+    return history
+
+
+MONITORS = ("val_loss", "val_accuracy", "val_f1", "val_iou")
+FORMAT = "rsunet-model/1"
+
+
+def save_model(keras_model, out, meta, overwrite=False):
+    """Save a Keras model as ``out`` (.keras) with ``rsunet.json`` inside the zip, atomically."""
+    with atomic_path(out, overwrite) as tmp:
+        keras_model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
+            z.writestr(METADATA_NAME, json.dumps(meta, indent=1))
+    return Path(out)
+
+
+def _split_ids(ps):
+    index = ps.index
+    if "split" not in index.columns:
+        raise InputError(f"the patch set {ps.path} has no 'split' column: run "
+                         "split_patches(patches) first to choose training and validation patches")
+    train = index.loc[index["split"] == "train", "patch_id"].astype(str).tolist()
+    val = index.loc[index["split"] == "validation", "patch_id"].astype(str).tolist()
+    if not train or not val:
+        raise InputError(f"the patch set needs training and validation patches; it has {len(train)} "
+                         f"and {len(val)}: run split_patches() with a validation share")
+    return train, val
+
+
+def _max_label_column(index):
+    ids = [int(c[2:]) for c in index.columns if c.startswith("n_") and c[2:].isdigit()]
+    ids = [i for i in ids if index[f"n_{i}"].sum() > 0]
+    return max(ids) if ids else 1
+
+
+def _digest(ids):
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def _read_split(ps, ids):
+    """-> images (n, rows, cols, bands) native dtype, labels (n, rows, cols) uint8, valid bool."""
+    images, labels = ps.read(ids)
+    valid = np.ones(labels.shape, bool)
+    scenes = ps.index.set_index("patch_id").loc[ids, "scene"].to_numpy()
+    for scene in np.unique(scenes):
+        nodata = ps.scenes[scene]["nodata"]
+        if nodata is None:
+            continue
+        rows = scenes == scene
+        bad = np.isnan(images[rows]) if np.isnan(nodata) else images[rows] == nodata
+        valid[rows] = ~bad.any(axis=1)
+    return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
+
+
+def _band_stats(x, valid):
+    """Per-band mean and standard deviation over valid pixels (float64 sums)."""
+    bands = x.shape[-1]
+    total, sq, n = np.zeros(bands), np.zeros(bands), 0
+    for i in range(0, len(x), 64):
+        v = x[i:i + 64][valid[i:i + 64]].astype(np.float64)
+        total += v.sum(axis=0)
+        sq += (v * v).sum(axis=0)
+        n += len(v)
+    if n == 0:
+        raise InputError("the training patches hold no valid pixel")
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def _class_weights(class_weights, labels, n_classes):
+    if class_weights is None:
+        return None
+    if isinstance(class_weights, str):
+        if class_weights != "balanced":
+            raise InputError(f"class_weights must be 'balanced' or one weight per class, got {class_weights!r}")
+        counts = np.bincount(labels.ravel(), minlength=256)[:n_classes].astype(np.float64)
+        present = counts > 0
+        w = np.zeros(n_classes)
+        w[present] = counts[present].sum() / (present.sum() * counts[present])
+        return w.tolist()
+    w = [float(v) for v in (class_weights.values() if isinstance(class_weights, dict) else class_weights)]
+    if len(w) != n_classes:
+        raise InputError(f"class_weights needs {n_classes} weights (one per class id), got {len(w)}")
+    return w
+
+
+def _prepare_batch(tf, images, labels, valid, mean, std):
+    z = (images - mean) / std
+    z = tf.where(valid[..., None], z, 0.0)  # nodata and fill: the band mean, as in prediction
+    return z, labels[..., None]
+
+
+def _train_dataset(x, y, v, mean, std, aug, batch_size, seed, start, epochs, steps):
+    """Batches for epochs start..epochs-1: the order and augmentation of epoch e depend
+    only on (seed, e), so a resumed run sees what an uninterrupted one would."""
+    import tensorflow as tf
+
+    from rsunet.augmentation import augment_batch
+
+    n = len(x)
+    order, seeds = [], []
+    for e in range(start, epochs):
+        rng = np.random.default_rng([seed, e])
+        idx = rng.permutation(n)
+        idx = np.concatenate([idx, rng.integers(0, n, steps * batch_size - n)])
+        order.append(idx.reshape(steps, batch_size))
+        seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
+    order = np.concatenate(order).astype(np.int32)
+    seeds = np.concatenate(seeds).astype(np.int64)
+    xt, yt, vt = tf.constant(x), tf.constant(y), tf.constant(v)
+    mean_t, std_t = tf.constant(mean), tf.constant(std)
+
+    def load(idx, batch_seed):
+        images = tf.cast(tf.gather(xt, idx), tf.float32)
+        labels, valid = tf.gather(yt, idx), tf.gather(vt, idx)
+        if aug is not None:
+            images, labels, valid = augment_batch(images, labels, valid, batch_seed, aug, mean_t)
+        return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
+
+    ds = tf.data.Dataset.from_tensor_slices((order, seeds))
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _plain_dataset(x, y, v, mean, std, batch_size):
+    import tensorflow as tf
+
+    mean_t, std_t = tf.constant(mean), tf.constant(std)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, v)).batch(batch_size)
+    ds = ds.map(lambda a, b, c: _prepare_batch(tf, tf.cast(a, tf.float32), b, c, mean_t, std_t),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.cache().prefetch(tf.data.AUTOTUNE)
+
+
+class _Run:
+    """The files of one training run: checkpoints and state in ``.<name>.training/``."""
+
+    def __init__(self, out, settings, resume):
+        self.out = out
+        self.dir = out.with_name(f".{out.stem}.training")
+        self.csv_path = out.with_name(f"{out.stem}_history.csv")
+        self.plot_path = out.with_name(f"{out.stem}_history.png")
+        self.state_path = self.dir / "state.json"
+        self.settings = json.loads(json.dumps(settings, default=str))
+        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else None
+        if state is not None and resume and state["settings"] != self.settings:
+            changed = sorted(k for k in self.settings if state["settings"].get(k) != self.settings[k])
+            raise InputError(f"{self.dir} holds an interrupted training with other settings "
+                             f"({', '.join(changed)}); rerun with those settings to continue, or "
+                             "pass resume=False to start afresh")
+        if state is None or not resume or not state.get("last"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True)
+            state = dict(settings=self.settings, epoch=0, rows=[], best=None, best_epoch=None,
+                         wait=0, last=None, stopped=False)
+        self.state = state
+        self.resumed = bool(state["last"])
+
+    epoch = property(lambda self: int(self.state["epoch"]))
+    last_path = property(lambda self: self.dir / self.state["last"])
+    best_path = property(lambda self: self.dir / "best.weights.h5")
+
+    def history(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.state["rows"])
+
+    def callback(self):
+        import keras
+
+        run = self
+
+        class Checkpoint(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                run.end_epoch(self.model, epoch, logs or {}, time.perf_counter() - self.t0)
+
+        return Checkpoint()
+
+    def end_epoch(self, net, epoch, logs, seconds):
+        s = self.state
+        names = [m for m in ("loss", "accuracy", "f1", "iou") if m in logs]
+        names += [k for k in sorted(logs) if k not in names and not k.startswith("val_")
+                  and k != "learning_rate"]
+        row = dict(epoch=epoch + 1, **{k: float(logs[k]) for k in names},
+                   **{f"val_{k}": float(logs[f"val_{k}"]) for k in names if f"val_{k}" in logs},
+                   seconds=round(seconds, 3))
+        value = row[s["settings"]["monitor"]]
+        lower = s["settings"]["monitor"] == "val_loss"
+        if s["best"] is None or (value < s["best"] if lower else value > s["best"]):
+            tmp = self.dir / "best.partial.weights.h5"
+            net.save_weights(tmp)
+            os.replace(tmp, self.best_path)
+            s.update(best=value, best_epoch=epoch + 1, wait=0)
+        else:
+            s["wait"] += 1
+        last = f"last-{epoch + 1}.keras"
+        net.save(self.dir / last)
+        previous = s["last"]
+        s.update(epoch=epoch + 1, last=last, rows=s["rows"] + [row])
+        if s["wait"] >= s.get("patience", 1 << 30):
+            s["stopped"] = True
+            net.stop_training = True
+        with atomic_path(self.state_path, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(s, indent=1))
+        if previous and previous != last:
+            (self.dir / previous).unlink(missing_ok=True)
+        with atomic_path(self.csv_path, overwrite=True) as tmp:
+            self.history().to_csv(tmp, index=False)
+
+    def finish(self):
+        """The model is saved: the checkpoints are no longer needed."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _EpochBar:
+    """A tqdm bar over epochs, with the last epoch's loss and validation scores."""
+
+    def __new__(cls, start, epochs):
+        import keras
+        from tqdm.auto import tqdm
+
+        class Bar(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=epochs, initial=start, unit="epoch", desc="train_unet")
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("loss", "val_loss", "val_f1")
+                                      if k in logs})
+                self.bar.update(1)
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return Bar()
+
+
+def plot_history(history, out, overwrite=False):
+    """Write a PNG of the training curves (loss, accuracy, F1, IoU; train and validation).
+
+    Args:
+        history: the DataFrame :func:`train_unet` returns (or its ``_history.csv``).
+        out: the PNG to write.
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        The PNG's path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    history = pd.read_csv(history) if isinstance(history, (str, os.PathLike)) else history
+    names = [m for m in ("loss", "accuracy", "f1", "iou") if m in history.columns]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(history["epoch"], history[name], "o-", label="train")
+        if f"val_{name}" in history.columns:
+            ax.plot(history["epoch"], history[f"val_{name}"], "o-", label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out, overwrite) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return Path(out)
