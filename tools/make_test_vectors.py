@@ -510,9 +510,62 @@ def vectors_assessment(out: Path) -> dict:
     return {"worked": worked, "multi": multi, "objects": objects}
 
 
+def vectors_augmentation(out: Path) -> dict:
+    """Geometric cases whose result numpy gives exactly (flips, quarter turns), and the
+    fill share of a 45-degree rotation from geometry: a square and its 45-degree turn
+    overlap on 2(sqrt 2 - 1) of the area, so 3 - 2 sqrt 2 of the output is fill."""
+    rng = np.random.default_rng(20260506)
+    image = rng.integers(0, 200, size=(3, 6, 6)).astype(np.uint8)
+    mask = rng.integers(0, 3, size=(6, 6)).astype(np.uint8)
+    off = dict(p_rotation=0, p_hflip=0, p_vflip=0, p_zoom=0, p_brightness=0, p_saturation=0)
+    cases = [
+        dict(name="hflip", settings=dict(off, p_hflip=1), image=image[:, :, ::-1], mask=mask[:, ::-1]),
+        dict(name="vflip", settings=dict(off, p_vflip=1), image=image[:, ::-1], mask=mask[::-1]),
+        dict(name="rot90", settings=dict(off, p_rotation=1, rotation=[90, 90]),
+             image=np.rot90(image, 1, axes=(1, 2)), mask=np.rot90(mask, 1)),
+        dict(name="rot180", settings=dict(off, p_rotation=1, rotation=[180, 180]),
+             image=np.rot90(image, 2, axes=(1, 2)), mask=np.rot90(mask, 2)),
+        dict(name="rot270_hflip", settings=dict(off, p_rotation=1, rotation=[270, 270], p_hflip=1),
+             image=np.rot90(image[:, :, ::-1], 3, axes=(1, 2)), mask=np.rot90(mask[:, ::-1], 3)),
+    ]
+    for c in cases:
+        c["image"] = c["image"].astype(int).tolist()
+        c["mask"] = c["mask"].astype(int).tolist()
+    return dict(image=image.astype(int).tolist(), mask=mask.astype(int).tolist(), cases=cases,
+                fill_45=dict(size=128, settings=dict(off, p_rotation=1, rotation=[45, 45]),
+                             fraction=3 - 2 * np.sqrt(2), tolerance=0.005))
+
+
+def vectors_model(out: Path) -> dict:
+    """Losses and metrics on a tiny batch, by hand with numpy; pixels with 255 left out."""
+    y = np.array([[0, 1, 1, 255], [1, 0, 255, 0]], np.uint8)
+    p = np.array([[0.2, 0.9, 0.4, 0.7], [0.6, 0.3, 0.1, 0.8]])
+    keep = y != 255
+    t, q = y[keep].astype(float), p[keep]
+    bce = float(np.mean(-(t * np.log(q) + (1 - t) * np.log(1 - q))))
+    probs = np.stack([1 - q, q], 1)
+    onehot = np.stack([1 - t, t], 1)
+    dice = float(1 - np.mean((2 * (onehot * probs).sum(0) + 1) / ((onehot + probs).sum(0) + 1)))
+    w = np.array([1.0, 3.0])
+    wce = float(np.mean(-(onehot * np.log(probs) * w).sum(1)))
+    pt = (onehot * probs).sum(1)
+    focal = float(np.mean(-(1 - pt) ** 2 * np.log(pt)))
+    pred = (q > 0.5).astype(int)
+    cm = np.zeros((2, 2))
+    for a, b in zip(t.astype(int), pred):
+        cm[a, b] += 1
+    tp = np.diag(cm)
+    f1 = 2 * tp / (cm.sum(0) + cm.sum(1))
+    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    return dict(y_true=y.tolist(), y_pred=p.tolist(), class_weights=w.tolist(),
+                bce_dice=bce + dice, dice=dice, weighted_ce=wce, focal=focal,
+                accuracy=float(tp.sum() / cm.sum()), f1=float(f1.mean()), iou=float(iou.mean()))
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
-          "assessment": vectors_assessment}
+          "assessment": vectors_assessment, "augmentation": vectors_augmentation,
+          "model": vectors_model}
 
 
 def main(argv):
