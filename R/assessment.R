@@ -8,7 +8,9 @@
 #' Pontius & Millones (2011), whose sum is `1 - overall accuracy`. Pixels that are 255
 #' (`ignore`) or nodata in either map count nowhere.
 #'
-#' @param prediction the class map: a single-band GeoTIFF path or a SpatRaster.
+#' @param prediction the class map: a single-band GeoTIFF path or a SpatRaster; or
+#'   several (a character vector or a list), pooled into one confusion matrix, with
+#'   `reference` then a vector or list of as many references, pair by pair.
 #' @param reference the truth: a label raster (path or SpatRaster) on the map's grid, on
 #'   another georeferenced grid (resampled by nearest neighbour; an error of class
 #'   `rsunet_grid_mismatch_error` if it does not overlap the map), or a plain image of
@@ -59,8 +61,21 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = 512, png = NULL, csv = NULL,
                        overwrite = FALSE) {
+  many <- (is.character(prediction) && length(prediction) > 1) ||
+    (is.list(prediction) && !inherits(prediction, "SpatRaster"))
+  if (many) {
+    prediction <- lapply(prediction, .as_raster_path)
+    reference <- if (is.character(reference) || (is.list(reference) && !is.data.frame(reference))) {
+      lapply(reference, .as_labels_path)
+    } else {
+      .abort("several maps need a list (or vector) of as many references", "rsunet_input_error")
+    }
+  } else {
+    prediction <- .as_raster_path(prediction)
+    reference <- .as_labels_path(reference)
+  }
   res <- .py_call(.py("assessment")$assess_map(
-    .as_raster_path(prediction), .as_labels_path(reference), field = field,
+    prediction, reference, field = field,
     where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
     seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
     unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),

@@ -120,6 +120,18 @@ def test_four_class_pair_matches_numpy_counts_and_sklearn():
     np.testing.assert_array_equal(r1.matrix, r.matrix)
 
 
+def test_several_scenes_pool_into_one_matrix():
+    m, w = V["multi"], V["worked"]
+    r = A.assess_map([VECTORS / m["prediction"], VECTORS / w["prediction"]],
+                     [VECTORS / m["reference"], VECTORS / w["reference"]])
+    expected = np.array(m["confusion"])
+    expected[:3, :3] += np.array(w["confusion"])
+    np.testing.assert_array_equal(r.matrix, expected)
+    assert list(r.confusion.index) == w["classes"] + ["class_3"]
+    with pytest.raises(InputError, match="as many references"):
+        A.assess_map([VECTORS / m["prediction"]] * 2, VECTORS / m["reference"])
+
+
 def test_real_building_labels_against_a_perturbed_copy(tmp_path):
     label = shared_path("nrcan", "tiles_label_1.tif")
     truth, pred = _perturbed_copy(label, tmp_path / "pred.tif", np.random.default_rng(5))

@@ -194,7 +194,9 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
 
     Args:
         prediction: the class map (a single-band integer GeoTIFF, e.g. from
-            :func:`rsunet.predict_raster`).
+            :func:`rsunet.predict_raster`), or a list of maps (several held-aside
+            scenes) pooled into one confusion matrix; ``reference`` is then a list of
+            as many references, pair by pair, and ``where`` applies to each map.
         reference: the truth, as
             a label raster on the map's grid; or a georeferenced label raster on another
             grid (resampled to the map's by nearest neighbour); or a plain image without
@@ -214,7 +216,7 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             without replacement, among the valid pixels of each area of ``where`` (of
             the whole map without ``where``), as the course's "4 random points per
             validation cell". An area with fewer valid pixels gives them all.
-        seed: seed of the random points (``numpy.random.default_rng``).
+        seed: seed of the random points (one ``numpy.random.default_rng`` for all scenes).
         classes: optional ``{class id: name}``; by default the names come from the
             map's ``RSUNET_CLASSES`` tag, else the reference's, else ``class_<id>``.
             Every class listed appears in the tables, even with no pixel.
@@ -250,15 +252,19 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
     if sample is not None and int(sample) < 1:
         raise InputError(f"sample must be a positive number of points per area, got {sample!r}")
     block_rows = max(1, int(block_rows))
-    with open_raster(prediction) as src, \
-            _ReferenceReader(reference, src, field, unlabelled, ignore, use_nodata) as ref:
-        areas = _areas(where, src) if where is not None else None
-        grid = _Grid(src, ref, ignore, use_nodata)
-        if sample is None:
-            counts = _count_blocks(grid, areas, block_rows)
-        else:
-            counts = _count_sampled(grid, areas, int(sample), seed, block_rows)
-        names = _class_names(classes, src, ref.tags)
+    rng = np.random.default_rng(seed)
+    counts, names = np.zeros((N_VALUES, N_VALUES), np.int64), {}
+    for pred_path, ref_input in _scene_pairs(prediction, reference):
+        with open_raster(pred_path) as src, \
+                _ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
+            areas = _areas(where, src) if where is not None else None
+            grid = _Grid(src, ref, ignore, use_nodata)
+            if sample is None:
+                counts += _count_blocks(grid, areas, block_rows)
+            else:
+                counts += _count_sampled(grid, areas, int(sample), rng, block_rows)
+            for k, v in _class_names(classes, src, ref.tags).items():
+                names.setdefault(k, v)
     result = _assessment(counts, names, classes)
     if png is not None:
         plot_confusion(result, png, overwrite=overwrite)
@@ -266,6 +272,19 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         with atomic_path(csv, overwrite) as tmp:
             result.confusion.to_csv(tmp, index_label="reference")
     return result
+
+
+def _scene_pairs(prediction, reference) -> list:
+    """``[(map, reference), ...]``: one pair, or several scenes pooled into one matrix."""
+    many = isinstance(prediction, (list, tuple))
+    if not many:
+        return [(prediction, reference)]
+    if not isinstance(reference, (list, tuple)) or len(reference) != len(prediction):
+        raise InputError(f"{len(prediction)} maps need as many references (a list), got "
+                         f"{len(reference) if isinstance(reference, (list, tuple)) else 'one'}")
+    if not prediction:
+        raise InputError("no map to assess: prediction is an empty list")
+    return list(zip(prediction, reference))
 
 
 def _check_outputs(overwrite, *paths):
@@ -494,9 +513,8 @@ def _count_blocks(grid, areas, block_rows) -> np.ndarray:
     return counts.reshape(N_VALUES, N_VALUES)
 
 
-def _count_sampled(grid, areas, n, seed, block_rows) -> np.ndarray:
+def _count_sampled(grid, areas, n, rng, block_rows) -> np.ndarray:
     """Confusion counts of ``n`` random valid pixels per area (the whole map without areas)."""
-    rng = np.random.default_rng(seed)
     counts = np.zeros((N_VALUES, N_VALUES), np.int64)
     cells = [(grid.full, None)] if areas is None else [
         (_bounds_window(geom.bounds, grid.src), geom) for geom in areas.geometry]

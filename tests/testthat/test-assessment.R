@@ -85,6 +85,18 @@ test_that("the 4-class pair matches the vectors, table() and any block size", {
   expect_equal(b$confusion, a$confusion)
 })
 
+test_that("several scenes pool into one matrix", {
+  skip_if_no_rsunet()
+  m <- V()$multi; w <- V()$worked
+  a <- assess_map(c(vfile(m$prediction), vfile(w$prediction)),
+                  list(terra::rast(vfile(m$reference)), vfile(w$reference)))
+  expected <- do.call(rbind, lapply(m$confusion, unlist))
+  expected[1:3, 1:3] <- expected[1:3, 1:3] + do.call(rbind, lapply(w$confusion, unlist))
+  expect_equal(unname(a$confusion), expected)
+  expect_equal(rownames(a$confusion), c(unlist(w$classes), "class_3"))
+  expect_error(assess_map(rep(vfile(m$prediction), 2), vfile(m$reference)), class = "rsunet_input_error")
+})
+
 test_that("real building labels against a perturbed copy agree with table()", {
   skip_if_no_rsunet()
   label <- shared_path("nrcan", "tiles_label_1.tif")
