@@ -525,8 +525,9 @@ def vectors_augmentation(out: Path) -> dict:
              image=np.rot90(image, 1, axes=(1, 2)), mask=np.rot90(mask, 1)),
         dict(name="rot180", settings=dict(off, p_rotation=1, rotation=[180, 180]),
              image=np.rot90(image, 2, axes=(1, 2)), mask=np.rot90(mask, 2)),
+        # rotation first, then the flip
         dict(name="rot270_hflip", settings=dict(off, p_rotation=1, rotation=[270, 270], p_hflip=1),
-             image=np.rot90(image[:, :, ::-1], 3, axes=(1, 2)), mask=np.rot90(mask[:, ::-1], 3)),
+             image=np.rot90(image, 3, axes=(1, 2))[:, :, ::-1], mask=np.rot90(mask, 3)[:, ::-1]),
     ]
     for c in cases:
         c["image"] = c["image"].astype(int).tolist()

@@ -5,7 +5,7 @@ same augmented patches, in a ``tf.data`` pipeline (:func:`augment_batch`, used b
 :func:`rsunet.train_unet`) as in :func:`augment` (NumPy in, NumPy out, for users and
 tests). Validation patches are never augmented.
 
-Geometry (rotation by any angle, zoom in or out, horizontal and vertical flips) is one
+Geometry (rotation by any angle, zoom in or out, then horizontal and vertical flips) is one
 affine transform per patch, applied once with ``ImageProjectiveTransformV3``: bilinear
 for the image, nearest for the mask. The part of the output that comes from outside the
 patch (the corners a rotation uncovers, the border a zoom-out leaves) is **unknown**:
