@@ -33,7 +33,8 @@
 #' @param ignore the value marking unknown pixels (255).
 #' @param use_nodata also exclude the pixels the files mark as nodata. Set `FALSE` for
 #'   label files that declare a real class as nodata (e.g. 0 for background).
-#' @param block_rows rows read per block.
+#' @param block_rows rows read per block; `NULL` reads about 2^19 pixels per block,
+#'   so memory stays flat whatever the map's size.
 #' @param png optional path of a confusion-matrix figure (annotated counts, colours
 #'   normalised per reference row).
 #' @param csv optional path of the confusion matrix as CSV.
@@ -59,7 +60,7 @@
 #' }
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
-                       use_nodata = TRUE, block_rows = 512, png = NULL, csv = NULL,
+                       use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
                        overwrite = FALSE) {
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
@@ -79,7 +80,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
     seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
     unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),
-    block_rows = as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
+    block_rows = if (is.null(block_rows)) NULL else as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
     overwrite = isTRUE(overwrite)
   ))
   .assessment_from_py(.r(res$as_dict()))

@@ -46,6 +46,7 @@ __all__ = ["assess_map", "count_objects", "polygonize", "Assessment", "ObjectCou
 
 IGNORE = 255
 N_VALUES = 256  # class ids are 0..254 (uint8 values); 255 is ignore
+BLOCK_PIXELS = 2 ** 19  # pixels per block read by default (~50 bytes each at the peak)
 UNLABELLED = ("background", "ignore")
 
 
@@ -189,7 +190,7 @@ def _nanmean(x) -> float:
 
 def assess_map(prediction, reference, field=None, where=None, sample=None, seed=0,
                classes=None, unlabelled="background", ignore=IGNORE, use_nodata=True,
-               block_rows=512, png=None, csv=None, overwrite=False) -> Assessment:
+               block_rows=None, png=None, csv=None, overwrite=False) -> Assessment:
     """Assess a class map against a reference: confusion matrix and accuracy figures.
 
     Args:
@@ -226,7 +227,9 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         use_nodata: also exclude the pixels the files mark as nodata (their nodata
             value, alpha or mask). Set False for label files that declare a real class
             as nodata (the NRCan tiles declare 0, their background, as nodata).
-        block_rows: rows read per block; memory is about 20 bytes per pixel of a block.
+        block_rows: rows read per block; None chooses about 2**19 pixels per block
+            whatever the map's width, so memory stays flat (some 50 bytes per pixel
+            of a block, i.e. ~25 MB).
         png: optional path of a confusion-matrix figure (counts annotated, colours
             normalised per reference row).
         csv: optional path of the confusion matrix as CSV (reference classes in rows,
@@ -251,7 +254,6 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     if sample is not None and int(sample) < 1:
         raise InputError(f"sample must be a positive number of points per area, got {sample!r}")
-    block_rows = max(1, int(block_rows))
     rng = np.random.default_rng(seed)
     counts, names = np.zeros((N_VALUES, N_VALUES), np.int64), {}
     for pred_path, ref_input in _scene_pairs(prediction, reference):
@@ -259,10 +261,11 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
                 _ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
             areas = _areas(where, src) if where is not None else None
             grid = _Grid(src, ref, ignore, use_nodata)
+            rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
             if sample is None:
-                counts += _count_blocks(grid, areas, block_rows)
+                counts += _count_blocks(grid, areas, rows)
             else:
-                counts += _count_sampled(grid, areas, int(sample), rng, block_rows)
+                counts += _count_sampled(grid, areas, int(sample), rng, rows)
             for k, v in _class_names(classes, src, ref.tags).items():
                 names.setdefault(k, v)
     result = _assessment(counts, names, classes)
