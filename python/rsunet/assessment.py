@@ -433,10 +433,7 @@ def _check_overlap(ref, src, name):
 
 def _tag_classes(src) -> dict:
     """``{id: name}`` from a raster's ``RSUNET_CLASSES`` tag (empty without it)."""
-    try:
-        return {int(k): str(v) for k, v in json.loads(src.tags().get("RSUNET_CLASSES", "{}")).items()}
-    except (ValueError, AttributeError):
-        return {}
+    return _parse_classes_tag(src.tags())
 
 
 def _class_ids_of(values, table) -> np.ndarray:
