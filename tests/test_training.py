@@ -1,0 +1,189 @@
+"""train_unet on real Amazon patches: it learns, resumes, and saves a model that reloads.
+
+Mirrored by tests/testthat/test-training.R.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, need_module
+from rsunet.errors import InputError, OutputExistsError
+
+need_module("tensorflow")
+from rsunet import training  # noqa: E402
+from rsunet.patches import PatchSet  # noqa: E402
+
+TINY = dict(depth=2, filters=8, batch_size=8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    from amazon_patches import amazon_patch_set
+
+    return amazon_patch_set(tmp_path_factory.mktemp("amazon"), n_images=2, size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(patches, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "unet.keras"
+    history = training.train_unet(patches, out, epochs=3, learning_rate=0.01, **TINY)
+    return out, history
+
+
+def test_a_small_unet_overfits_a_handful_of_real_patches(tmp_path):
+    from amazon_patches import amazon_patch_set
+
+    folder = amazon_patch_set(tmp_path, n_images=1, size=64, stride=64)
+    index = pd.read_csv(folder / "index.csv")
+    index["split"] = np.where(np.arange(len(index)) < 8, "train", "validation")
+    index.to_csv(folder / "index.csv", index=False)
+    keras.utils.set_random_seed(0)
+    h = training.train_unet(folder, tmp_path / "o.keras", epochs=25, augmentation=False,
+                            learning_rate=0.01, patience=100, **TINY)
+    assert len(h) == 25
+    assert h["loss"].iloc[-1] < 0.5 * h["loss"].iloc[0]
+    assert h["accuracy"].iloc[-1] > 0.9
+
+
+def test_history_log_and_curves(trained):
+    out, h = trained
+    assert list(h["epoch"]) == [1, 2, 3]
+    for col in ("loss", "accuracy", "f1", "iou", "val_loss", "val_accuracy", "val_f1", "val_iou"):
+        assert col in h.columns and h[col].notna().all()
+    assert ((h[["accuracy", "f1", "iou", "val_f1"]] >= 0) & (h[["accuracy", "f1", "iou", "val_f1"]] <= 1)).all().all()
+    logged = pd.read_csv(out.with_name("unet_history.csv"))
+    pd.testing.assert_frame_equal(logged, h, check_dtype=False)
+    assert out.with_name("unet_history.png").read_bytes()[:4] == b"\x89PNG"
+    assert not out.with_name(".unet.training").exists()  # checkpoints are gone once saved
+
+
+def test_artefact_carries_its_metadata_and_normalisation(trained, patches):
+    out, h = trained
+    with zipfile.ZipFile(out) as z:
+        meta = json.loads(z.read("rsunet.json"))
+    ps = PatchSet(patches)
+    ids = ps.index.loc[ps.index["split"] == "train", "patch_id"].tolist()
+    images, _ = ps.read(ids)
+    # the Amazon chips have no nodata: every pixel of the training patches counts
+    np.testing.assert_allclose(meta["normalization"]["mean"], images.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(meta["normalization"]["std"], images.std(axis=(0, 2, 3)), rtol=1e-4)
+    assert meta["classes"] == {"0": "background", "1": "forest"}
+    assert meta["bands"] == 3 and meta["depth"] == 2 and meta["patch_size"] == 64
+    assert meta["ignore_value"] == 255 and meta["activation"] == "sigmoid"
+    best = h.loc[h["val_loss"].idxmin(), "epoch"]
+    assert meta["best_epoch"] == best
+    m = training.load_model(out)
+    assert m.multiple == 4 and m.n_classes == 2 and m.bands == 3
+    p = m.predict_probabilities(images[:2].transpose(0, 2, 3, 1))
+    assert p.shape == (2, 64, 64, 2)
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_model_reloads_in_a_fresh_process_and_predicts_the_same(trained, tmp_path):
+    out, _ = trained
+    x = np.random.default_rng(3).integers(0, 255, size=(2, 32, 48, 3)).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    here = training.load_model(out).predict_probabilities(x)
+    code = ("import sys, numpy as np; from rsunet.training import load_model; "
+            "m = load_model(sys.argv[1]); "
+            "np.save(sys.argv[3], m.predict_probabilities(np.load(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                   check=True, cwd=ROOT, capture_output=True)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), here, rtol=1e-5, atol=1e-6)
+    # a plain keras.models.load_model reads the same file too
+    plain = keras.models.load_model(out, compile=False, safe_mode=True)
+    assert plain.input_shape == (None, None, None, 3)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_at_the_next_epoch(patches, tmp_path):
+    out = tmp_path / "r.keras"
+    args = dict(epochs=4, seed=1, patience=10, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_unet(patches, out, callbacks=[_Interrupt(2)], **args)
+    assert not out.exists()
+    first = pd.read_csv(tmp_path / "r_history.csv")
+    assert list(first["epoch"]) == [1, 2]
+    state = json.loads((tmp_path / ".r.training" / "state.json").read_text())
+    saved = keras.models.load_model(tmp_path / ".r.training" / state["last"], safe_mode=True)
+    # other settings do not silently mix with the interrupted run
+    with pytest.raises(InputError, match="resume=False"):
+        training.train_unet(patches, out, **dict(args, filters=4))
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append([w.copy() for w in self.model.get_weights()])
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    h = training.train_unet(patches, out, callbacks=[Watch()], **args)
+    assert seen[1:] == [2, 3]  # epochs 3 and 4 (0-based 2, 3) only
+    for a, b in zip(seen[0], saved.get_weights()):
+        np.testing.assert_array_equal(a, b)  # continued from the checkpoint's weights
+    assert list(h["epoch"]) == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(h.iloc[:2].reset_index(drop=True), first, check_dtype=False)
+    assert out.exists()
+
+
+def test_the_epoch_order_depends_only_on_seed_and_epoch():
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
+    y = np.zeros((10, 4, 4), np.uint8)
+    v = np.ones((10, 4, 4), bool)
+    mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+
+    def batches(start):
+        ds = training._train_dataset(x, y, v, mean, std, None, 4, 5, start, 3, 3)
+        return [b[0].numpy()[:, 0, 0, 0].tolist() for b in ds]
+
+    whole, resumed = batches(0), batches(1)
+    assert resumed == whole[3:]
+    assert sorted(sum(whole[:3], [])[:10]) == list(range(10))  # every patch once per epoch
+
+
+def test_validation_batches_are_never_augmented(patches):
+    ps = PatchSet(patches)
+    ids = ps.index.loc[ps.index["split"] == "validation", "patch_id"].tolist()
+    x, y, v = training._read_split(ps, ids)
+    mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
+    got = np.concatenate([b[0].numpy() for b in training._plain_dataset(x, y, v, mean, std, 4)])
+    np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
+    labels = np.concatenate([b[1].numpy() for b in training._plain_dataset(x, y, v, mean, std, 4)])
+    np.testing.assert_array_equal(labels[..., 0], y)
+
+
+def test_clear_errors(patches, trained, tmp_path):
+    out, _ = trained
+    with pytest.raises(OutputExistsError):
+        training.train_unet(patches, out, epochs=1, **TINY)
+    index = pd.read_csv(patches / "index.csv").drop(columns=["split"])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("patches.json",):
+        (bare / f).write_text((patches / f).read_text())
+    index.to_csv(bare / "index.csv", index=False)
+    with pytest.raises(InputError, match="split_patches"):
+        training.train_unet(bare, tmp_path / "m.keras", epochs=1, **TINY)
+    with pytest.raises(InputError, match=".keras"):
+        training.train_unet(patches, tmp_path / "m.h5", epochs=1, **TINY)
+    with pytest.raises(InputError, match="monitor"):
+        training.train_unet(patches, tmp_path / "m.keras", monitor="f2", **TINY)
