@@ -84,7 +84,8 @@ raster_info <- function(path) {
 .as_raster_path <- function(x) {
   if (inherits(x, "SpatRaster")) {
     src <- terra::sources(x)
-    if (length(src) == 1 && nzchar(src) && !any(terra::inMemory(x)) && file.exists(src)) {
+    if (length(src) == 1 && nzchar(src) && !any(terra::inMemory(x)) && file.exists(src) &&
+        .same_as_file(x, src)) {
       return(normalizePath(src))
     }
     tmp <- tempfile(fileext = ".tif")
@@ -96,6 +97,14 @@ raster_info <- function(path) {
   }
   if (!file.exists(x)) .abort(paste("raster not found:", x), c("rsunet_raster_read_error", "rsunet_input_error"))
   normalizePath(x)
+}
+
+# A file-backed SpatRaster can still differ from its file (terra::shift, a layer subset,
+# a new CRS): only an unchanged one may be read from the file itself.
+.same_as_file <- function(x, src) {
+  f <- terra::rast(src)
+  terra::nlyr(f) == terra::nlyr(x) && isTRUE(all.equal(as.vector(terra::ext(f)), as.vector(terra::ext(x)))) &&
+    identical(terra::crs(f), terra::crs(x)) && all(terra::res(f) == terra::res(x))
 }
 
 .as_window <- function(window) {

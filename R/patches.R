@@ -162,7 +162,8 @@ plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, ba
 
 .as_path_list <- function(x) {
   if (inherits(x, "SpatRaster")) x <- list(x)
-  as.list(vapply(as.list(x), .as_raster_path, character(1)))
+  # unnamed: a named list would reach Python as a dict (names from sapply/vapply)
+  as.list(unname(vapply(as.list(x), .as_raster_path, character(1))))
 }
 
 .as_whole <- function(x) if (is.null(x)) NULL else as.integer(x)

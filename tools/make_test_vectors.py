@@ -563,10 +563,26 @@ def vectors_model(out: Path) -> dict:
                 accuracy=float(tp.sum() / cm.sum()), f1=float(f1.mean()), iou=float(iou.mean()))
 
 
+def vectors_workflow(out: Path) -> dict:
+    """A tiny configuration of the whole workflow on the bundled chips (both suites run it)."""
+    return {"tiny_config": {
+        "seed": 1,
+        "scenes": {"example": True},
+        "make_mask": {"classes": {"1": "forest", "2": "background"}},
+        "make_patches": {"size": 128, "stride": 128},
+        "split_patches": {"fractions": [0.75, 0.25], "block": 2},
+        "unet": {"depth": 2, "filters": 4, "batch_norm": False},
+        "train_unet": {"epochs": 1, "batch_size": 8, "progress": False},
+        "train_baseline": {"n_per_class": 300, "n_trees": 5},
+        "predict_raster": {"window": 256, "overlap": 32, "progress": False},
+        "assess_map": {},
+    }}
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
           "assessment": vectors_assessment, "augmentation": vectors_augmentation,
-          "model": vectors_model}
+          "model": vectors_model, "workflow": vectors_workflow}
 
 
 def main(argv):

@@ -12,7 +12,7 @@ One module per stage of the workflow::
     assessment   assess_map, count_objects, polygonize
     baseline     train_baseline: the course's pixel-based Random Forest, for comparison
     example      example_data: the bundled Amazon scenes
-    workflow     run: the whole workflow from one configuration file
+    workflow     run_workflow: the whole workflow from one configuration file
     r            the rpy2 bridge (optional: ``pip install rsunet[r]``)
 
 Heavy dependencies (TensorFlow, rpy2) load only when the function that needs them runs,
@@ -46,6 +46,8 @@ _PUBLIC = {
     "train_baseline": "baseline",
     "load_baseline": "baseline",
     "example_data": "example",
+    "run_workflow": "workflow",
+    "example_config": "workflow",
     "versions": "check",
     "check": "check",
 }

@@ -116,16 +116,16 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from rsunet.workflow import run
+    from rsunet.workflow import run_workflow
 
-    run(args.config, out=args.out, overwrite=args.overwrite)
+    run_workflow(args.config, out=args.out, overwrite=args.overwrite)
     return 0
 
 
 def _cmd_demo(args) -> int:
-    from rsunet.workflow import example_config, run
+    from rsunet.workflow import example_config, run_workflow
 
-    run(example_config(args.full), out=args.out, overwrite=args.overwrite)
+    run_workflow(example_config(args.full), out=args.out, overwrite=args.overwrite)
     return 0
 
 

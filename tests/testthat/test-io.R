@@ -82,3 +82,14 @@ test_that("write_raster never replaces a file unless asked", {
   expect_equal(sum(terra::values(terra::rast(out))), 0)
   expect_error(write_raster(matrix(1), out), class = "rsunet_input_error")
 })
+
+test_that("a changed file-backed SpatRaster is read as changed, not from its file", {
+  skip_if_no_rsunet()
+  f <- terra::rast(file.path(vectors_dir(), "io_int16_4b.tif"))
+  shifted <- terra::shift(f, dx = 1000)
+  r <- read_raster(shifted)
+  expect_equal(terra::xmin(r), terra::xmin(f) + 1000)
+  two <- read_raster(f[[2:3]])
+  expect_equal(terra::nlyr(two), 2)
+  expect_equal(terra::values(two), terra::values(f[[2:3]]), ignore_attr = TRUE)
+})

@@ -1,0 +1,232 @@
+"""The whole workflow from one configuration file: the course's steps, end to end.
+
+mask -> patches -> split -> train (U-Net, and the Random Forest baseline) -> predict the
+held-aside scenes -> assess both maps on the same pixels -> summary table and figures.
+
+Every section of the configuration is named after the function it configures, and its
+keys are that function's arguments (``make_patches: {size: 128}`` calls
+``make_patches(..., size=128)``), so the functions' documentation documents the file.
+``config/example.yaml`` (shipped with the package) runs the bundled Amazon chips;
+``config/example-full.yaml`` trains longer for a better map.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from rsunet.errors import InputError, OutputExistsError
+
+STEPS = ("make_mask", "make_patches", "split_patches", "unet", "train_unet",
+         "train_baseline", "predict_raster", "assess_map")
+
+
+def example_config(full: bool = False) -> Path:
+    """Path of the bundled example configuration (``full=True``: the longer one)."""
+    name = "example-full.yaml" if full else "example.yaml"
+    return Path(str(resources.files("rsunet") / "config" / name))
+
+
+def read_config(config) -> dict:
+    """A configuration as a dict, from a YAML/TOML file or a dict (checked, not filled)."""
+    if isinstance(config, dict):
+        cfg = dict(config)
+    else:
+        path = Path(config)
+        if not path.exists():
+            raise InputError(f"configuration not found: {path}")
+        text = path.read_text()
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            cfg = tomllib.loads(text)
+        else:
+            import yaml
+
+            cfg = yaml.safe_load(text) or {}
+    unknown = set(cfg) - set(STEPS) - {"out", "seed", "scenes"}
+    if unknown:
+        raise InputError(f"unknown configuration section(s): {sorted(unknown)}; "
+                         f"expected out, seed, scenes and {', '.join(STEPS)}")
+    return cfg
+
+
+def _scenes(cfg) -> dict:
+    scenes = cfg.get("scenes") or {}
+    if scenes.get("example"):
+        from rsunet.example import example_data
+
+        data = example_data()
+        return {part: {"images": data[part]["images"], "labels": data[part]["masks"]}
+                for part in ("train", "test")}
+    for part in ("train", "test"):
+        part_cfg = scenes.get(part) or {}
+        if len(part_cfg.get("images") or []) != len(part_cfg.get("labels") or []):
+            raise InputError(f"scenes.{part}: give one label file per image")
+    if not (scenes.get("train") or {}).get("images"):
+        raise InputError("scenes.train.images is empty: nothing to train on")
+    return {part: {"images": [Path(p) for p in (scenes.get(part) or {}).get("images") or []],
+                   "labels": [Path(p) for p in (scenes.get(part) or {}).get("labels") or []]}
+            for part in ("train", "test")}
+
+
+class _Log:
+    """Prints each step with its duration, so a user sees where the time goes."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def step(self, text):
+        print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", flush=True)
+
+
+def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
+    """Run the whole workflow from a configuration and write every output under ``out``.
+
+    Args:
+        config: a YAML or TOML file (see :func:`example_config`), or a dict.
+        out: the output folder (default: the configuration's ``out``).
+        overwrite: replace the outputs of an earlier run in ``out``.
+
+    Returns:
+        The summary table (also ``out/summary.csv``): one row per model (U-Net, Random
+        Forest) with overall accuracy, kappa and per-class F1 and IoU on the held-aside
+        scenes.
+
+    Raises:
+        InputError: the configuration is incomplete or inconsistent.
+        OutputExistsError: ``out`` holds an earlier run and ``overwrite`` is False.
+    """
+    from rsunet.assessment import assess_map
+    from rsunet.baseline import train_baseline
+    from rsunet.patches import make_patches, plot_patches, split_patches
+    from rsunet.prediction import predict_raster
+    from rsunet.samples import make_mask
+    from rsunet.training import train_unet
+
+    cfg = read_config(config)
+    out = Path(out or cfg.get("out") or "rsunet-output")
+    if (out / "summary.csv").exists() and not overwrite:
+        raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
+    seed = cfg.get("seed", 0)
+    scenes = _scenes(cfg)
+    log = _Log()
+    opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
+
+    log.step("1/7 masks: reference labels -> masks on each image's grid")
+    masks = {part: [make_mask(image, labels, out / "masks" / f"{Path(image).stem}.tif",
+                              overwrite=overwrite, **opts["make_mask"])["path"]
+                    for image, labels in zip(scenes[part]["images"], scenes[part]["labels"])]
+             for part in ("train", "test")}
+
+    log.step("2/7 patches: cutting the training scenes")
+    make_patches(scenes["train"]["images"], masks["train"], out / "patches",
+                 overwrite=overwrite, **opts["make_patches"])
+    log.step("3/7 split: train / validation by spatial blocks")
+    split_patches(out / "patches", seed=seed, **opts["split_patches"])
+    plot_patches(out / "patches", out / "figures" / "patches.png", overwrite=overwrite)
+
+    log.step("4/7 training the U-Net")
+    train_unet(out / "patches", out / "models" / "unet.keras", seed=seed,
+               overwrite=overwrite, **opts["unet"], **opts["train_unet"])
+    log.step("5/7 training the Random Forest baseline (pixels to table)")
+    train_baseline(out / "patches", out / "models" / "random_forest.joblib", seed=seed,
+                   overwrite=overwrite, **opts["train_baseline"])
+
+    log.step("6/7 predicting the held-aside scenes with both models")
+    maps = {}
+    for name, model in (("unet", out / "models" / "unet.keras"),
+                        ("random_forest", out / "models" / "random_forest.joblib")):
+        maps[name] = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
+                                     overwrite=overwrite, **opts["predict_raster"])
+                      for image in scenes["test"]["images"]]
+
+    log.step("7/7 assessing both maps against the reference")
+    rows = []
+    for name, paths in maps.items():
+        result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
+                            csv=out / "assessment" / f"confusion_{name}.csv",
+                            overwrite=overwrite, **opts["assess_map"])
+        result.per_class.to_csv(out / "assessment" / f"per_class_{name}.csv", index=False)
+        rows.append(_summary_row(name, result))
+    summary = pd.DataFrame(rows)
+    summary_path = out / "summary.csv"
+    summary.to_csv(summary_path, index=False)
+    _plot_comparison(scenes["test"]["images"], masks["test"], maps,
+                     out / "figures" / "maps.png")
+    _report(out, summary)
+    return summary
+
+
+def _summary_row(name, result) -> dict:
+    row = {"model": name}
+    row.update({k: result.overall[k] for k in ("overall_accuracy", "kappa", "macro_f1",
+                                               "mean_iou", "quantity_disagreement",
+                                               "allocation_disagreement")})
+    for _, c in result.per_class.iterrows():
+        row[f"f1_{c['class']}"] = c["f1"]
+        row[f"iou_{c['class']}"] = c["iou"]
+    row["pixels"] = int(result.overall["n"])
+    return row
+
+
+def _plot_comparison(images, references, maps, path):
+    """One row per held-aside scene: image, reference, then each model's map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    from rsunet.io import atomic_path, read_raster
+    from rsunet.patches import _stretch
+
+    columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
+    fig, axes = plt.subplots(len(images), len(columns), squeeze=False,
+                             figsize=(3 * len(columns), 3 * len(images)))
+    classes = _classes_of(references[0])
+    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(max(classes) + 1) % 10))
+    for i, image in enumerate(images):
+        img = read_raster(image)
+        axes[i, 0].imshow(_stretch(img.data[:3], img.nodata))
+        layers = [references[i]] + [paths[i] for paths in maps.values()]
+        for j, layer in enumerate(layers, start=1):
+            values = np.ma.masked_equal(read_raster(layer).data[0], 255)
+            axes[i, j].imshow(values, cmap=cmap, vmin=-0.5, vmax=max(classes) + 0.5,
+                              interpolation="nearest")
+        axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
+    for j, title in enumerate(columns):
+        axes[0, j].set_title(title)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [matplotlib.patches.Patch(color=cmap(k), label=name) for k, name in classes.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    with atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def _classes_of(mask_path) -> dict:
+    import json
+
+    import rasterio
+
+    with rasterio.open(mask_path) as src:
+        tag = src.tags().get("RSUNET_CLASSES")
+    return {int(k): v for k, v in json.loads(tag).items()} if tag else {0: "0", 1: "1"}
+
+
+def _report(out, summary):
+    print("\nSummary on the held-aside scenes:")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nOutputs in {out.resolve()}:")
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and "patches" not in p.parts):
+        print(f"  {path.relative_to(out)}")
+    print(f"  patches/ ({len(list((out / 'patches' / 'scenes').glob('*')))} stacks, index.csv)")

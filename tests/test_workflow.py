@@ -1,0 +1,140 @@
+"""The main job end to end: run_workflow, the command line, and the Python tutorial.
+
+Mirrored by tests/testthat/test-workflow.R (run_workflow from R on the same tiny config).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import rasterio
+
+from conftest import ROOT, vectors
+from rsunet.errors import InputError, OutputExistsError
+from rsunet.example import example_data
+from rsunet.workflow import example_config, read_config, run_workflow
+
+
+def tiny_config() -> dict:
+    """The shared tiny configuration (workflow.json): the example, trained briefly."""
+    return vectors("workflow")["tiny_config"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf") / "run"
+    summary = run_workflow(tiny_config(), out=out)
+    return out, summary
+
+
+def test_workflow_writes_maps_metrics_and_figures(tiny_run):
+    out, summary = tiny_run
+    assert list(summary["model"]) == ["unet", "random_forest"]
+    for col in ("overall_accuracy", "kappa", "f1_forest", "iou_forest"):
+        assert summary[col].between(-1, 1).all(), col
+    assert pd.read_csv(out / "summary.csv")["model"].tolist() == ["unet", "random_forest"]
+    for image in example_data()["test"]["images"]:
+        for model in ("unet", "random_forest"):
+            with rasterio.open(out / "maps" / model / f"{image.stem}.tif") as m, \
+                    rasterio.open(image) as src:
+                assert m.crs == src.crs and m.transform == src.transform
+                assert m.shape == src.shape and m.dtypes[0] == "uint8" and m.nodata == 255
+    for fig in ("maps.png", "patches.png", "confusion_unet.png", "confusion_random_forest.png"):
+        assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG", fig
+    assert (out / "models" / "unet.keras").exists()
+    assert (out / "models" / "unet_history.png").exists()
+
+
+def test_summary_numbers_are_those_of_the_confusion_matrix(tiny_run):
+    out, summary = tiny_run
+    cm = pd.read_csv(out / "assessment" / "confusion_unet.csv", index_col=0).to_numpy()
+    oa = cm.trace() / cm.sum()
+    expected_chance = (cm.sum(0) * cm.sum(1)).sum() / cm.sum() ** 2
+    kappa = (oa - expected_chance) / (1 - expected_chance)
+    row = summary.set_index("model").loc["unet"]
+    assert row["overall_accuracy"] == pytest.approx(oa, abs=1e-12)
+    assert row["kappa"] == pytest.approx(kappa, abs=1e-12)
+    assert row["pixels"] == cm.sum() == 2 * 512 * 512
+
+
+def test_a_second_run_keeps_the_first(tiny_run):
+    out, _ = tiny_run
+    before = (out / "summary.csv").read_bytes()
+    with pytest.raises(OutputExistsError):
+        run_workflow(tiny_config(), out=out)
+    assert (out / "summary.csv").read_bytes() == before
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(InputError, match="unknown configuration section"):
+        read_config({"make_patchez": {}})
+    with pytest.raises(InputError, match="not found"):
+        read_config(tmp_path / "none.yaml")
+    with pytest.raises(InputError, match="nothing to train on"):
+        run_workflow({"scenes": {"example": False}}, out=tmp_path / "x")
+
+
+def test_example_configs_name_only_real_arguments():
+    import inspect
+
+    import rsunet
+
+    for full in (False, True):
+        cfg = read_config(example_config(full))
+        for step, options in cfg.items():
+            if not isinstance(options, dict) or step == "scenes":
+                continue
+            params = inspect.signature(getattr(rsunet, step)).parameters
+            assert set(options) <= set(params), (step, set(options) - set(params))
+
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "rsunet", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_cli_help_teaches_and_errors_are_one_line(tmp_path):
+    top = _cli("--help")
+    assert top.returncode == 0 and "demo" in top.stdout and "patches" in top.stdout
+    sub = _cli("patches", "--help")
+    assert "multiple of 32" in sub.stdout and "--stride" in sub.stdout
+    bad = _cli("patches", "a.tif", "b.tif", str(tmp_path / "p"), "--size", "100")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("rsunet: error:")
+    missing = _cli("run", str(tmp_path / "none.yaml"))
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def test_cli_step_matches_the_function(tmp_path):
+    data = example_data()["train"]
+    out = tmp_path / "m.tif"
+    res = _cli("mask", str(data["images"][0]), str(data["masks"][0]), str(out),
+               "--classes", "{1: forest, 2: background}")
+    assert res.returncode == 0, res.stderr
+    with rasterio.open(out) as m:
+        assert json.loads(m.tags()["RSUNET_CLASSES"]) == {"0": "background", "1": "forest"}
+
+
+def _python_blocks(markdown: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("doc", ["tutorial.md"])
+def test_python_tutorial_runs(doc, tmp_path, monkeypatch):
+    blocks = _python_blocks(ROOT / "docs" / doc)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{doc}[block {i}]", "exec"), namespace)
+    for figure in ("patches.png", "augmentation.png", "confusion_unet.png"):
+        assert (tmp_path / figure).exists(), figure
+    assert namespace["unet_result"].overall["overall_accuracy"] > 0.5
