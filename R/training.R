@@ -1,0 +1,149 @@
+#' Train a U-Net on a patch set
+#'
+#' Training patches (`split == "train"`, from [split_patches()]) are augmented on the
+#' fly (see [augment()]); validation patches never are; test patches are not used.
+#' Inputs are normalised per band with the mean and standard deviation of the training
+#' patches' valid pixels; pixels whose mask is unknown (255: unlabelled, nodata,
+#' rotation fill) count in no loss and no metric. After every epoch the model is
+#' checkpointed and `<name>_history.csv` rewritten: an interrupted run continues at the
+#' next epoch when called again with the same arguments. Training stops early when
+#' `monitor` has not improved for `patience` epochs; `out` receives the best epoch's
+#' model, with what prediction needs (bands, normalisation, classes, depth) inside the
+#' same file, and `<name>_history.png` the curves.
+#'
+#' @param patches a patch folder from [make_patches()], split with [split_patches()].
+#' @param out the model file to write (`.keras`).
+#' @param depth U-Net depth (number of poolings); prediction windows must be multiples of `2^depth`.
+#' @param filters filters of the first level.
+#' @param batch_norm batch normalisation.
+#' @param dropout dropout rate in each block.
+#' @param loss `"bce_dice"` (cross-entropy + Dice, the course's), `"dice"`,
+#'   `"weighted_ce"` or `"focal"`.
+#' @param class_weights for `"weighted_ce"` and `"focal"`: one weight per class id, or
+#'   `"balanced"`.
+#' @param epochs the last epoch to train.
+#' @param batch_size patches per step.
+#' @param learning_rate Adam's learning rate.
+#' @param patience epochs without improvement before stopping.
+#' @param monitor `"val_loss"`, `"val_f1"`, `"val_iou"` or `"val_accuracy"`: chooses the
+#'   best epoch and drives early stopping.
+#' @param augmentation `TRUE`, `FALSE`, or a named list of [augment()]'s settings, e.g.
+#'   `list(p_rotation = 0.8, zoom = c(0.8, 1.2))`.
+#' @param seed random seed (weights, batch order, augmentation).
+#' @param mixed_precision `"auto"`, `TRUE` or `FALSE`.
+#' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
+#' @param overwrite replace an existing `out` (otherwise error class `rsunet_output_exists_error`).
+#' @param progress show a progress bar over epochs.
+#' @param callbacks extra Python Keras callbacks (a list), for advanced use.
+#' @return An object of class `rsunet_model`: a list with `path`, `history` (a
+#'   data.frame, one row per epoch: `epoch`, `loss`, `accuracy`, `f1`, `iou`, the same
+#'   with `val_`, `seconds`), `classes`, `bands`, `depth`, `multiple`, `patch_size`,
+#'   `normalization` and `meta` (everything recorded in the model file). It has `print()`
+#'   and `plot()` methods and can be given to [predict_raster()] as the model. A patch
+#'   set without a split is an error of class `rsunet_input_error`.
+#' @examples
+#' \dontrun{
+#' m <- train_unet("patches", "unet.keras", depth = 4, filters = 16, epochs = 12)
+#' m
+#' plot(m)
+#' map <- predict_raster(m, "scene.tif", "map.tif")
+#' }
+train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
+                       loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
+                       learning_rate = 1e-3, patience = 5, monitor = "val_loss",
+                       augmentation = TRUE, seed = 0, mixed_precision = "auto", resume = TRUE,
+                       overwrite = FALSE, progress = TRUE, callbacks = NULL) {
+  out <- path.expand(out)
+  weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
+  .py_call(.py_raw("training")$train_unet(
+    path.expand(patches), out, depth = as.integer(depth), filters = as.integer(filters),
+    batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
+    class_weights = weights, epochs = as.integer(epochs), batch_size = as.integer(batch_size),
+    learning_rate = as.numeric(learning_rate), patience = as.integer(patience),
+    monitor = monitor, augmentation = .as_augmentation(augmentation), seed = as.integer(seed),
+    mixed_precision = mixed_precision, resume = isTRUE(resume), overwrite = isTRUE(overwrite),
+    progress = isTRUE(progress), callbacks = callbacks
+  ))
+  load_model(out)
+}
+
+#' Load a trained model
+#'
+#' Reads a model written by [train_unet()] (or a plain Keras `.keras` model: no
+#' normalisation then, classes `0..K-1`) in Keras' safe mode, and its training history
+#' (`<name>_history.csv` beside it) where present.
+#'
+#' @param path the `.keras` file.
+#' @return An object of class `rsunet_model` (see [train_unet()]); `history` is `NULL`
+#'   when no log is found. A file that is not a model is an error of class
+#'   `rsunet_model_format_error`.
+#' @examples
+#' \dontrun{
+#' m <- load_model("unet.keras")
+#' m$classes
+#' }
+load_model <- function(path) {
+  path <- normalizePath(path.expand(path), mustWork = FALSE)
+  m <- .py_call(.py_raw("training")$load_model(path))
+  meta <- reticulate::py_to_r(m$meta)
+  classes <- reticulate::py_to_r(m$classes)
+  norm <- reticulate::py_to_r(m$normalization)
+  csv <- file.path(dirname(path), paste0(sub("\\.keras$", "", basename(path)), "_history.csv"))
+  history <- if (file.exists(csv)) utils::read.csv(csv, check.names = FALSE) else NULL
+  structure(list(
+    path = path,
+    history = history,
+    classes = stats::setNames(vapply(classes, as.character, character(1)), names(classes)),
+    bands = reticulate::py_to_r(m$bands),
+    depth = reticulate::py_to_r(m$depth),
+    multiple = reticulate::py_to_r(m$multiple),
+    patch_size = reticulate::py_to_r(m$patch_size),
+    normalization = if (is.null(norm)) NULL else lapply(norm, unlist),
+    meta = meta
+  ), class = "rsunet_model")
+}
+
+# S3 method (registered in NAMESPACE)
+print.rsunet_model <- function(x, ...) {
+  cat("<rsunet_model>", x$path, "\n")
+  cat(sprintf("  %d bands -> %d classes: %s\n", as.integer(x$bands), length(x$classes),
+              paste(names(x$classes), x$classes, sep = "=", collapse = ", ")))
+  if (!is.null(x$depth)) {
+    cat(sprintf("  U-Net depth %d (windows: multiples of %d), trained on %s px patches\n",
+                as.integer(x$depth), as.integer(x$multiple), format(x$patch_size)))
+  }
+  h <- x$history
+  if (!is.null(h) && nrow(h)) {
+    best <- if (!is.null(x$meta$best_epoch)) x$meta$best_epoch else h$epoch[which.min(h$val_loss)]
+    row <- h[h$epoch == best, , drop = FALSE]
+    shown <- intersect(c("val_loss", "val_accuracy", "val_f1", "val_iou"), names(h))
+    cat(sprintf("  %d epochs; best epoch %d: %s\n", nrow(h), as.integer(best),
+                paste(sprintf("%s %.4f", shown, unlist(row[shown])), collapse = ", ")))
+  }
+  invisible(x)
+}
+
+# S3 method (registered in NAMESPACE)
+plot.rsunet_model <- function(x, ...) {
+  h <- x$history
+  if (is.null(h) || !nrow(h)) .abort("this model has no training history to plot", "rsunet_input_error")
+  metrics <- intersect(c("loss", "f1", "iou", "accuracy"), names(h))
+  old <- graphics::par(mfrow = c(1, length(metrics)))
+  on.exit(graphics::par(old))
+  for (m in metrics) {
+    v <- c(h[[m]], h[[paste0("val_", m)]])
+    graphics::plot(h$epoch, h[[m]], type = "b", ylim = range(v, na.rm = TRUE), xlab = "epoch",
+                   ylab = m, main = m, col = "steelblue", ...)
+    if (!is.null(h[[paste0("val_", m)]])) {
+      graphics::lines(h$epoch, h[[paste0("val_", m)]], type = "b", col = "darkorange")
+    }
+  }
+  graphics::legend("topright", c("train", "validation"), col = c("steelblue", "darkorange"),
+                   lty = 1, bty = "n")
+  invisible(x)
+}
+
+# predict_raster() and any Python call receive the model's file.
+r_to_py.rsunet_model <- function(x, convert = FALSE) {
+  reticulate::r_to_py(x$path, convert = convert)
+}
