@@ -34,3 +34,21 @@ shared_path <- function(...) {
   if (!file.exists(path)) skip_or_fail(paste("real test data not found:", path))
   path
 }
+
+# A small split patch set from the Amazon training chips (1 = forest, 2 = non-forest -> 0),
+# mirroring tests/amazon_patches.py.
+amazon_patch_set <- function(folder, n_images = 2, size = 64, stride = size, seed = 0) {
+  root <- shared_path("amazon", "train")
+  dir.create(folder, showWarnings = FALSE, recursive = TRUE)
+  images <- head(sort(list.files(file.path(root, "images"), pattern = "\\.tiff$", full.names = TRUE)), n_images)
+  masks <- vapply(images, function(image) {
+    png <- file.path(root, "masks", sub("\\.tiff$", ".png", basename(image)))
+    out <- file.path(folder, sub("\\.tiff$", "_mask.tif", basename(image)))
+    make_mask(image, png, out, classes = c("1" = "forest", "2" = "background"))
+    out
+  }, character(1), USE.NAMES = FALSE)
+  patches <- file.path(folder, "patches")
+  make_patches(images, masks, patches, size = size, stride = stride, progress = FALSE)
+  split_patches(patches, fractions = c(0.75, 0.25), method = "random", seed = seed)
+  patches
+}
