@@ -1,0 +1,70 @@
+# Training from R: mirrors tests/test_training.py (real Amazon patches, tiny U-Nets).
+
+test_that("train_unet learns real patches and returns an rsunet_model with print and plot", {
+  skip_if_no_rsunet()
+  folder <- tempfile("train")
+  patches <- amazon_patch_set(folder, n_images = 1)
+  idx <- utils::read.csv(file.path(patches, "index.csv"))
+  idx$split <- ifelse(seq_len(nrow(idx)) <= 8, "train", "validation")
+  utils::write.csv(idx, file.path(patches, "index.csv"), row.names = FALSE)
+  out <- file.path(folder, "unet.keras")
+  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 25,
+                  learning_rate = 0.01, patience = 100, augmentation = FALSE, progress = FALSE)
+  expect_s3_class(m, "rsunet_model")
+  h <- m$history
+  expect_s3_class(h, "data.frame")
+  expect_equal(h$epoch, 1:25)
+  expect_lt(h$loss[25], 0.5 * h$loss[1])
+  expect_gt(h$accuracy[25], 0.9)
+  expect_true(all(c("val_loss", "val_f1", "val_iou", "val_accuracy") %in% names(h)))
+  expect_equal(unname(m$classes), c("background", "forest"))
+  expect_equal(m$bands, 3)
+  expect_equal(m$multiple, 4)
+  # normalisation: the training patches' band means, computed here with terra
+  train_ids <- idx$patch_id[idx$split == "train"]
+  px <- do.call(rbind, lapply(train_ids, function(id) terra::values(read_patch(patches, id)$image)))
+  expect_equal(m$normalization$mean, unname(colMeans(px)), tolerance = 1e-5)
+  expect_output(print(m), "best epoch")
+  png <- tempfile(fileext = ".png")
+  grDevices::png(png)
+  plot(m)
+  grDevices::dev.off()
+  expect_gt(file.size(png), 1000)
+  expect_true(file.exists(file.path(folder, "unet_history.png")))
+  again <- load_model(out)
+  expect_equal(again$history, m$history)
+  expect_equal(reticulate::py_to_r(reticulate::r_to_py(again)), normalizePath(out))
+  expect_error(train_unet(patches, out, epochs = 1, progress = FALSE), class = "rsunet_output_exists_error")
+})
+
+test_that("an interrupted run resumes at the next epoch; errors are classed", {
+  skip_if_no_rsunet()
+  folder <- tempfile("resume")
+  patches <- amazon_patch_set(folder, n_images = 1)
+  keras <- reticulate::import("keras")
+  stopper <- reticulate::py_run_string(paste(
+    "import keras",
+    "class Stop(keras.callbacks.Callback):",
+    "    def on_epoch_end(self, epoch, logs=None):",
+    "        if epoch == 1: raise KeyboardInterrupt",
+    sep = "\n"), convert = FALSE)$Stop
+  out <- file.path(folder, "r.keras")
+  args <- list(patches = patches, out = out, depth = 2, filters = 4, batch_size = 8, epochs = 3,
+               seed = 1, patience = 10, progress = FALSE)
+  expect_error(do.call(train_unet, c(args, list(callbacks = list(stopper())))))
+  expect_false(file.exists(out))
+  first <- utils::read.csv(file.path(folder, "r_history.csv"))
+  expect_equal(first$epoch, 1:2)
+  expect_error(do.call(train_unet, modifyList(args, list(filters = 8))), class = "rsunet_input_error")
+  m <- do.call(train_unet, args)
+  expect_equal(m$history$epoch, 1:3)
+  expect_equal(m$history[1:2, ], first, tolerance = 1e-12, ignore_attr = TRUE)
+  bare <- file.path(folder, "bare")
+  dir.create(bare)
+  file.copy(file.path(patches, "patches.json"), bare)
+  idx <- utils::read.csv(file.path(patches, "index.csv"))
+  utils::write.csv(idx[setdiff(names(idx), "split")], file.path(bare, "index.csv"), row.names = FALSE)
+  expect_error(train_unet(bare, file.path(folder, "b.keras"), progress = FALSE),
+               class = "rsunet_input_error", regexp = "split_patches")
+  expect_error(load_model(file.path(folder, "nope.keras")), class = "rsunet_model_format_error")
+})
