@@ -3,7 +3,7 @@
 Scenes: 10 Amazon chips (512x512, 3-band uint8) and their masks (made once with
 make_mask, not timed). For the same windows (128x128, stride 128) it times:
 
-* make_patches (per-scene memory-mapped .npy stacks, index, atomic folder);
+* make_patches (per-scene .npy stacks written strip by strip, index, atomic folder);
 * a bare loop of windowed rasterio reads of image and mask (no writing): the floor;
 * the course's way: crop each patch and write it and its mask as PNG files with PIL.
 

@@ -274,20 +274,24 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
-    classes = _classes_of(masks)
-    wanted = _wanted_classes(keep, classes)
+    try:
+        wanted = _wanted_classes(keep, {})  # class ids need no mask opened ahead
+    except InputError:
+        wanted = _wanted_classes(keep, _classes_of(masks))  # class names do
     names = _scene_names(images)
     params = dict(size=size, stride=stride, edge=edge, wanted=wanted,
                   min_labelled=float(min_labelled), min_valid=float(min_valid))
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         (tmp / "scenes").mkdir(parents=True)
-        rows, scenes = [], {}
+        columns, scenes, tags = [], {}, []
         for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
-            scene_rows, scenes[name] = _cut_scene(name, image, mask, tmp, params)
-            rows.extend(scene_rows)
+            scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
+            columns.append(scene_columns)
+            tags.append((mask, tag))
+        classes = _merge_classes(tags)
         _check_bands(scenes)
-        index = _index_table(rows, classes)
+        index = _index_table(columns, classes)
         meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
                     min_labelled=float(min_labelled), min_valid=float(min_valid),
                     classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
@@ -330,11 +334,18 @@ def _check_size(size, stride):
 
 def _classes_of(masks) -> dict:
     """The union of the masks' recorded classes ({id: name}); background 0 always."""
-    classes = {0: "background"}
+    recorded = []
     for m in masks:
         with open_raster(m) as src:
-            recorded = src.tags().get("RSUNET_CLASSES")
-        for k, v in (json.loads(recorded).items() if recorded else []):
+            recorded.append((m, src.tags().get("RSUNET_CLASSES")))
+    return _merge_classes(recorded)
+
+
+def _merge_classes(recorded) -> dict:
+    """{id: name} from (mask, RSUNET_CLASSES tag or None) pairs; a clash is an InputError."""
+    classes = {0: "background"}
+    for m, tag in recorded:
+        for k, v in (json.loads(tag).items() if tag else []):
             k = int(k)
             if k in classes and classes[k] != v and k != 0:
                 raise InputError(f"class {k} is {classes[k]!r} in one mask and {v!r} in {m}: "
@@ -381,47 +392,38 @@ def _progress(items, progress, unit):
 
 
 def _cut_scene(name, image, mask, tmp, params):
-    """Write one scene's kept patches into its two stacks; return (index rows, metadata)."""
+    """Write one scene's kept patches into its two stacks.
+
+    Returns:
+        (the scene's index columns, its patches.json metadata, the mask's RSUNET_CLASSES tag).
+    """
     size, stride, edge = params["size"], params["stride"], params["edge"]
     with open_raster(image) as src, open_raster(mask) as msrc:
         _check_grid(src, msrc, image, mask)
         rows_off = window_offsets(src.height, size, stride, edge)
-        cols_off = window_offsets(src.width, size, stride, edge)
-        n_max = len(rows_off) * len(cols_off)
+        cols_off = np.array(window_offsets(src.width, size, stride, edge), dtype=np.int64)
         files = dict(images_file=f"scenes/{name}.images.npy", masks_file=f"scenes/{name}.masks.npy")
-        imgs = np.lib.format.open_memmap(tmp / files["images_file"], "w+", src.dtypes[0],
-                                         (n_max, src.count, size, size))
-        msks = np.lib.format.open_memmap(tmp / files["masks_file"], "w+", np.uint8, (n_max, size, size))
-        indexes = list(range(1, src.count + 1))
-        full = Window(0, 0, src.width, src.height)
-        rows, n = [], 0
-        coefs = tuple(src.transform)[:6]
-        plain = all(f == [rasterio.enums.MaskFlags.all_valid] for f in src.mask_flag_enums)
-        for row_off in rows_off:
-            # one strip of `size` rows, the scene's (padded) width: read once, sliced per patch
-            strip_w = Window(0, row_off, max(src.width, cols_off[-1] + size), size)
-            inside = _intersection(strip_w, full)
-            data, valid = _read_strip(src, indexes, strip_w, inside, plain)
-            # the mask's own 255s are already "ignore": its validity is not needed
-            labels = _read_strip(msrc, [1], strip_w, inside, True, IGNORE)[0][0]
-            labels[~valid] = IGNORE
-            for col_off in cols_off:
-                cols = slice(col_off, col_off + size)
-                stats = _patch_stats(valid[:, cols], labels[:, cols])
-                if not _kept(stats, params):
+        strips = _Strips(src, msrc, size, cols_off)
+        n_max, parts, values = len(rows_off) * len(cols_off), [], set()
+        with _NpyStack(tmp / files["images_file"], src.dtypes[0], (src.count, size, size), n_max) as imgs, \
+                _NpyStack(tmp / files["masks_file"], np.uint8, (size, size), n_max) as msks:
+            for row_off in rows_off:
+                data, valid, labels = strips.read(row_off)
+                stats = _window_stats(valid, labels, cols_off, size, values)
+                kept = np.flatnonzero(_kept(stats, params))
+                if not len(kept):
                     continue
-                imgs[n] = data[:, :, cols]
-                msks[n] = labels[:, cols]
-                rows.append(dict(_place(name, n, col_off, row_off, size, coefs), **stats))
-                n += 1
-        del imgs, msks  # unmapped: the page cache writes them; no msync needed before the rename
-        if n < n_max:
-            _truncate_stacks(tmp, files, n)
+                parts.append(dict(slot=np.arange(imgs.n, imgs.n + len(kept)), col_off=cols_off[kept],
+                                  row_off=np.full(len(kept), row_off, np.int64),
+                                  **{k: v[kept] for k, v in stats.items()}))
+                imgs.write(strips.gather(data, kept, strips.image_stack))
+                msks.write(strips.gather(labels[np.newaxis], kept, strips.mask_stack)[:, 0])
         meta = dict(image=str(Path(image).resolve()), mask=str(Path(mask).resolve()),
                     crs=src.crs.to_wkt() if src.crs else None, transform=list(src.transform)[:6],
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
-                    nodata=src.nodata, n=n, **files)
-    return rows, meta
+                    nodata=src.nodata, n=imgs.n, **files)
+        tag = msrc.tags().get("RSUNET_CLASSES")
+    return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 
 
 def _check_grid(src, msrc, image, mask):
@@ -437,60 +439,145 @@ def _check_grid(src, msrc, image, mask):
         raise InputError(f"{image} mixes band dtypes {set(src.dtypes)}; patches need one dtype")
 
 
-def _read_strip(src, indexes, window, inside, plain, fill=None):
-    """(data, valid) of a window: a plain read where nothing can be invalid, else padded."""
-    if plain and inside == window:
-        data = src.read(indexes, window=window)
-        return data, np.ones(data.shape[1:], bool)
-    if fill is not None and src.nodata is None:
-        data, valid = _read_padded(src, indexes, window, inside)
-        data[:, ~valid] = fill
-        return data, valid
-    return _read_padded(src, indexes, window, inside)
+class _Strips:
+    """Reads a scene ``size`` rows at a time over its (padded) width, into reused buffers.
+
+    One read per strip and file instead of one per patch; the patches are sliced out.
+    """
+
+    def __init__(self, src, msrc, size, cols_off):
+        self.src, self.msrc, self.size = src, msrc, size
+        self.cols_off = cols_off
+        self.width = max(src.width, int(cols_off[-1]) + size)
+        self.indexes = list(range(1, src.count + 1))
+        self.scene = Window(0, 0, src.width, src.height)
+        # where no band has a mask or nodata, every pixel inside the scene is valid
+        self.plain = all(f == [rasterio.enums.MaskFlags.all_valid] for f in src.mask_flag_enums)
+        self.data = np.empty((src.count, size, self.width), src.dtypes[0])
+        self.labels = np.empty((size, self.width), np.uint8)
+        self.image_stack = np.empty((len(cols_off), src.count, size, size), src.dtypes[0])
+        self.mask_stack = np.empty((len(cols_off), 1, size, size), np.uint8)
+
+    def read(self, row_off):
+        """(data, valid or None when every pixel is, labels: 255 where invalid or outside)."""
+        window = Window(0, row_off, self.width, self.size)
+        inside = _intersection(window, self.scene)
+        if self.plain and inside == window:
+            data, valid = self.src.read(self.indexes, window=window, out=self.data), None
+        else:
+            data, valid = _read_padded(self.src, self.indexes, window, inside)
+        labels = self.labels
+        if inside != window:
+            labels.fill(IGNORE)  # outside the scene the class is unknown, whatever the mask's nodata
+        r0 = int(inside.row_off) - row_off
+        self.msrc.read(1, window=inside, out=labels[r0:r0 + int(inside.height), :int(inside.width)])
+        if valid is not None:
+            labels[~valid] = IGNORE
+        return data, valid, labels
+
+    def gather(self, strip, kept, stack):
+        """The kept windows of a (bands, size, width) strip, copied into one (n, bands, size, size) stack."""
+        out = stack[:len(kept)]
+        for j, c in enumerate(self.cols_off[kept]):
+            out[j] = strip[:, :, c:c + self.size]
+        return out
 
 
-def _patch_stats(valid, labels):
-    counts = np.bincount(labels.ravel(), minlength=256)
-    total = labels.size
-    return dict(valid_fraction=float(valid.sum()) / total,
-                labelled_fraction=float(total - counts[IGNORE]) / total,
+class _NpyStack:
+    """A ``.npy`` file of shape ``(n, *item_shape)`` written block by block; n is set on close.
+
+    Sequential writes, not a memory map: mapping a new file costs a page fault per 4 KiB
+    and, when fewer patches are kept than windows exist, a copy to shrink it. numpy pads
+    the header for the first axis to grow in place, so the final header fits exactly.
+    """
+
+    def __init__(self, path, dtype, item_shape, n_max):
+        self.dtype, self.item_shape, self.n = np.dtype(dtype), tuple(item_shape), 0
+        self.file = open(path, "wb")
+        self.offset = self._write_header(n_max)
+
+    def _write_header(self, n):
+        self.file.seek(0)
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        np.lib.format.write_array_header_1_0(
+            self.file, dict(descr=descr, fortran_order=False, shape=(n,) + self.item_shape))
+        return self.file.tell()
+
+    def write(self, block):
+        self.file.write(np.ascontiguousarray(block, self.dtype).data)
+        self.n += len(block)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None and self._write_header(self.n) != self.offset:
+                raise RuntimeError("numpy's .npy header changed length; cannot finish the stack")
+        finally:
+            self.file.close()
+
+
+def _window_stats(valid, labels, col_offs, size, values):
+    """Per window of a strip: valid_fraction, labelled_fraction, counts (windows x 256).
+
+    Per-column sums of the strip, prefix-summed, give every window's sums in one pass
+    whatever the overlap, instead of one histogram per patch. ``values`` (a set, updated)
+    are the label values met so far: counting those first, a full histogram of the strip
+    is needed only where they do not account for every pixel.
+    """
+    def window_sums(per_column):
+        prefix = np.concatenate(([0], np.cumsum(per_column, dtype=np.int64)))
+        return prefix[col_offs + size] - prefix[col_offs]
+
+    per_value = {v: (labels == v).sum(axis=0, dtype=np.int32) for v in sorted(values)}
+    if not values or (sum(per_value.values()) != labels.shape[0]).any():
+        values.update(int(v) for v in np.flatnonzero(np.bincount(labels.ravel(), minlength=256)))
+        per_value.update({v: (labels == v).sum(axis=0, dtype=np.int32) for v in values - set(per_value)})
+    total = size * size
+    counts = np.zeros((len(col_offs), 256), np.int64)
+    for value, per_column in per_value.items():
+        counts[:, value] = window_sums(per_column)
+    if valid is None:
+        n_valid = np.full(len(col_offs), total)
+    else:
+        n_valid = window_sums(valid.sum(axis=0, dtype=np.int32))
+    return dict(valid_fraction=n_valid / total, labelled_fraction=(total - counts[:, IGNORE]) / total,
                 counts=counts)
 
 
 def _kept(stats, params):
-    if stats["valid_fraction"] < params["min_valid"] or stats["labelled_fraction"] < params["min_labelled"]:
-        return False
-    wanted, counts = params["wanted"], stats["counts"]
+    """Which windows pass the filters (a bool array)."""
+    counts = stats["counts"]
+    ok = (stats["valid_fraction"] >= params["min_valid"]) & \
+        (stats["labelled_fraction"] >= params["min_labelled"])
+    wanted = params["wanted"]
     if wanted is None:
-        return True
+        return ok
     if wanted == "positive":
-        return bool(counts[1:IGNORE].any())
-    return any(counts[c] > 0 for c in wanted)
+        return ok & counts[:, 1:IGNORE].any(axis=1)
+    return ok & counts[:, sorted(wanted)].any(axis=1)
 
 
-def _place(scene, slot, col_off, row_off, size, coefs):
-    a, b, c, d, e, f = coefs  # plain floats: Affine arithmetic costs more than the copy
-    left, top = a * col_off + b * row_off + c, d * col_off + e * row_off + f
+def _scene_columns(scene, parts, size, coefs):
+    """The scene's index columns (arrays) from its strips' kept windows."""
+    if not parts:  # typed empty columns
+        none = np.zeros(0, np.int64)
+        parts = [dict(slot=none, col_off=none, row_off=none, valid_fraction=np.zeros(0),
+                      labelled_fraction=np.zeros(0), counts=np.zeros((0, 256), np.int64))]
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    c, r = cols["col_off"], cols["row_off"]
+    a, b, x0, d, e, y0 = coefs
+    left, top = a * c + b * r + x0, d * c + e * r + y0
     right, bottom = left + a * size + b * size, top + d * size + e * size
-    return dict(patch_id=f"{scene}_r{row_off}_c{col_off}", scene=scene, slot=slot,
-                col_off=col_off, row_off=row_off, width=size, height=size,
-                left=min(left, right), bottom=min(top, bottom),
-                right=max(left, right), top=max(top, bottom))
-
-
-def _truncate_stacks(tmp, files, n):
-    """Copy the first n patches of over-allocated stacks into exact-size ones."""
-    for key in ("images_file", "masks_file"):
-        path = tmp / files[key]
-        big = np.load(path, mmap_mode="r")
-        small_path = path.with_name(path.name + ".tmp")
-        small = np.lib.format.open_memmap(small_path, "w+", big.dtype, (n,) + big.shape[1:])
-        for start in range(0, n, 256):
-            stop = min(start + 256, n)
-            small[start:stop] = big[start:stop]
-        small.flush()
-        del small, big
-        os.replace(small_path, path)
+    n = len(c)
+    return dict(patch_id=[f"{scene}_r{i}_c{j}" for i, j in zip(r.tolist(), c.tolist())],
+                scene=[scene] * n, slot=cols["slot"], col_off=c, row_off=r,
+                width=np.full(n, size, np.int64), height=np.full(n, size, np.int64),
+                left=np.minimum(left, right), bottom=np.minimum(top, bottom),
+                right=np.maximum(left, right), top=np.maximum(top, bottom),
+                valid_fraction=cols["valid_fraction"], labelled_fraction=cols["labelled_fraction"],
+                counts=cols["counts"])
 
 
 def _check_bands(scenes):
@@ -500,18 +587,18 @@ def _check_bands(scenes):
                          "band layout; make one patch set per sensor")
 
 
-def _index_table(rows, classes):
-    seen = np.zeros(256, bool)
-    for r in rows:
-        seen |= r["counts"] > 0
-    ids = sorted(set(classes) | {int(i) for i in np.flatnonzero(seen) if i != IGNORE})
-    records = []
-    for r in rows:
-        counts = r.pop("counts")
-        records.append(dict(r, **{f"n_{i}": int(counts[i]) for i in ids}))
+def _index_table(scenes, classes):
+    """The index DataFrame from every scene's columns; n_<id> for the classes and any seen id."""
+    counts = np.concatenate([s["counts"] for s in scenes])
+    seen = np.flatnonzero(counts.any(axis=0))
+    ids = sorted(set(classes) | {int(i) for i in seen if i != IGNORE})
     columns = ["patch_id", "scene", "slot", "col_off", "row_off", "width", "height", "left",
-               "bottom", "right", "top", "valid_fraction", "labelled_fraction"] + [f"n_{i}" for i in ids]
-    return pd.DataFrame.from_records(records, columns=columns)
+               "bottom", "right", "top", "valid_fraction", "labelled_fraction"]
+    text = ("patch_id", "scene")
+    data = {k: np.concatenate([np.asarray(s[k], dtype=object if k in text else None) for s in scenes])
+            for k in columns}
+    data.update({f"n_{i}": counts[:, i] for i in ids})
+    return pd.DataFrame(data, columns=columns + [f"n_{i}" for i in ids])
 
 
 def _jsonable(x):
