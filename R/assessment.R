@@ -65,9 +65,9 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
   if (many) {
-    prediction <- lapply(prediction, .as_raster_path)
+    prediction <- unname(lapply(prediction, .as_raster_path))
     reference <- if (is.character(reference) || (is.list(reference) && !is.data.frame(reference))) {
-      lapply(reference, .as_labels_path)
+      unname(lapply(reference, .as_labels_path))
     } else {
       .abort("several maps need a list (or vector) of as many references", "rsunet_input_error")
     }

@@ -420,3 +420,18 @@ def test_polygonize_round_trips_through_rasterize(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
     A.polygonize(src_path, out, overwrite=True, connectivity=8)
     assert len(gpd.read_file(out)) < len(back)  # corner neighbours join regions
+
+
+def test_polygon_areas_are_geodesic_in_a_geographic_crs(tmp_path):
+    from rsunet.example import example_data
+    from rsunet.samples import make_mask
+
+    data = example_data()["test"]
+    mask = make_mask(data["images"][0], data["masks"][0], tmp_path / "m.tif",
+                     classes={1: "forest", 2: "background"})["path"]
+    polys = A.polygonize(mask, tmp_path / "p.gpkg")
+    assert polys.crs.is_geographic
+    by_rows = A.count_objects(mask, 1).objects["area_m2"].sum()
+    traced = polys.loc[polys["class_id"] == 1, "area_m2"].sum()
+    assert traced == pytest.approx(by_rows, rel=1e-3)
+    assert 1e5 < traced < 512 * 512 * 11 * 11  # square metres, not square degrees

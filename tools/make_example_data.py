@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(os.environ.get("RSUNET_SHARED_DATA", ROOT.parent / "shared" / "data")) / "amazon" / "train"
 OUT = ROOT / "inst" / "extdata" / "amazon"
 
-# Chosen for a spread of forest fractions (0.26-0.78); "test" chips are held aside
+# Chosen for a spread of forest fractions (0.26-0.91) and of scenes (fields, pasture,
+# rivers); "test" chips are held aside
 # from training and used only to assess the maps.
 CHIPS = {
     "train": ["Amazon_122.tiff_33", "Amazon_1377.tiff_12", "Amazon_170.tiff_38",
               "Amazon_1712.tiff_26", "Amazon_425.tiff_44", "Amazon_5.tiff_50",
-              "Amazon_639.tiff_49", "Amazon_954.tiff_36"],
-    "test": ["Amazon_720.tiff_40", "Amazon_511.tiff_35"],
+              "Amazon_639.tiff_49", "Amazon_954.tiff_36", "Amazon_832.tiff_43",
+              "Amazon_1110.tiff_25"],
+    "test": ["Amazon_720.tiff_40", "Amazon_511.tiff_35", "Amazon_822.tiff_20"],
 }
 
 

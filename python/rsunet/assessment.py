@@ -779,6 +779,14 @@ def _row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
 
 # ---- polygonize -------------------------------------------------------------------------
 
+def _polygon_areas(gdf) -> np.ndarray:
+    """Areas in m2: planar in a projected CRS, geodesic on the ellipsoid in a geographic one."""
+    if gdf.crs is None or not gdf.crs.is_geographic:
+        return gdf.geometry.area.to_numpy()
+    geod = gdf.crs.get_geod()
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in gdf.geometry])
+
+
 def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata=True,
                overwrite=False):
     """Write a class map as polygons to a GeoPackage, one feature per connected region.
@@ -798,8 +806,9 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
         overwrite: replace an existing ``out``.
 
     Returns:
-        The GeoDataFrame written (columns ``class_id``, ``class``, ``area``, geometry in
-        the map's CRS; ``area`` in CRS units²).
+        The GeoDataFrame written (columns ``class_id``, ``class``, ``area_m2``, geometry
+        in the map's CRS; ``area_m2`` is planar in a projected CRS and geodesic, on the
+        CRS's ellipsoid, in a geographic one).
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
@@ -828,7 +837,7 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
     gdf = gpd.GeoDataFrame({"class_id": np.asarray(ids, np.int32),
                             "class": [names.get(i, f"class_{i}") for i in ids]},
                            geometry=geoms, crs=crs)
-    gdf["area"] = gdf.geometry.area
+    gdf["area_m2"] = _polygon_areas(gdf)
     with atomic_path(out, overwrite) as tmp:
         # GeoPackage 1.2: the GDAL that R's sf and terra bring on Debian 12 warns on 1.4
         gdf.to_file(tmp, driver="GPKG", layer=Path(out).stem, VERSION="1.2")
