@@ -68,27 +68,37 @@ read_patch <- function(patches, patch_id) {
 #'
 #' Random, or by spatial blocks (the default): each scene's patches are grouped into
 #' blocks of `block` x `block` patch cells and whole blocks are assigned, so
-#' neighbouring or overlapping patches do not leak between the sets. The same `seed`
-#' gives the same split.
+#' neighbouring patches do not leak between the sets. Overlapping patches
+#' (`stride < size`) on either side of a block border would still share pixels:
+#' `purge` marks every patch that shares a pixel with a patch of a later split in the
+#' same scene (train before validation before test) as split `"excluded"`, used for
+#' nothing. Without overlap (`stride == size`, `edge` `"pad"` or `"drop"`) nothing is
+#' excluded. The same `seed` gives the same split.
 #'
 #' @param index the patch folder (its `index.csv` is updated atomically) or the index
 #'   data.frame.
 #' @param fractions shares of train, validation (and test): `c(0.8, 0.2)`, or named,
-#'   `c(train = 0.7, validation = 0.15, test = 0.15)`.
+#'   `c(train = 0.7, validation = 0.15, test = 0.15)` (of the patches before purging).
 #' @param method `"blocks"` or `"random"`.
 #' @param block block edge in patch cells.
 #' @param seed random seed.
-#' @return The index data.frame with columns `split` and `block`.
+#' @param purge exclude patches sharing pixels with a later split: no training patch
+#'   then overlaps a validation or test patch. `NULL` (default): `TRUE` for
+#'   `"blocks"`, `FALSE` for `"random"`.
+#' @return The index data.frame with columns `split` (`"train"`, `"validation"`,
+#'   `"test"` or `"excluded"`) and `block`.
 #' @examples
 #' \dontrun{
 #' idx <- split_patches("patches", fractions = c(0.8, 0.2), block = 4, seed = 1)
 #' table(idx$split)
 #' }
-split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", block = 4, seed = 0) {
+split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", block = 4, seed = 0,
+                          purge = NULL) {
   index <- if (is.character(index)) path.expand(index) else reticulate::r_to_py(as.data.frame(index))
   fr <- if (is.null(names(fractions))) as.list(unname(fractions)) else as.list(fractions)
   .df_from_py(.py_call(.py_raw("patches")$split_patches(
-    index, fractions = fr, method = method, block = .as_whole(block), seed = .as_whole(seed)
+    index, fractions = fr, method = method, block = .as_whole(block), seed = .as_whole(seed),
+    purge = if (is.null(purge)) NULL else isTRUE(purge)
   )))
 }
 

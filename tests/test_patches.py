@@ -137,8 +137,8 @@ def test_bad_sizes_grids_and_existing_output(tmp_path):
 
 def test_block_split_keeps_blocks_whole_is_reproducible_and_updates_the_folder(tmp_path):
     index = make_patches(IMAGE, MASK, tmp_path / "p", size=32, stride=16, min_valid=0, progress=False)
-    a = split_patches(tmp_path / "p", fractions=(0.6, 0.2, 0.2), block=2, seed=7)
-    b = split_patches(index, fractions=(0.6, 0.2, 0.2), block=2, seed=7)
+    a = split_patches(tmp_path / "p", fractions=(0.6, 0.2, 0.2), block=2, seed=7, purge=False)
+    b = split_patches(index, fractions=(0.6, 0.2, 0.2), block=2, seed=7, purge=False)
     assert a["split"].tolist() == b["split"].tolist()
     assert a.groupby("block")["split"].nunique().max() == 1  # a block is never cut
     # blocks are 2x2 cells of 32 px, by patch centre (independent recomputation)
@@ -151,6 +151,49 @@ def test_block_split_keeps_blocks_whole_is_reproducible_and_updates_the_folder(t
     r = split_patches(index, fractions={"train": 0.75, "validation": 0.25}, method="random", seed=1)
     assert (r["split"] == "train").sum() == pytest.approx(0.75 * len(index), abs=1)
     assert not r["split"].equals(split_patches(index, method="random", seed=2)["split"])
+
+
+def _shares_pixels(a, b):
+    """Brute force: do windows a and b (rows with col_off, row_off, width, height) intersect?"""
+    return (a.col_off < b.col_off + b.width and b.col_off < a.col_off + a.width and
+            a.row_off < b.row_off + b.height and b.row_off < a.row_off + a.height)
+
+
+def test_purged_block_split_leaves_no_pixel_shared_between_splits(tmp_path):
+    # overlapping patches (stride 16 < size 32) across 2x2-cell block borders
+    index = make_patches(IMAGE, MASK, tmp_path / "p", size=32, stride=16, min_valid=0, progress=False)
+    plain = split_patches(index, fractions=(0.6, 0.2, 0.2), block=2, seed=7, purge=False)
+    purged = split_patches(tmp_path / "p", fractions=(0.6, 0.2, 0.2), block=2, seed=7)  # purge by default
+    rows = list(purged.itertuples())
+    order = {"train": 0, "validation": 1, "test": 2}
+    for a in rows:
+        for b in rows:
+            if a.split in order and b.split in order and a.split != b.split and a.scene == b.scene:
+                assert not _shares_pixels(a, b), (a.patch_id, a.split, b.patch_id, b.split)
+    excluded = purged["split"] == "excluded"
+    assert excluded.sum() > 0  # the unpurged split did leak
+    assert any(_shares_pixels(a, b) for a in plain.itertuples() for b in plain.itertuples()
+               if a.split == "train" and b.split == "validation")
+    # only patches are excluded, the others keep their split; and none needlessly: each
+    # excluded one shares pixels with a kept patch of a later split
+    assert (purged.loc[~excluded, "split"] == plain.loc[~excluded, "split"]).all()
+    for a in purged[excluded].itertuples():
+        was = plain.loc[a.Index, "split"]
+        assert was != "test" and any(_shares_pixels(a, b) for b in rows
+                                     if b.split in order and order[b.split] > order[was])
+    assert pd.read_csv(tmp_path / "p" / "index.csv")["split"].tolist() == purged["split"].tolist()
+    assert split_patches(index, method="random", seed=1)["split"].isin(["train", "validation"]).all()
+
+
+def test_purge_drops_nothing_without_overlap(tmp_path):
+    # stride == size and edge "pad": no two windows overlap ("shift" moves the last ones back
+    # onto their neighbours, and purging rightly catches those)
+    index = make_patches(IMAGE, MASK, tmp_path / "p", size=32, stride=32, edge="pad", min_valid=0,
+                         progress=False)
+    plain = split_patches(index, fractions=(0.6, 0.2, 0.2), block=1, seed=3, purge=False)
+    purged = split_patches(index, fractions=(0.6, 0.2, 0.2), block=1, seed=3, purge=True)
+    assert purged["split"].tolist() == plain["split"].tolist()
+    assert "excluded" not in set(purged["split"]) and len(set(purged["split"])) == 3
 
 
 def test_grid_balance_and_plot(tmp_path):

@@ -43,11 +43,13 @@ from rsunet.errors import GridMismatchError, InputError, OutputExistsError, Patc
 from rsunet.io import Raster, _intersection, _read_padded, atomic_path, open_raster
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
-           "class_balance", "plot_patches", "window_offsets", "FORMAT", "EDGES", "SPLITS"]
+           "class_balance", "plot_patches", "window_offsets", "FORMAT", "EDGES", "SPLITS",
+           "EXCLUDED"]
 
 FORMAT = "rsunet-patches/1"
 EDGES = ("shift", "pad", "drop")
 SPLITS = ("train", "validation", "test")
+EXCLUDED = "excluded"  # split of patches purged for sharing pixels with a later split
 IGNORE = 255
 MULTIPLE = 32  # a U-Net of depth 5 halves the size five times
 
@@ -616,29 +618,39 @@ def _replace_dir(tmp, out_dir):
 
 # ---- splits -------------------------------------------------------------------------------
 
-def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0):
+def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0, purge=None):
     """Assign every patch to train / validation (/ test), randomly or by spatial blocks.
 
     Overlapping or neighbouring patches share pixels (or look alike): split at random,
     they leak between training and validation and inflate the scores. ``"blocks"``
     groups each scene's patches into blocks of ``block`` x ``block`` patch cells (a
     patch belongs to the cell holding its centre; cells are ``size`` pixels) and assigns
-    whole blocks. Patches that overlap across a block border can still share a strip of
-    pixels; use ``stride = size`` or a larger ``block`` to make that rarer.
+    whole blocks. Overlapping patches (``stride < size``) on either side of a block
+    border still share a strip of pixels; ``purge`` removes that leak: a patch whose
+    window shares a pixel with a patch of a later split in the same scene (train before
+    validation before test) gets split ``"excluded"`` and is used for nothing. Without
+    overlap (``stride == size`` and ``edge`` ``"pad"`` or ``"drop"``) nothing is excluded;
+    with ``edge="shift"`` the last, shifted windows overlap their neighbours and may be.
 
     Args:
         index: a patch folder (its ``index.csv`` is rewritten atomically with the new
             columns), a :class:`PatchSet`, or an index DataFrame.
         fractions: shares of (train, validation) or (train, validation, test), or a
             dict with keys among ``"train"``, ``"validation"``, ``"test"``; they are
-            normalised to sum to 1.
+            normalised to sum to 1 (of the patches before purging: purged training
+            patches make the training share smaller).
         method: ``"blocks"`` (spatial, default) or ``"random"`` (patch by patch).
         block: block edge in patch cells (``"blocks"`` only).
         seed: random seed: the same seed gives the same split.
+        purge: mark patches sharing pixels with a later split ``"excluded"``: no
+            training patch then overlaps a validation or test patch, and no validation
+            patch a test patch. None (default) purges for ``"blocks"`` and not for
+            ``"random"`` (where, with overlap, it would exclude most patches).
 
     Returns:
-        The index with columns ``split`` and ``block`` (the block id, e.g.
-        ``"scene:2:0"``; for ``"random"`` each patch is its own block).
+        The index with columns ``split`` (``"train"``, ``"validation"``, ``"test"`` or
+        ``"excluded"``) and ``block`` (the block id, e.g. ``"scene:2:0"``; for
+        ``"random"`` each patch is its own block).
 
     Raises:
         InputError: bad fractions, method or block.
@@ -660,10 +672,45 @@ def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0)
         c = (table["col_off"] + table["width"] // 2) // cell
         table["block"] = table["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
     table["split"] = _assign(table["block"], shares, rng)
+    if (method == "blocks") if purge is None else bool(purge):
+        table["split"] = _purged(table)
     if ps is not None:
         with atomic_path(ps.path / "index.csv", overwrite=True) as tmp:
             table.to_csv(tmp, index=False)
     return table
+
+
+def _purged(table):
+    """The split column, with every patch that overlaps a later split's patch excluded."""
+    split = table["split"].to_numpy(dtype=object).copy()
+    windows = table[["col_off", "row_off", "width", "height"]].to_numpy(np.int64)
+    for rows in table.groupby(table["scene"].astype(str).to_numpy(), sort=False).indices.values():
+        # test first: a validation patch excluded for a test patch no longer counts against train
+        for k in reversed(range(len(SPLITS) - 1)):
+            mine = rows[split[rows] == SPLITS[k]]
+            later = rows[np.isin(split[rows], SPLITS[k + 1:])]
+            split[mine[_overlapping(windows[mine], windows[later])]] = EXCLUDED
+    return split
+
+
+def _overlapping(a, b):
+    """For each window of ``a`` (rows of col_off, row_off, width, height), whether it
+    shares a pixel with any window of ``b``."""
+    from scipy.spatial import cKDTree
+
+    hit = np.zeros(len(a), bool)
+    if not len(a) or not len(b):
+        return hit
+    # windows that overlap have upper-left corners less than the larger edge apart on
+    # both axes: candidates by a Chebyshev-distance search, then the exact test
+    reach = int(max(a[:, 2:].max(), b[:, 2:].max()))
+    near = cKDTree(b[:, :2]).query_ball_point(a[:, :2], r=reach, p=np.inf)
+    i = np.repeat(np.arange(len(a)), [len(n) for n in near])
+    j = np.concatenate([np.asarray(n, np.int64) for n in near])
+    shared = ((a[i, 0] < b[j, 0] + b[j, 2]) & (b[j, 0] < a[i, 0] + a[i, 2]) &
+              (a[i, 1] < b[j, 1] + b[j, 3]) & (b[j, 1] < a[i, 1] + a[i, 3]))
+    hit[i[shared]] = True
+    return hit
 
 
 def _shares(fractions) -> dict:

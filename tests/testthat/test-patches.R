@@ -91,8 +91,9 @@ test_that("block splits are reproducible, keep blocks whole, and show on the gri
   skip_if_no_rsunet()
   out <- tempfile()
   idx <- make_patches(pimage(), pmask(), out, size = 32, stride = 16, min_valid = 0, progress = FALSE)
-  a <- split_patches(out, fractions = c(train = 0.6, validation = 0.2, test = 0.2), block = 2, seed = 7)
-  b <- split_patches(idx, fractions = c(0.6, 0.2, 0.2), block = 2, seed = 7)
+  a <- split_patches(out, fractions = c(train = 0.6, validation = 0.2, test = 0.2), block = 2, seed = 7,
+                     purge = FALSE)
+  b <- split_patches(idx, fractions = c(0.6, 0.2, 0.2), block = 2, seed = 7, purge = FALSE)
   expect_equal(a$split, b$split)
   expect_true(all(tapply(a$split, a$block, function(s) length(unique(s))) == 1))
   expected_block <- paste(idx$scene, (idx$row_off + 16) %/% 64, (idx$col_off + 16) %/% 64, sep = ":")
@@ -112,4 +113,43 @@ test_that("block splits are reproducible, keep blocks whole, and show on the gri
   png <- tempfile(fileext = ".png")
   plot_patches(out, png, n = 3, split = "train")
   expect_identical(readBin(png, "raw", 4), as.raw(c(0x89, 0x50, 0x4e, 0x47)))
+})
+
+# brute force: which windows of a (rows: col_off, row_off, width, height) intersect which of b
+shares_pixels <- function(a, b) {
+  outer(a$col_off, b$col_off + b$width, "<") & t(outer(b$col_off, a$col_off + a$width, "<")) &
+    outer(a$row_off, b$row_off + b$height, "<") & t(outer(b$row_off, a$row_off + a$height, "<"))
+}
+
+test_that("a purged block split leaves no pixel shared between splits", {
+  skip_if_no_rsunet()
+  out <- tempfile()
+  idx <- make_patches(pimage(), pmask(), out, size = 32, stride = 16, min_valid = 0, progress = FALSE)
+  plain <- split_patches(idx, fractions = c(0.6, 0.2, 0.2), block = 2, seed = 7, purge = FALSE)
+  purged <- split_patches(out, fractions = c(0.6, 0.2, 0.2), block = 2, seed = 7)  # purges by default
+  order <- c(train = 1, validation = 2, test = 3)
+  rank <- order[purged$split]  # NA for "excluded"
+  hits <- shares_pixels(purged, purged) & outer(purged$scene, purged$scene, "==")
+  differ <- outer(rank, rank, "!=")
+  expect_false(any(hits & differ, na.rm = TRUE))
+  excluded <- purged$split == "excluded"
+  expect_gt(sum(excluded), 0)
+  expect_true(any(shares_pixels(plain, plain)[plain$split == "train", plain$split == "validation"]))
+  expect_equal(purged$split[!excluded], plain$split[!excluded])
+  # each excluded patch shares pixels with a kept patch of a later split
+  was <- order[plain$split]
+  later <- outer(was, rank, "<")
+  expect_true(all(rowSums((hits & later)[excluded, , drop = FALSE], na.rm = TRUE) > 0))
+  expect_equal(utils::read.csv(file.path(out, "index.csv"))$split, purged$split)
+  expect_true(all(split_patches(idx, method = "random", seed = 1)$split %in% c("train", "validation")))
+})
+
+test_that("purging drops nothing without overlap", {
+  skip_if_no_rsunet()
+  idx <- make_patches(pimage(), pmask(), tempfile(), size = 32, stride = 32, edge = "pad", min_valid = 0,
+                      progress = FALSE)
+  plain <- split_patches(idx, fractions = c(0.6, 0.2, 0.2), block = 1, seed = 3, purge = FALSE)
+  purged <- split_patches(idx, fractions = c(0.6, 0.2, 0.2), block = 1, seed = 3, purge = TRUE)
+  expect_equal(purged$split, plain$split)
+  expect_setequal(unique(purged$split), c("train", "validation", "test"))
 })
