@@ -17,7 +17,7 @@ setup:
 	@bash tools/setup.sh
 
 demo: setup
-	$(PY) -m rsunet check
+	$(PY) -m rsunet demo --out demo-output --overwrite
 
 test: setup
 	@bash tools/run_tests.sh
