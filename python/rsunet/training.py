@@ -371,7 +371,8 @@ def _train_dataset(x, y, v, mean, std, aug, batch_size, seed, start, epochs, ste
     for e in range(start, epochs):
         rng = np.random.default_rng([seed, e])
         idx = rng.permutation(n)
-        idx = np.concatenate([idx, rng.integers(0, n, steps * batch_size - n)])
+        idx = np.concatenate([idx, rng.integers(0, n, max(steps * batch_size - n, 0))])
+        idx = idx[:steps * batch_size]
         order.append(idx.reshape(steps, batch_size))
         seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
     order = np.concatenate(order).astype(np.int32)
