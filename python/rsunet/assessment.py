@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from rsunet.errors import (ClassFieldError, GridMismatchError, InputError, NoOverlapError,
                            OutputExistsError)
-from rsunet.io import atomic_path, open_raster
+from rsunet.io import atomic_path, open_raster, write_vector
 
 __all__ = ["assess_map", "count_objects", "polygonize", "Assessment", "ObjectCount",
            "metrics_from_confusion", "IGNORE"]
@@ -716,12 +716,7 @@ def count_objects(map, cls, connectivity=8, min_pixels=1, ignore=IGNORE, use_nod
     cls = int(cls)
     if not 0 <= cls < IGNORE:
         raise InputError(f"cls must be a class id 0..254, got {cls}")
-    with open_raster(map) as src:
-        values = src.read(1)
-        valid = values != ignore
-        if use_nodata:
-            valid &= src.read_masks(1) > 0
-        transform, crs = src.transform, src.crs
+    values, valid, transform, crs, _ = _read_class_map(map, ignore, use_nodata)
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     labels, n = ndimage.label((values == cls) & valid, structure=structure)
     del values
@@ -779,6 +774,16 @@ def _row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
 
 # ---- polygonize -------------------------------------------------------------------------
 
+def _read_class_map(map, ignore, use_nodata, classes=None):
+    """A whole class map: values, valid pixels, transform, CRS and class names."""
+    with open_raster(map) as src:
+        values = src.read(1)
+        valid = values != ignore
+        if use_nodata:
+            valid &= src.read_masks(1) > 0
+        return values, valid, src.transform, src.crs, _class_names(classes, src, {})
+
+
 def _polygon_areas(gdf) -> np.ndarray:
     """Areas in m2: planar in a projected CRS, geodesic on the ellipsoid in a geographic one."""
     if gdf.crs is None or not gdf.crs.is_geographic:
@@ -821,13 +826,7 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
     _check_outputs(overwrite, out)
-    with open_raster(map) as src:
-        values = src.read(1)
-        valid = values != ignore
-        if use_nodata:
-            valid &= src.read_masks(1) > 0
-        transform, crs = src.transform, src.crs
-        names = _class_names(classes, src, {})
+    values, valid, transform, crs, names = _read_class_map(map, ignore, use_nodata, classes)
     if values.dtype.name not in ("uint8", "int16", "uint16", "int32", "float32"):
         values = values.astype(np.int32)
     geoms, ids = [], []
@@ -838,7 +837,5 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
                             "class": [names.get(i, f"class_{i}") for i in ids]},
                            geometry=geoms, crs=crs)
     gdf["area_m2"] = _polygon_areas(gdf)
-    with atomic_path(out, overwrite) as tmp:
-        # GeoPackage 1.2: the GDAL that R's sf and terra bring on Debian 12 warns on 1.4
-        gdf.to_file(tmp, driver="GPKG", layer=Path(out).stem, VERSION="1.2")
+    write_vector(gdf, out, overwrite=overwrite)
     return gdf

@@ -276,9 +276,9 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
-    from rsunet.patches import _as_patchset, _chosen, _stretch
+    from rsunet.patches import _as_patchset, _chosen
+    from rsunet.plotting import class_colormap, stretch
 
     ps = _as_patchset(patches)
     if split is not None and "split" not in ps.index.columns:
@@ -288,7 +288,7 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
     settings = AugmentParams.from_any(augmentation) or AugmentParams()
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
-    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(k) % 10))
+    cmap = class_colormap(k)
     fig, axes = plt.subplots(1 + versions, len(ids), figsize=(2.2 * len(ids), 2.2 * (1 + versions)),
                              squeeze=False)
     for j, pid in enumerate(ids):
@@ -299,7 +299,7 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
                                  nodata=nodata, **settings.as_dict()))
         for i, (img, msk) in enumerate(shown):
             ax = axes[i, j]
-            rgb = _stretch(img[bands], nodata)
+            rgb = stretch(img[bands], nodata)
             ax.imshow(rgb if rgb.shape[-1] == 3 else rgb[..., 0], cmap=None if rgb.shape[-1] == 3 else "gray")
             ax.imshow(np.ma.masked_equal(msk, IGNORE), cmap=cmap, vmin=-0.5, vmax=k - 0.5,
                       alpha=alpha, interpolation="nearest")

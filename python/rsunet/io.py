@@ -23,7 +23,8 @@ from rasterio.windows import Window
 
 from rsunet.errors import InputError, OutputExistsError, RasterReadError
 
-__all__ = ["Raster", "read_raster", "write_raster", "raster_info", "atomic_path", "as_window"]
+__all__ = ["Raster", "read_raster", "write_raster", "write_vector", "raster_info", "atomic_path",
+           "as_window"]
 
 
 @dataclass
@@ -236,6 +237,17 @@ def write_raster(path, data, transform, crs=None, nodata=None, overwrite=False,
                 dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
             for i, name in enumerate(band_names or [], start=1):
                 dst.set_band_description(i, str(name))
+    return Path(path)
+
+
+def write_vector(gdf, path, layer=None, overwrite=False):
+    """Write a GeoDataFrame as a GeoPackage, atomically.
+
+    GeoPackage 1.2 is written: the GDAL that R's sf and terra use on Debian 12 warns on
+    files of version 1.4, the default of newer GDAL.
+    """
+    with atomic_path(path, overwrite) as tmp:
+        gdf.to_file(tmp, driver="GPKG", layer=layer or Path(path).stem, VERSION="1.2")
     return Path(path)
 
 

@@ -40,7 +40,8 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from rsunet.errors import GridMismatchError, InputError, OutputExistsError, PatchSizeError
-from rsunet.io import Raster, _intersection, _read_padded, atomic_path, open_raster
+from rsunet.io import Raster, _intersection, _read_padded, atomic_path, open_raster, write_vector
+from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
            "class_balance", "plot_patches", "window_offsets", "FORMAT", "EDGES", "SPLITS",
@@ -775,8 +776,7 @@ def patch_grid(patches, out=None, crs=None, overwrite=False):
     parts = [p.to_crs(target) if p.crs is not None and target is not None else p for p in parts]
     grid = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=target)
     if out is not None:
-        with atomic_path(out, overwrite) as tmp:
-            grid.to_file(tmp, driver="GPKG", layer="patches")
+        write_vector(grid, out, layer="patches", overwrite=overwrite)
     return grid
 
 
@@ -842,17 +842,16 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
     matplotlib.use("Agg")
     import matplotlib.patches
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
     ps = _as_patchset(patches)
     ids = _chosen(ps, n, patch_ids, split, seed)
     images, masks = ps.read(ids)
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
-    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(k) % 10))
+    cmap = class_colormap(k)
     fig, axes = plt.subplots(2, len(ids), figsize=(2.2 * len(ids), 4.6), squeeze=False)
     for j, pid in enumerate(ids):
-        rgb = _stretch(images[j][bands], ps.scenes[ps.row(pid)["scene"]]["nodata"])
+        rgb = stretch(images[j][bands], ps.scenes[ps.row(pid)["scene"]]["nodata"])
         for ax in axes[:, j]:
             ax.imshow(rgb if rgb.shape[-1] == 3 else rgb[..., 0], cmap=None if rgb.shape[-1] == 3 else "gray")
             ax.set_axis_off()
@@ -879,16 +878,3 @@ def _chosen(ps, n, patch_ids, split, seed):
         raise InputError(f"no patches to plot (split={split!r})")
     pick = np.random.default_rng(int(seed)).choice(len(table), size=min(int(n), len(table)), replace=False)
     return table["patch_id"].iloc[np.sort(pick)].tolist()
-
-
-def _stretch(img, nodata):
-    """(bands, rows, cols) -> (rows, cols, bands) in 0..1, each band at its 2-98 % range."""
-    x = img.astype(np.float64)
-    bad = np.zeros(x.shape, bool) if nodata is None else _is_nodata(x, nodata)
-    out = np.zeros(x.shape)
-    for b in range(x.shape[0]):
-        v = x[b][~bad[b]]
-        if v.size:
-            lo, hi = np.percentile(v, [2, 98])
-            out[b] = np.clip((x[b] - lo) / (hi - lo if hi > lo else 1), 0, 1)
-    return np.moveaxis(np.where(bad, 0, out), 0, -1)

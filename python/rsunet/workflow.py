@@ -180,19 +180,17 @@ def _plot_comparison(images, references, maps, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.colors import ListedColormap
-
     from rsunet.io import atomic_path, read_raster
-    from rsunet.patches import _stretch
+    from rsunet.plotting import class_colormap, stretch
 
     columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
     fig, axes = plt.subplots(len(images), len(columns), squeeze=False,
                              figsize=(3 * len(columns), 3 * len(images)))
     classes = _classes_of(references[0])
-    cmap = ListedColormap(plt.get_cmap("tab10")(np.arange(max(classes) + 1) % 10))
+    cmap = class_colormap(max(classes) + 1)
     for i, image in enumerate(images):
         img = read_raster(image)
-        axes[i, 0].imshow(_stretch(img.data[:3], img.nodata))
+        axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         layers = [references[i]] + [paths[i] for paths in maps.values()]
         for j, layer in enumerate(layers, start=1):
             values = np.ma.masked_equal(read_raster(layer).data[0], 255)

@@ -1,0 +1,36 @@
+"""What every rsunet figure shares: how images are stretched and classes coloured.
+
+Figures are for people who would rather look than read; they all use the same class
+colours (tab10, class id = colour index) so a class looks the same in every PNG.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stretch(img, nodata=None) -> np.ndarray:
+    """``(bands, rows, cols)`` -> ``(rows, cols, bands)`` in 0..1, each band at its 2-98 % range.
+
+    Nodata pixels (in any band's value) are shown black.
+    """
+    x = img.astype(np.float64)
+    if nodata is None:
+        bad = np.zeros(x.shape, bool)
+    else:
+        bad = np.isnan(x) if np.isnan(nodata) else x == nodata
+    out = np.zeros(x.shape)
+    for b in range(x.shape[0]):
+        v = x[b][~bad[b]]
+        if v.size:
+            lo, hi = np.percentile(v, [2, 98])
+            out[b] = np.clip((x[b] - lo) / (hi - lo if hi > lo else 1), 0, 1)
+    return np.moveaxis(np.where(bad, 0, out), 0, -1)
+
+
+def class_colormap(n_classes: int):
+    """A matplotlib colormap with one colour per class id ``0..n_classes-1``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(plt.get_cmap("tab10")(np.arange(max(n_classes, 1)) % 10))
