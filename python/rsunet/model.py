@@ -97,7 +97,9 @@ def _block(x, n, batch_norm, dropout, dtype, name):
         x = keras.layers.Conv2D(n, 3, padding="same", use_bias=not batch_norm,
                                 kernel_initializer="he_normal", dtype=dtype, name=f"{name}_conv{i}")(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(dtype=dtype, name=f"{name}_bn{i}")(x)
+            # momentum 0.9: with the few steps per epoch of small patch sets, Keras' 0.99
+            # leaves the moving statistics far behind the weights, and validation swings
+            x = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation("relu", dtype=dtype, name=f"{name}_relu{i}")(x)
     if dropout:
         x = keras.layers.Dropout(float(dropout), dtype=dtype, name=f"{name}_dropout")(x)
