@@ -150,15 +150,21 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
         result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
                             csv=out / "assessment" / f"confusion_{name}.csv",
                             overwrite=overwrite, **opts["assess_map"])
-        result.per_class.to_csv(out / "assessment" / f"per_class_{name}.csv", index=False)
+        _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
     summary = pd.DataFrame(rows)
-    summary_path = out / "summary.csv"
-    summary.to_csv(summary_path, index=False)
     _plot_comparison(scenes["test"]["images"], masks["test"], maps,
                      out / "figures" / "maps.png")
+    _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary
+
+
+def _write_csv(table, path):
+    from rsunet.io import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
 
 
 def _summary_row(name, result) -> dict:
@@ -222,6 +228,12 @@ def _classes_of(mask_path) -> dict:
 
 
 def _report(out, summary):
+    from rsunet.training import read_metadata
+
+    history = pd.read_csv(out / "models" / "unet_history.csv").set_index("epoch", drop=False)
+    best = history.loc[read_metadata(out / "models" / "unet.keras")["best_epoch"]]
+    print(f"\nU-Net validation patches, best epoch {int(best['epoch'])}: "
+          f"F1 {best['val_f1']:.3f}, IoU {best['val_iou']:.3f}")
     print("\nSummary on the held-aside scenes:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nOutputs in {out.resolve()}:")
