@@ -121,6 +121,9 @@ def test_cli_step_matches_the_function(tmp_path):
     assert res.returncode == 0, res.stderr
     with rasterio.open(out) as m:
         assert json.loads(m.tags()["RSUNET_CLASSES"]) == {"0": "background", "1": "forest"}
+    again = [str(data["images"][0]), str(data["masks"][0]), str(out)]
+    assert _cli("mask", *again).returncode == 2  # never replaces a user's file unasked
+    assert _cli("mask", *again, "--overwrite").returncode == 0
 
 
 def _python_blocks(markdown: Path) -> list[str]:

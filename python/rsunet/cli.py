@@ -20,6 +20,9 @@ from importlib import import_module
 
 from rsunet.errors import RsunetError
 
+# arguments that take Python objects, not something a shell can pass
+PYTHON_ONLY = {"callbacks"}
+
 # subcommand -> (module, function)
 STEPS = {
     "mask": ("samples", "make_mask"),
@@ -58,6 +61,13 @@ def _doc_parts(func):
     return summary, helps
 
 
+def _plain(text: str) -> str:
+    """Docstring markup as plain text for the terminal: ``x`` -> x, :func:`rsunet.f` -> f()."""
+    text = re.sub(r":func:`~?(?:[\w.]+\.)?(\w+)`", r"\1()", text)
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def _yaml_value(text):
     import yaml
 
@@ -74,6 +84,7 @@ def _add_step(sub, name, module, funcname):
     except (ImportError, AttributeError):
         return  # that stage is not installed in this build
     summary, helps = _doc_parts(func)
+    summary = _plain(summary)
     p = sub.add_parser(name, help=summary.splitlines()[0] if summary else funcname,
                        description=f"{funcname}(): {summary}",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,14 +92,17 @@ def _add_step(sub, name, module, funcname):
                            Python: rsunet.{funcname}(...)   R: rsunet::{funcname}(...)
                            Option values are YAML: numbers, true/false, [lists], {{maps}}."""))
     for param in inspect.signature(func).parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name in PYTHON_ONLY:
             continue
-        text = helps.get(param.name, "")
+        text = _plain(helps.get(param.name, ""))
+        flag = f"--{param.name.replace('_', '-')}"
         if param.default is inspect.Parameter.empty:
             p.add_argument(param.name, type=_yaml_value, help=text)
+        elif isinstance(param.default, bool):
+            p.add_argument(flag, dest=param.name, action=argparse.BooleanOptionalAction,
+                           default=param.default, help=text)
         else:
-            p.add_argument(f"--{param.name.replace('_', '-')}", dest=param.name,
-                           type=_yaml_value, default=param.default,
+            p.add_argument(flag, dest=param.name, type=_yaml_value, default=param.default,
                            help=f"{text} (default: {param.default!r})")
     p.set_defaults(func=func, step=True)
 
