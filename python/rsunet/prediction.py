@@ -8,10 +8,11 @@ with the 8 flips and rotations of test-time augmentation), blends overlapping
 predictions and writes one georeferenced GeoTIFF.
 
 Memory stays flat in the scene's height: only the rows of the windows in flight are held
-(an accumulator ``window`` rows high and one scene wide). Each finished row band is kept
-in a hidden folder beside the output, with a small state file; a killed run, called
-again the same way, continues from the last finished band and writes the same bytes an
-uninterrupted run would. The output's own name appears only once it is complete.
+(an accumulator ``window`` rows high and one scene wide, and one batch of windows, which
+may reach into the next row of windows so that model calls stay full). Each finished row
+band is kept in a hidden folder beside the output, with a small state file; a killed run,
+called again the same way, continues from the last finished band and writes the same
+bytes an uninterrupted run would. The output's own name appears only once it is complete.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -222,19 +223,17 @@ def _predict_scene(model, path, targets, params, resume, progress):
         acc = _Accumulator(k, w, max(width, col_offs[-1] + w), params["blend"])
         if store.done:
             acc.load(store.carry())
-        indexes = list(range(1, src.count + 1))
-        predict = _predictor(model)
+        windows = _predicted_windows(src, _predictor(model), row_offs, col_offs, store.done,
+                                     fill, params)
         bar = tqdm(total=len(row_offs), initial=store.done, unit="band",
                    desc=Path(path).name, disable=not progress, leave=False)
         with bar:
-            for j in range(store.done, len(row_offs)):
+            for j, c, probs, valid in windows:
                 r = row_offs[j]
-                for batch in _batches(col_offs, params["batch_size"]):
-                    x, valid = _read_windows(src, indexes, r, batch, w, fill)
-                    probs = _predict(predict, x, params["tta"])
-                    for i, c in enumerate(batch):
-                        weight = _weights(params["blend"], w, r, c, height, width) * valid[i]
-                        acc.add(probs[i], weight, c)
+                acc.add(probs, _weights(params["blend"], w, r, c, height, width) * valid, c)
+                if c != col_offs[-1]:
+                    continue
+                # the row's last window: every window touching band j is in, so it is final
                 rows = (row_offs[j + 1] if j + 1 < len(row_offs) else height) - r
                 band = acc.pop(min(rows, height - r), width, lambda p, ok: _encode(p, ok, params))
                 store.save_band(j, band, acc.carry())
@@ -256,8 +255,28 @@ def _n_outputs(model, bands, fill):
     return int(np.asarray(model.predict_probabilities(probe)).shape[-1])
 
 
-def _batches(items, size):
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def _predicted_windows(src, predict, row_offs, col_offs, first_row, fill, params):
+    """Yield ``(row index, column offset, probabilities, validity)`` per window, row-major.
+
+    Starts at row of windows ``first_row``. Batches are cut from the scene's whole
+    row-major sequence of windows, not row by row, so model calls stay full (a row of
+    9 windows in batches of 4 no longer ends in a call of 1). A resumed run starts at the
+    batch boundary before its first window and drops the windows before it: each window
+    is predicted in the same batch as in an uninterrupted run, so the bytes are the same
+    even for a model whose output depends on its batch. One batch is in flight: the
+    caller finishes a row band before the next batch is read.
+    """
+    n_cols, size, w = len(col_offs), params["batch_size"], params["window"]
+    first, total = first_row * n_cols, len(row_offs) * n_cols
+    indexes = list(range(1, src.count + 1))
+    for start in range(first - first % size, total, size):
+        batch = range(start, min(start + size, total))
+        x, valid = _read_batch(src, indexes, row_offs, col_offs, batch, w, fill)
+        probs = _predict(predict, x, params["tta"])
+        del x  # not held while the next batch is read
+        for i, p, v in zip(batch, probs, valid):
+            if i >= first:
+                yield i // n_cols, col_offs[i % n_cols], p, v
 
 
 def _fill_values(model, bands):
@@ -266,6 +285,17 @@ def _fill_values(model, bands):
     if norm and norm.get("mean") is not None:
         return np.asarray(norm["mean"], np.float32).reshape(-1)[:bands]
     return np.zeros(bands, np.float32)
+
+
+def _read_batch(src, indexes, row_offs, col_offs, batch, w, fill):
+    """The windows numbered ``batch`` (row-major) and their validity, one read per row."""
+    n_cols = len(col_offs)
+    parts = [_read_windows(src, indexes, row_offs[j], [col_offs[i % n_cols] for i in group],
+                           w, fill)
+             for j, group in groupby(batch, key=lambda i: i // n_cols)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
 def _read_windows(src, indexes, row, cols, w, fill):
