@@ -212,10 +212,8 @@ count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 2
 polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
                        use_nodata = TRUE, overwrite = FALSE) {
   out <- path.expand(out)
-  .py("assessment")  # import (and report a missing Python) as every stage does
-  # convert = FALSE: the GeoDataFrame Python returns stays there; R reads the file
-  assessment <- reticulate::import("rsunet.assessment", convert = FALSE)
-  .py_call(assessment$polygonize(
+  # the GeoDataFrame Python returns stays there (.py_raw); R reads the file
+  .py_call(.py_raw("assessment")$polygonize(
     .as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes),
     connectivity = as.integer(connectivity), ignore = as.integer(ignore),
     use_nodata = isTRUE(use_nodata), overwrite = isTRUE(overwrite)

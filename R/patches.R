@@ -117,7 +117,8 @@ split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", blo
 #' }
 patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
   target <- if (is.null(out)) tempfile(fileext = ".gpkg") else path.expand(out)
-  .py_call(.py("patches")$patch_grid(path.expand(patches), out = target, crs = crs,
+  # the GeoDataFrame stays in Python (.py_raw): R reads the file it wrote
+  .py_call(.py_raw("patches")$patch_grid(path.expand(patches), out = target, crs = crs,
                                      overwrite = isTRUE(overwrite) || is.null(out)))
   terra::vect(target)
 }
@@ -183,14 +184,4 @@ plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, ba
   as.list(keep)
 }
 
-# rsunet.<name> without automatic conversion: DataFrames are converted column by
-# column below (reticulate 1.28's own pandas conversion warns with pandas 2.3).
-.py_raw <- function(name) reticulate::import(paste0("rsunet.", name), convert = FALSE)
 
-# A pandas DataFrame as a plain data.frame.
-.df_from_py <- function(df) {
-  if (!inherits(df, "python.builtin.object")) return(as.data.frame(df, stringsAsFactors = FALSE))
-  cols <- reticulate::py_to_r(df$to_dict("list"))
-  cols <- lapply(cols, function(v) unlist(lapply(v, function(x) if (is.null(x)) NA else x)))
-  as.data.frame(cols, stringsAsFactors = FALSE, check.names = FALSE)
-}

@@ -47,6 +47,21 @@
   mod
 }
 
+# rsunet.<name> without automatic conversion: DataFrames are converted column by
+# column below (reticulate 1.28's own pandas conversion warns with pandas 2.3).
+.py_raw <- function(name) {
+  .py(name)  # imports once, and turns a missing Python into an rsunet_python_error
+  reticulate::import(paste0("rsunet.", name), convert = FALSE)
+}
+
+# A pandas DataFrame as a plain data.frame.
+.df_from_py <- function(df) {
+  if (!inherits(df, "python.builtin.object")) return(as.data.frame(df, stringsAsFactors = FALSE))
+  cols <- reticulate::py_to_r(df$to_dict("list"))
+  cols <- lapply(cols, function(v) unlist(lapply(v, function(x) if (is.null(x)) NA else x)))
+  as.data.frame(cols, stringsAsFactors = FALSE, check.names = FALSE)
+}
+
 .rsunet_python_label <- function() {
   python <- .rsunet_python()
   if (nzchar(python)) python else "none configured (RSUNET_PYTHON is unset)"
