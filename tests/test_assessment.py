@@ -170,12 +170,7 @@ def test_polygon_reference_matches_gdal_rasterize(tmp_path):
     """Multi-class NB land cover: polygons (northing/easting axis order) vs gdal_rasterize."""
     image = shared_path("nrcan", "nb_23322E759967N_2of2_rgb.tif")
     polys = shared_path("nrcan", "nb_BakerLake_2017_landcover.gpkg")
-    with rasterio.open(image) as src:
-        b, w, h = src.bounds, src.width, src.height
-    gdal_ref = tmp_path / "gdal.tif"
-    subprocess.run(["gdal_rasterize", "-q", "-init", "0", "-ot", "Byte", "-a", "Quatreclasses",
-                    "-te", *map(repr, [b.left, b.bottom, b.right, b.top]), "-ts", str(w), str(h),
-                    str(polys), str(gdal_ref)], check=True)
+    gdal_ref = _gdal_rasterize(image, polys, tmp_path / "gdal.tif", "-a", "Quatreclasses")
     truth, _ = _perturbed_copy(gdal_ref, tmp_path / "pred.tif", np.random.default_rng(3),
                                flip=0.1, classes=(0, 1, 2, 3, 4))
     pred, _ = _read(tmp_path / "pred.tif")
@@ -347,10 +342,15 @@ def _gdal_buildings(tmp_path):
     """Massachusetts buildings burnt by gdal_rasterize on their image's grid (0/1)."""
     image = shared_path("nrcan", "massachusetts_22978945_15_rgb.tif")
     polys = shared_path("nrcan", "massachusetts_22978945_15_buildings.gpkg")
+    return _gdal_rasterize(image, polys, tmp_path / "buildings.tif", "-burn", "1")
+
+
+def _gdal_rasterize(image, polys, out, *burn):
+    """Polygons burnt by gdal_rasterize on an image's grid (Byte, 0 where none): an
+    independent route to rsunet's own rasterization."""
     with rasterio.open(image) as src:
         b, w, h = src.bounds, src.width, src.height
-    out = tmp_path / "buildings.tif"
-    subprocess.run(["gdal_rasterize", "-q", "-init", "0", "-burn", "1", "-ot", "Byte",
+    subprocess.run(["gdal_rasterize", "-q", "-init", "0", *burn, "-ot", "Byte",
                     "-te", *map(repr, [b.left, b.bottom, b.right, b.top]), "-ts", str(w), str(h),
                     str(polys), str(out)], check=True)
     return out

@@ -223,7 +223,7 @@ def _predict_scene(model, path, targets, params, resume, progress):
         acc = _Accumulator(k, w, max(width, col_offs[-1] + w), params["blend"])
         if store.done:
             acc.load(store.carry())
-        windows = _predicted_windows(src, _predictor(model), row_offs, col_offs, store.done,
+        windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, store.done,
                                      fill, params)
         bar = tqdm(total=len(row_offs), initial=store.done, unit="band",
                    desc=Path(path).name, disable=not progress, leave=False)
@@ -324,23 +324,6 @@ def _dihedral(x, t):
 def _undo_dihedral(y, t):
     y = np.rot90(y, -(t % 4), axes=(1, 2))
     return y[:, :, ::-1] if t >= 4 else y
-
-
-def _predictor(model):
-    """``batch -> (n, rows, cols, K)`` probabilities, by the fastest route the model offers.
-
-    For a Keras model, ``predict_on_batch`` runs a compiled graph (about 1.6x faster on a
-    CPU than the eager call inside ``predict_probabilities``); same inputs, same outputs.
-    """
-    keras_model = getattr(model, "keras_model", None)
-    normalize = getattr(model, "normalize", None)
-    if keras_model is None or normalize is None:
-        return model.predict_probabilities
-
-    def predict(batch):
-        y = np.asarray(keras_model.predict_on_batch(normalize(batch)), np.float32)
-        return np.concatenate([1.0 - y, y], axis=-1) if y.shape[-1] == 1 else y
-    return predict
 
 
 def _predict(predict, x, tta):

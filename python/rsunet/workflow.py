@@ -218,13 +218,12 @@ def _plot_comparison(images, references, maps, path):
 
 
 def _classes_of(mask_path) -> dict:
-    import json
-
     import rasterio
 
+    from rsunet.assessment import _parse_classes_tag
+
     with rasterio.open(mask_path) as src:
-        tag = src.tags().get("RSUNET_CLASSES")
-    return {int(k): v for k, v in json.loads(tag).items()} if tag else {0: "0", 1: "1"}
+        return _parse_classes_tag(src.tags()) or {0: "0", 1: "1"}
 
 
 def _report(out, summary):
