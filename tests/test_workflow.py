@@ -113,6 +113,21 @@ def test_cli_help_teaches_and_errors_are_one_line(tmp_path):
     assert missing.returncode == 2 and "not found" in missing.stderr
 
 
+def test_every_subcommand_has_help_with_every_argument():
+    import argparse
+
+    from rsunet.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 12
+    for name, parser in sub.choices.items():
+        text = parser.format_help()  # a stray % in a docstring once broke this
+        for action in parser._actions:
+            assert action.dest == "help" or action.help, f"rsunet {name}: {action.dest} has no help"
+        assert text.startswith("usage: rsunet " + name)
+    assert "98 % band percentiles" in " ".join(sub.choices["train"].format_help().split())
+
+
 def test_cli_step_matches_the_function(tmp_path):
     data = example_data()["train"]
     out = tmp_path / "m.tif"

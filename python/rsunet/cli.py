@@ -94,7 +94,7 @@ def _add_step(sub, name, module, funcname):
     for param in inspect.signature(func).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name in PYTHON_ONLY:
             continue
-        text = _plain(helps.get(param.name, ""))
+        text = _plain(helps.get(param.name, "")).replace("%", "%%")  # argparse formats help with %
         flag = f"--{param.name.replace('_', '-')}"
         if param.default is inspect.Parameter.empty:
             p.add_argument(param.name, type=_yaml_value, help=text)
