@@ -11,6 +11,9 @@
 #' @param out the model file to write (`.joblib`; a Python pickle: load only files you trust).
 #' @param n_per_class training pixels drawn per class.
 #' @param n_trees number of trees.
+#' @param normalize `"dataset"`: raw pixel values, the course's table; `"scene"`: each
+#'   scene's 2 and 98 % band percentiles mapped to 0 and 1, as [train_unet()] can
+#'   ([predict_raster()] then scales each scene by its own percentiles).
 #' @param seed random seed for the sample and the forest.
 #' @param overwrite replace an existing `out` (otherwise error class
 #'   `rsunet_output_exists_error`).
@@ -20,11 +23,12 @@
 #' rf <- train_baseline("patches", "random_forest.joblib")
 #' map <- predict_raster(rf, "scene.tif", "scene_rf.tif")
 #' }
-train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100, seed = 0,
-                           overwrite = FALSE) {
+train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100,
+                           normalize = "dataset", seed = 0, overwrite = FALSE) {
   .py_call(.py("baseline")$train_baseline(
     path.expand(patches), path.expand(out), n_per_class = as.integer(n_per_class),
-    n_trees = as.integer(n_trees), seed = as.integer(seed), overwrite = isTRUE(overwrite)
+    n_trees = as.integer(n_trees), normalize = normalize, seed = as.integer(seed),
+    overwrite = isTRUE(overwrite)
   ))
   invisible(path.expand(out))
 }

@@ -3,7 +3,7 @@
 #' Training patches (`split == "train"`, from [split_patches()]) are augmented on the
 #' fly (see [augment()]); validation patches never are; test patches are not used.
 #' Inputs are normalised per band with the mean and standard deviation of the training
-#' patches' valid pixels; pixels whose mask is unknown (255: unlabelled, nodata,
+#' patches' valid pixels (after the scene scaling of `normalize = "scene"`); pixels whose mask is unknown (255: unlabelled, nodata,
 #' rotation fill) count in no loss and no metric. After every epoch the model is
 #' checkpointed and `<name>_history.csv` rewritten: an interrupted run continues at the
 #' next epoch when called again with the same arguments. Training stops early when
@@ -29,6 +29,13 @@
 #'   best epoch and drives early stopping.
 #' @param augmentation `TRUE`, `FALSE`, or a named list of [augment()]'s settings, e.g.
 #'   `list(p_rotation = 0.8, zoom = c(0.8, 1.2))`.
+#' @param normalize `"dataset"`: raw values standardised with the training pixels' band
+#'   means and deviations, the same for every scene (right for calibrated data such as
+#'   surface reflectance). `"scene"`: each scene's 2 and 98 % band percentiles are first
+#'   mapped to 0 and 1, so haze, illumination and contrast that differ between scenes do
+#'   not move the input; [predict_raster()] scales each scene by its own percentiles.
+#'   Right for uncalibrated imagery (8-bit composites, drone mosaics), wrong where a
+#'   scene holds a single land cover.
 #' @param seed random seed (weights, batch order, augmentation).
 #' @param mixed_precision `"auto"`, `TRUE` or `FALSE`.
 #' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
@@ -38,7 +45,8 @@
 #' @return An object of class `rsunet_model`: a list with `path`, `history` (a
 #'   data.frame, one row per epoch: `epoch`, `loss`, `accuracy`, `f1`, `iou`, the same
 #'   with `val_`, `seconds`), `classes`, `bands`, `depth`, `multiple`, `patch_size`,
-#'   `normalization` and `meta` (everything recorded in the model file). It has `print()`
+#'   `normalization` (`mean`, `std` per band; and `scene = list(q = c(2, 98))` for
+#'   `normalize = "scene"`) and `meta` (everything recorded in the model file). It has `print()`
 #'   and `plot()` methods and can be given to [predict_raster()] as the model. A patch
 #'   set without a split is an error of class `rsunet_input_error`.
 #' @examples
@@ -51,7 +59,8 @@
 train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                        loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
                        learning_rate = 1e-3, patience = 5, monitor = "val_loss",
-                       augmentation = TRUE, seed = 0, mixed_precision = "auto", resume = TRUE,
+                       augmentation = TRUE, normalize = "dataset", seed = 0,
+                       mixed_precision = "auto", resume = TRUE,
                        overwrite = FALSE, progress = TRUE, callbacks = NULL) {
   out <- path.expand(out)
   weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
@@ -60,7 +69,8 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
     batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
     class_weights = weights, epochs = as.integer(epochs), batch_size = as.integer(batch_size),
     learning_rate = as.numeric(learning_rate), patience = as.integer(patience),
-    monitor = monitor, augmentation = .as_augmentation(augmentation), seed = as.integer(seed),
+    monitor = monitor, augmentation = .as_augmentation(augmentation), normalize = normalize,
+    seed = as.integer(seed),
     mixed_precision = mixed_precision, resume = isTRUE(resume), overwrite = isTRUE(overwrite),
     progress = isTRUE(progress), callbacks = callbacks
   ))
@@ -98,9 +108,15 @@ load_model <- function(path) {
     depth = reticulate::py_to_r(m$depth),
     multiple = reticulate::py_to_r(m$multiple),
     patch_size = reticulate::py_to_r(m$patch_size),
-    normalization = if (is.null(norm)) NULL else lapply(norm, unlist),
+    normalization = .as_normalization(norm),
     meta = meta
   ), class = "rsunet_model")
+}
+
+# mean and std as numeric vectors; scene (for normalize = "scene") as list(q = c(2, 98))
+.as_normalization <- function(norm) {
+  if (is.null(norm)) return(NULL)
+  lapply(norm, function(v) if (is.list(v) && !is.null(names(v))) lapply(v, unlist) else unlist(v))
 }
 
 # S3 method (registered in NAMESPACE)
@@ -111,6 +127,10 @@ print.rsunet_model <- function(x, ...) {
   if (!is.null(x$depth)) {
     cat(sprintf("  U-Net depth %d (windows: multiples of %d), trained on %s px patches\n",
                 as.integer(x$depth), as.integer(x$multiple), format(x$patch_size)))
+  }
+  if (!is.null(x$normalization$scene)) {
+    cat(sprintf("  inputs scaled per scene: its %s %% band percentiles -> 0, 1\n",
+                paste(x$normalization$scene$q, collapse = " and ")))
   }
   h <- x$history
   if (!is.null(h) && nrow(h)) {

@@ -48,14 +48,15 @@ def main(rounds=3):
 
     with tempfile.TemporaryDirectory() as tmp:
         x, y, v = patch_arrays(Path(tmp))
-    mean, std = _band_stats(x, v)
+    scaling = np.ones((len(x), x.shape[-1]), np.float32), np.zeros((len(x), x.shape[-1]), np.float32)
+    mean, std = _band_stats(x, v, scaling)
     keras.utils.set_random_seed(0)
     net = M.unet(3, 2, depth=4, filters=16)
     net.compile(keras.optimizers.Adam(1e-3), loss=M.make_loss("bce_dice"), metrics=M.metrics(2))
     settings = {"without": None, "with": AugmentParams()}
     epochs = 1 + rounds
 
-    datasets = {k: _train_dataset(x, y, v, mean, std, a, BATCH, 0, 0, epochs, STEPS)
+    datasets = {k: _train_dataset(x, y, v, scaling, mean, std, a, BATCH, 0, 0, epochs, STEPS)
                 for k, a in settings.items()}
     for ds in datasets.values():  # warm-up: the compiled step and both pipelines
         net.fit(ds, steps_per_epoch=STEPS, epochs=1, verbose=0, shuffle=False)
@@ -67,7 +68,7 @@ def main(rounds=3):
             times[k].append((time.perf_counter() - t0) / STEPS)
     pipe = {}
     for k, a in settings.items():
-        ds = _train_dataset(x, y, v, mean, std, a, BATCH, 1, 0, 2, STEPS * 4)
+        ds = _train_dataset(x, y, v, scaling, mean, std, a, BATCH, 1, 0, 2, STEPS * 4)
         t0 = time.perf_counter()
         n = sum(1 for _ in ds)
         pipe[k] = n / (time.perf_counter() - t0)

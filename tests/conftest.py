@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +51,17 @@ def vectors(stage: str) -> dict:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+def rescaled_copy(image, out) -> Path:
+    """A float32 copy of a 3-band scene, each band ``x * gain + offset`` (patches vectors)."""
+    import rasterio
+
+    rescale = vectors("patches")["scene_rescale"]
+    gain, offset = (np.float32(rescale[k])[:, None, None] for k in ("gain", "offset"))
+    with rasterio.open(image) as src:
+        data = src.read().astype(np.float32) * gain + offset
+        profile = dict(src.profile, dtype="float32", nodata=None)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    return Path(out)

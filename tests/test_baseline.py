@@ -79,3 +79,21 @@ def test_save_load_roundtrip_and_errors(patch_dir, tmp_path):
         baseline.load_baseline(tmp_path / "none.joblib")
     with pytest.raises(InputError, match="no patches in split"):
         baseline.sample_pixels(PatchSet(patch_dir), "test")
+
+
+def test_a_scene_normalised_forest_maps_a_scene_whatever_its_gain_and_offset(patch_dir, tmp_path):
+    from conftest import rescaled_copy
+
+    model = baseline.train_baseline(patch_dir, tmp_path / "rf.joblib", n_per_class=400,
+                                    n_trees=10, normalize="scene", seed=0)
+    assert model.normalization == {"scene": {"q": [2.0, 98.0]}}
+    X, _ = baseline.sample_pixels(patch_dir, "train", 400, 0, normalize="scene")
+    assert -1 < np.median(X) < 2  # scaled, not raw 0..255 values
+    image = example_data()["test"]["images"][0]
+    changed = rescaled_copy(image, tmp_path / "changed.tif")
+    maps = [predict_raster(tmp_path / "rf.joblib", scene, tmp_path / f"{i}.tif", window=256,
+                           overlap=32, progress=False) for i, scene in enumerate((image, changed))]
+    with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b:
+        assert (a.read(1) == b.read(1)).mean() > 0.999
+    with pytest.raises(InputError, match="normalize must be one of"):
+        baseline.train_baseline(patch_dir, n_trees=2, normalize="raw")

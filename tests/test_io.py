@@ -121,3 +121,27 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
 def test_write_rejects_bad_shapes():
     with pytest.raises(InputError, match="bands, rows, cols"):
         io.write_raster("never.tif", np.ones((2, 2, 2, 2)), Affine.identity())
+
+
+def test_band_percentiles_use_valid_pixels_and_sample_large_scenes(tmp_path):
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 1000, (2, 600, 500)).astype(np.int16)
+    data[:, :100] = -1  # nodata rows must not pull the low end down
+    data[:, 300:340] += 5000  # bright rows between the sampled windows
+    path = tmp_path / "s.tif"
+    io.write_raster(path, data, Affine(1, 0, 0, 0, -1, 600), "EPSG:32622", nodata=-1)
+    whole = io.band_percentiles(path)
+    expected = np.percentile(data[:, 100:].reshape(2, -1).astype(float), [2, 98], axis=1).T
+    np.testing.assert_allclose(whole, expected)
+    # a bounded read: a 2 x 2 grid of 256 x 256 windows (the corners) instead of 300,000 pixels
+    sampled = io.band_percentiles(path, max_pixels=4 * 256 ** 2)
+    corners = [data[:, r:r + 256, c:c + 256] for r in (0, 344) for c in (0, 244)]
+    values = np.concatenate([w.reshape(2, -1) for w in corners], axis=1)
+    values = values[:, (values != -1).all(axis=0)].astype(float)
+    np.testing.assert_allclose(sampled, np.percentile(values, [2, 98], axis=1).T)
+    assert (whole[:, 1] > 5000).all() and (sampled[:, 1] < 1000).all()
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(io.band_percentiles(src, q=(0, 100)),
+                                      [[0, data[0].max()], [0, data[1].max()]])  # nodata -1 excluded
+    scale, offset = io.scene_scaling([[10, 30], [5, 5]])
+    np.testing.assert_allclose(scale, [0.05, 1.0]) and np.testing.assert_allclose(offset, [-0.5, -5.0])

@@ -227,3 +227,21 @@ def test_patch_functions_do_not_import_tensorflow():
     code = ("import sys, rsunet.patches, rsunet.samples; "
             "sys.exit(int(any(m.startswith(('tensorflow', 'keras')) for m in sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_each_scene_records_its_band_percentiles_and_scene_scaling_uses_them(tmp_path):
+    _make(V["cases"][0], tmp_path / "p")
+    ps = PatchSet(tmp_path / "p")
+    scene = next(iter(ps.scenes.values()))
+    assert scene["percentiles"]["q"] == [2.0, 98.0]
+    # numpy's percentiles over the valid pixels only: the nodata corner does not count
+    np.testing.assert_allclose(scene["percentiles"]["values"], V["percentiles"], rtol=1e-12)
+    ids = ps.index["patch_id"].tolist()[:3]
+    scale, offset = ps.scaling(ids, "scene")
+    low, high = np.array(V["percentiles"]).T
+    np.testing.assert_allclose(low * scale + offset, 0, atol=1e-6)
+    np.testing.assert_allclose(high * scale + offset, 1, atol=1e-6)
+    same, zero = ps.scaling(ids, "dataset")
+    assert (same == 1).all() and (zero == 0).all() and same.shape == (3, 4)
+    with pytest.raises(InputError, match="normalize must be one of"):
+        ps.scaling(ids, "per-patch")

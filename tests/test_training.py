@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 
 from conftest import ROOT, need_module
 from rsunet.errors import InputError, OutputExistsError
@@ -150,9 +151,10 @@ def test_the_epoch_order_depends_only_on_seed_and_epoch():
     y = np.zeros((10, 4, 4), np.uint8)
     v = np.ones((10, 4, 4), bool)
     mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    scaling = np.ones((10, 1), np.float32), np.zeros((10, 1), np.float32)
 
     def batches(start):
-        ds = training._train_dataset(x, y, v, mean, std, None, 4, 5, start, 3, 3)
+        ds = training._train_dataset(x, y, v, scaling, mean, std, None, 4, 5, start, 3, 3)
         return [b[0].numpy()[:, 0, 0, 0].tolist() for b in ds]
 
     whole, resumed = batches(0), batches(1)
@@ -165,9 +167,11 @@ def test_validation_batches_are_never_augmented(patches):
     ids = ps.index.loc[ps.index["split"] == "validation", "patch_id"].tolist()
     x, y, v = training._read_split(ps, ids)
     mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
-    got = np.concatenate([b[0].numpy() for b in training._plain_dataset(x, y, v, mean, std, 4)])
+    scaling = ps.scaling(ids, "dataset")
+    batches = list(training._plain_dataset(x, y, v, scaling, mean, std, 4))
+    got = np.concatenate([b[0].numpy() for b in batches])
     np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
-    labels = np.concatenate([b[1].numpy() for b in training._plain_dataset(x, y, v, mean, std, 4)])
+    labels = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_array_equal(labels[..., 0], y)
 
 
@@ -187,3 +191,40 @@ def test_clear_errors(patches, trained, tmp_path):
         training.train_unet(patches, tmp_path / "m.h5", epochs=1, **TINY)
     with pytest.raises(InputError, match="monitor"):
         training.train_unet(patches, tmp_path / "m.keras", monitor="f2", **TINY)
+
+
+def test_a_scene_normalised_unet_maps_a_scene_whatever_its_gain_and_offset(patches, trained, tmp_path):
+    from conftest import rescaled_copy, vectors
+    from rsunet.example import example_data
+    from rsunet.prediction import predict_raster
+
+    out = tmp_path / "scene.keras"
+    training.train_unet(patches, out, epochs=1, normalize="scene", **TINY)
+    meta = training.read_metadata(out)
+    assert meta["normalization"]["scene"] == {"q": [2.0, 98.0]}
+    ps = PatchSet(patches)
+    ids = ps.index.loc[ps.index["split"] == "train", "patch_id"].tolist()
+    images, _ = ps.read(ids)
+    scale, offset = ps.scaling(ids, "scene")
+    scaled = images * scale[:, :, None, None] + offset[:, :, None, None]
+    np.testing.assert_allclose(meta["normalization"]["mean"], scaled.mean(axis=(0, 2, 3)), rtol=1e-4)
+
+    image = example_data()["test"]["images"][0]
+    changed = rescaled_copy(image, tmp_path / "changed.tif")  # float32, brighter, more contrast
+    kw = dict(window=128, overlap=32, output="probabilities", progress=False)
+    a = predict_raster(out, image, tmp_path / "a.tif", **kw)
+    b = predict_raster(out, changed, tmp_path / "b.tif", **kw)
+    with rasterio.open(a) as pa, rasterio.open(b) as pb, rasterio.open(image) as src:
+        assert np.abs(pa.read() - pb.read()).max() < 1e-3
+        x = np.moveaxis(src.read(), 0, -1)[np.newaxis, :128, :128]
+    # a dataset-normalised model sees the changed scene as another scene
+    plain = training.load_model(trained[0])
+    rescale = vectors("patches")["scene_rescale"]
+    y = x * np.float32(rescale["gain"]) + np.float32(rescale["offset"])
+    assert np.abs(plain.predict_probabilities(x) - plain.predict_probabilities(y)).max() > 0.1
+
+
+def test_normalize_must_be_dataset_or_scene(patches, tmp_path):
+    with pytest.raises(InputError, match="normalize must be one of"):
+        training.train_unet(patches, tmp_path / "x.keras", epochs=1, normalize="patch", **TINY)
+    assert not (tmp_path / "x.keras").exists()

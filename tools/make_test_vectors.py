@@ -232,7 +232,8 @@ def vectors_patches(out: Path) -> dict:
     """A non-square int16 scene with nodata holes and its mask; expected windows by numpy.
 
     For each case the generator lists, with plain slicing of the arrays written here,
-    the windows a patch set must hold and the class pixel counts over them.
+    the windows a patch set must hold and the class pixel counts over them; and the
+    scene's 2 and 98 % band percentiles over its valid pixels (numpy's linear rule).
     """
     rng = np.random.default_rng(20260302)
     rows, cols, nodata = 150, 100, -9999
@@ -294,8 +295,14 @@ def vectors_patches(out: Path) -> dict:
                 totals += n
         cases.append(dict(spec, offsets=kept, n_patches=len(kept),
                           class_totals={str(k): int(v) for k, v in enumerate(totals)}))
+    valid = (data != nodata).all(axis=0)
+    percentiles = np.percentile(data[:, valid].astype(np.float64), [2, 98], axis=1).T
     return dict(image="patches_image.tif", mask="patches_mask.tif", nodata=nodata,
-                shape=[4, rows, cols], transform=list(t)[:6], cases=cases)
+                shape=[4, rows, cols], transform=list(t)[:6], cases=cases,
+                percentiles=percentiles.tolist(),
+                # another sensor, haze or light on a 3-band scene: a model trained with
+                # normalize="scene" must map the rescaled scene as it maps the original
+                scene_rescale=dict(gain=[1.7, 0.8, 2.5], offset=[12.5, -3.0, 40.0]))
 
 
 def vectors_bridge(out: Path) -> dict:

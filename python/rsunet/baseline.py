@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError
-from rsunet.io import atomic_path
+from rsunet.io import SCENE_PERCENTILES, atomic_path
 
 
 @dataclass
@@ -27,7 +27,9 @@ class PixelForest:
         forest: the fitted :class:`sklearn.ensemble.RandomForestClassifier`.
         bands: number of input bands.
         classes: ``{class id: name}``; ``forest.classes_`` holds the ids it saw.
-        meta: how it was trained (pixels per class, trees, seed).
+        meta: how it was trained (pixels per class, trees, normalize, seed).
+        normalization: None (raw pixels) or ``{"scene": {"q": [2, 98]}}`` for a forest
+            trained on scene-scaled pixels (see :func:`rsunet.prediction.for_scene`).
     """
 
     forest: object
@@ -71,19 +73,22 @@ def load_baseline(path) -> PixelForest:
     return model
 
 
-def sample_pixels(patches, split="train", n_per_class=5000, seed=0):
+def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="dataset"):
     """A class-balanced table of labelled pixels from the patches of one split.
 
     Returns:
-        ``(X, y)``: ``X`` is ``(n, bands)`` float32 raw band values, ``y`` the class ids.
-        Unknown (ignore) and nodata pixels are never sampled.
+        ``(X, y)``: ``X`` is ``(n, bands)`` float32 band values (raw, or scaled by their
+        scene's percentiles for ``normalize="scene"``), ``y`` the class ids. Unknown
+        (ignore) and nodata pixels are never sampled.
     """
     from rsunet.patches import PatchSet
 
     ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
     ids = _split_ids(ps, split)
     images, masks = ps.read(ids)
+    scale, offset = ps.scaling(ids, normalize)
     pixels = np.moveaxis(images, 1, -1).reshape(-1, images.shape[1])
+    patch_of = np.repeat(np.arange(len(ids)), masks[0].size)
     labels = masks.reshape(-1)
     rng = np.random.default_rng(seed)
     picks = []
@@ -93,7 +98,8 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0):
     if not picks:
         raise InputError(f"the {split!r} patches hold no labelled pixels")
     pick = np.concatenate(picks)
-    return pixels[pick].astype(np.float32), labels[pick]
+    x = pixels[pick].astype(np.float32) * scale[patch_of[pick]] + offset[patch_of[pick]]
+    return x, labels[pick]
 
 
 def _split_ids(ps, split):
@@ -108,7 +114,7 @@ def _split_ids(ps, split):
     return ids
 
 
-def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, seed=0,
+def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="dataset", seed=0,
                    overwrite=False) -> PixelForest:
     """Train the pixel-based Random Forest baseline on a patch set's training split.
 
@@ -119,6 +125,10 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, seed=0,
         n_per_class: training pixels drawn per class (class-balanced, as the course's
             table of samples).
         n_trees: number of trees.
+        normalize: ``"dataset"``: raw pixel values, the course's table (a forest needs no
+            scaling); ``"scene"``: each scene's 2 and 98 % band percentiles mapped to 0
+            and 1, as :func:`rsunet.train_unet` can (prediction then scales each scene
+            by its own percentiles).
         seed: random seed for the sample and the forest.
         overwrite: replace an existing ``out``.
 
@@ -130,13 +140,15 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, seed=0,
     from rsunet.patches import PatchSet
 
     ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
-    X, y = sample_pixels(ps, "train", n_per_class, seed)
+    X, y = sample_pixels(ps, "train", n_per_class, seed, normalize)
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,
                                     min_samples_leaf=2)
     forest.fit(X, y)
     model = PixelForest(forest=forest, bands=X.shape[1], classes=dict(ps.classes),
                         meta=dict(n_per_class=n_per_class, n_trees=n_trees, seed=seed,
-                                  n_pixels=int(len(y))))
+                                  n_pixels=int(len(y)), normalize=normalize),
+                        normalization=dict(scene=dict(q=list(SCENE_PERCENTILES)))
+                        if normalize == "scene" else None)
     if out is not None:
         model.save(out, overwrite=overwrite)
     return model

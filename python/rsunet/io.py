@@ -278,3 +278,56 @@ def raster_info(path) -> dict:
             bounds=list(src.bounds),
             descriptions=list(src.descriptions),
         )
+
+
+SCENE_PERCENTILES = (2.0, 98.0)
+
+
+def band_percentiles(src, q=SCENE_PERCENTILES, max_pixels=2 ** 22) -> np.ndarray:
+    """Per-band percentiles of a scene's valid pixels: its dark and bright ends.
+
+    A scene of at most ``max_pixels`` pixels is read whole. A larger one is sampled on
+    a regular grid of 256 x 256 windows holding about ``max_pixels`` pixels, so the cost
+    is bounded whatever the scene's size and the same call always gives the same values.
+
+    Args:
+        src: a raster path or an open rasterio dataset.
+        q: the percentiles (0..100).
+        max_pixels: the most pixels read.
+
+    Returns:
+        ``(bands, len(q))`` float64.
+
+    Raises:
+        InputError: the scene holds no valid pixel.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        with open_raster(src) as opened:
+            return band_percentiles(opened, q, max_pixels)
+    indexes = list(range(1, src.count + 1))
+    samples = [x[:, ok] for x, ok in (_read_padded(src, indexes, w, w)
+                                      for w in _sample_windows(src.width, src.height, max_pixels))]
+    values = np.concatenate(samples, axis=1).astype(np.float64)
+    if values.shape[1] == 0:
+        raise InputError(f"{src.name} holds no valid pixel")
+    return np.percentile(values, list(q), axis=1).T
+
+
+def _sample_windows(width, height, max_pixels, size=256):
+    if width * height <= max_pixels:
+        return [Window(0, 0, width, height)]
+    per_axis = max(1, int(np.sqrt(max_pixels / size ** 2)))
+    cols = np.linspace(0, max(width - size, 0), per_axis).astype(int)
+    rows = np.linspace(0, max(height - size, 0), per_axis).astype(int)
+    return [Window(int(c), int(r), min(size, width), min(size, height)) for r in rows for c in cols]
+
+
+def scene_scaling(percentiles) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` per band mapping a scene's low percentile to 0 and its high to 1.
+
+    ``x * scale + offset`` is the scene-normalised value; a band without spread keeps scale 1.
+    """
+    p = np.asarray(percentiles, np.float64)
+    low, high = p[:, 0], p[:, -1]
+    span = np.where(high > low, high - low, 1.0)
+    return (1.0 / span).astype(np.float32), (-low / span).astype(np.float32)

@@ -8,6 +8,7 @@ without opening a file per patch. The folder layout is the contract in
 ``docs/architecture.md``::
 
     out_dir/patches.json                 size, classes, ignore value, per-scene georeferencing
+                                         and band percentiles (2, 98 %: for normalize="scene")
     out_dir/index.csv                    one row per patch: offsets, bounds, class counts
     out_dir/scenes/<scene>.images.npy    (n, bands, size, size), native dtype
     out_dir/scenes/<scene>.masks.npy     (n, size, size) uint8; image nodata -> 255
@@ -40,7 +41,8 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from rsunet.errors import GridMismatchError, InputError, OutputExistsError, PatchSizeError
-from rsunet.io import Raster, _intersection, _read_padded, atomic_path, open_raster, write_vector
+from rsunet.io import (SCENE_PERCENTILES, Raster, _intersection, _read_padded, atomic_path,
+                       band_percentiles, open_raster, scene_scaling, write_vector)
 from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
@@ -141,6 +143,26 @@ class PatchSet:
             masks[where.to_numpy()] = msks[slots]
         return images, masks
 
+    def scaling(self, patch_ids, normalize="dataset"):
+        """Per-patch ``(scale, offset)``, each ``(n, bands)`` float32, applied before any other
+        normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` maps each
+        scene's 2 and 98 % band percentiles (recorded by :func:`make_patches`) to 0 and 1."""
+        _check_normalize(normalize)
+        scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"]
+        n, bands = len(scenes), self.bands
+        if normalize == "dataset":
+            return np.ones((n, bands), np.float32), np.zeros((n, bands), np.float32)
+        per_scene = {}
+        for name in scenes.unique():
+            recorded = self.scenes[name].get("percentiles")
+            if recorded is None:
+                raise InputError(f"{self.path} was made by an older rsunet without scene percentiles; "
+                                 "run make_patches() again to use normalize='scene'")
+            per_scene[name] = scene_scaling(recorded["values"])
+        scale = np.stack([per_scene[s][0] for s in scenes])
+        offset = np.stack([per_scene[s][1] for s in scenes])
+        return scale.reshape(n, bands), offset.reshape(n, bands)
+
     def _check_ids(self, ids):
         missing = [p for p in ids if p not in self._rows.index]
         if missing:
@@ -162,6 +184,14 @@ class PatchSet:
         """The CRS of the patch's scene (None for a plain image)."""
         wkt = self.scenes[self.row(patch_id)["scene"]]["crs"]
         return CRS.from_wkt(wkt) if wkt else None
+
+
+NORMALIZE = ("dataset", "scene")
+
+
+def _check_normalize(normalize):
+    if normalize not in NORMALIZE:
+        raise InputError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
 
 
 def _as_patchset(patches) -> PatchSet:
@@ -424,7 +454,8 @@ def _cut_scene(name, image, mask, tmp, params):
         meta = dict(image=str(Path(image).resolve()), mask=str(Path(mask).resolve()),
                     crs=src.crs.to_wkt() if src.crs else None, transform=list(src.transform)[:6],
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
-                    nodata=src.nodata, n=imgs.n, **files)
+                    nodata=src.nodata, n=imgs.n, **files,
+                    percentiles=dict(q=list(SCENE_PERCENTILES), values=band_percentiles(src).tolist()))
         tag = msrc.tags().get("RSUNET_CLASSES")
     return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 

@@ -31,9 +31,10 @@ from rasterio.windows import Window
 from rsunet import __version__
 from rsunet.errors import (BandMismatchError, InputError, ModelFormatError,
                            OutputExistsError, PatchSizeError)
-from rsunet.io import _intersection, _read_padded, atomic_path, geotiff_profile, open_raster
+from rsunet.io import (_intersection, _read_padded, atomic_path, band_percentiles, geotiff_profile,
+                       open_raster, scene_scaling)
 
-__all__ = ["predict_raster", "BLENDS", "OUTPUTS"]
+__all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS"]
 
 BLENDS = ("hann", "centre", "average")
 OUTPUTS = ("classes", "probabilities", "both")
@@ -58,7 +59,9 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         model: a trained model: a ``.keras`` path (rsunet's, with its normalisation and
             classes, or a plain Keras model), a ``.joblib`` baseline, an
             :class:`~rsunet.training.RsunetModel`, a Keras model, or any object with
-            ``predict_probabilities``, ``bands`` and ``classes``.
+            ``predict_probabilities``, ``bands`` and ``classes``. A model trained with
+            ``normalize="scene"`` sees each scene scaled by that scene's own band
+            percentiles (from at most 4 Mpixels of it, see :func:`for_scene`).
         image: a raster path, a list of paths, or a folder of GeoTIFFs.
         out: the output GeoTIFF; a folder when ``image`` is a list or a folder (one
             ``<image name>.tif`` per scene).
@@ -187,7 +190,7 @@ def _check_bands(model, src, path):
             "stack or select the bands the model was trained on")
     meta = getattr(model, "meta", None) or {}
     want = meta.get("dtype") or meta.get("input_dtype")
-    if want and src.dtypes[0] != want:
+    if want and src.dtypes[0] != want and not _scene_normalised(model):  # scale-free input
         raise BandMismatchError(
             f"{path} is {src.dtypes[0]} but the model was trained on {want} pixels; "
             "convert the image to the same data type and scale")
@@ -214,6 +217,7 @@ def _predict_scene(model, path, targets, params, resume, progress):
     w = params["window"]
     with open_raster(path) as src:
         _check_bands(model, src, path)
+        model = _scaled_for(model, src)
         height, width = src.height, src.width
         stride = w - params["overlap"]
         row_offs, col_offs = offsets(height, w, stride), offsets(width, w, stride)
@@ -242,6 +246,52 @@ def _predict_scene(model, path, targets, params, resume, progress):
                     _after_band(j)
         profile = dict(height=height, width=width, transform=src.transform, crs=src.crs)
     _assemble(store, targets, profile, model, k, params, len(row_offs))
+
+
+def _scene_normalised(model):
+    return (getattr(model, "normalization", None) or {}).get("scene")
+
+
+def _scaled_for(model, src):
+    """The model bound to this scene's band percentiles if it was trained with them."""
+    scene = _scene_normalised(model)
+    return for_scene(model, band_percentiles(src, scene["q"])) if scene else model
+
+
+def for_scene(model, percentiles):
+    """A model trained with ``normalize="scene"``, bound to one scene's band percentiles.
+
+    Its ``predict_probabilities`` takes that scene's raw pixels. :func:`predict_raster`
+    binds every scene it maps; call this to apply such a model to arrays yourself.
+
+    Args:
+        model: an :class:`rsunet.training.RsunetModel` or a
+            :class:`rsunet.baseline.PixelForest` trained with ``normalize="scene"``.
+        percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
+            ``rsunet.io.band_percentiles(scene, model.normalization["scene"]["q"])``.
+    """
+    return _SceneModel(model, *scene_scaling(percentiles))
+
+
+class _SceneModel:
+    """Scales raw pixels by one scene's percentiles, then hands them to the model."""
+
+    def __init__(self, model, scale, offset):
+        self.model, self.scale, self.offset = model, scale, offset
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    @property
+    def normalization(self):
+        # what raw value becomes the model's band mean: fill for nodata and padding
+        norm = dict(self.model.normalization)
+        if norm.get("mean") is not None:
+            norm["mean"] = ((np.asarray(norm["mean"]) - self.offset) / self.scale).tolist()
+        return norm
+
+    def predict_probabilities(self, batch):
+        return self.model.predict_probabilities(np.asarray(batch, np.float32) * self.scale + self.offset)
 
 
 def _n_outputs(model, bands, fill):

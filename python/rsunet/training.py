@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError, OutputExistsError
-from rsunet.io import atomic_path
+from rsunet.io import SCENE_PERCENTILES, atomic_path
 
 METADATA_NAME = "rsunet.json"
 
@@ -136,14 +136,15 @@ def _plain_model(keras_model) -> RsunetModel:
 
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, patience=5,
-               monitor="val_loss", augmentation=True, seed=0, mixed_precision="auto", resume=True,
-               overwrite=False, progress=True, callbacks=None):
+               monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
+               mixed_precision="auto", resume=True, overwrite=False, progress=True, callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
     Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
     pipeline (parallel map, prefetch); validation patches (``split == "validation"``)
     never are; ``"test"`` patches are not used. Inputs are normalised per band with the
-    mean and standard deviation of the training patches' valid pixels; pixels whose
+    mean and standard deviation of the training patches' valid pixels (after the scene
+    scaling of ``normalize="scene"``); pixels whose
     mask is 255 (unknown, nodata, rotation fill) count in no loss and no metric. The
     training and validation patches are held in memory in their native dtype.
 
@@ -174,6 +175,13 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             ``"val_accuracy"`` (higher is better); it chooses the best epoch too.
         augmentation: ``True`` (the defaults of :func:`rsunet.augment`), ``False``, or a
             dict of :func:`rsunet.augment`'s settings, e.g. ``{"p_rotation": 0.8}``.
+        normalize: ``"dataset"``: raw values, standardised with the training pixels' band
+            means and deviations, the same for every scene (right for calibrated data,
+            e.g. surface reflectance). ``"scene"``: each scene's 2 and 98 % band
+            percentiles are first mapped to 0 and 1, so haze, illumination and contrast
+            that differ between scenes do not move the input; prediction scales each
+            scene by its own percentiles. Right for uncalibrated imagery (8-bit
+            composites, drone mosaics), wrong where a scene holds a single land cover.
         seed: random seed of the weights, the batch order and the augmentation.
         mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
         resume: continue an interrupted run of the same call; ``False`` starts afresh.
@@ -208,7 +216,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
-                    monitor=monitor, augmentation=aug.as_dict() if aug else None, seed=int(seed),
+                    monitor=monitor, augmentation=aug.as_dict() if aug else None,
+                    normalize=normalize, seed=int(seed),
                     n_classes=n_classes, patches=str(ps.path.resolve()),
                     train=_digest(train_ids), validation=_digest(val_ids))
     if monitor not in MONITORS:
@@ -216,11 +225,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
+    s_train, s_val = ps.scaling(train_ids, normalize), ps.scaling(val_ids, normalize)
     run = _Run(out, settings, resume)
 
     x_train, y_train, v_train = _read_split(ps, train_ids)
     x_val, y_val, v_val = _read_split(ps, val_ids)
-    mean, std = _band_stats(x_train, v_train)
+    mean, std = _band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
 
@@ -238,9 +248,9 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
         steps = -(-len(train_ids) // int(batch_size))
-        train_ds = _train_dataset(x_train, y_train, v_train, mean, std, aug, int(batch_size),
-                                  int(seed), start, epochs, steps)
-        val_ds = _plain_dataset(x_val, y_val, v_val, mean, std, int(batch_size))
+        train_ds = _train_dataset(x_train, y_train, v_train, s_train, mean, std, aug,
+                                  int(batch_size), int(seed), start, epochs, steps)
+        val_ds = _plain_dataset(x_val, y_val, v_val, s_val, mean, std, int(batch_size))
         del x_train, x_val
         cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
         net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
@@ -253,7 +263,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     best = history.loc[history["epoch"] == run.state["best_epoch"]].iloc[0]
     meta = dict(format=FORMAT, bands=ps.bands, band_names=None,
                 dtype=next(iter(ps.scenes.values()))["dtype"],
-                normalization=dict(mean=mean.tolist(), std=std.tolist()),
+                normalization=_normalization(mean, std, normalize),
                 classes={str(i): ps.classes.get(i, str(i)) for i in range(n_classes)},
                 patch_size=ps.size, depth=int(depth), multiple=2 ** int(depth),
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
@@ -320,12 +330,21 @@ def _read_split(ps, ids):
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
-def _band_stats(x, valid):
-    """Per-band mean and standard deviation over valid pixels (float64 sums)."""
+def _normalization(mean, std, normalize):
+    norm = dict(mean=mean.tolist(), std=std.tolist())
+    if normalize == "scene":
+        norm["scene"] = dict(q=list(SCENE_PERCENTILES))
+    return norm
+
+
+def _band_stats(x, valid, scaling):
+    """Per-band mean and standard deviation over valid pixels (float64 sums), each patch
+    first scaled by its ``(scale, offset)``."""
     bands = x.shape[-1]
     total, sq, n = np.zeros(bands), np.zeros(bands), 0
     for i in range(0, len(x), 64):
-        v = x[i:i + 64][valid[i:i + 64]].astype(np.float64)
+        scale, offset = (s[i:i + 64, None, None, :] for s in scaling)
+        v = (x[i:i + 64] * scale + offset)[valid[i:i + 64]].astype(np.float64)
         total += v.sum(axis=0)
         sq += (v * v).sum(axis=0)
         n += len(v)
@@ -359,7 +378,7 @@ def _prepare_batch(tf, images, labels, valid, mean, std):
     return z, labels[..., None]
 
 
-def _train_dataset(x, y, v, mean, std, aug, batch_size, seed, start, epochs, steps):
+def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, epochs, steps):
     """Batches for epochs start..epochs-1: the order and augmentation of epoch e depend
     only on (seed, e), so a resumed run sees what an uninterrupted one would."""
     import tensorflow as tf
@@ -378,10 +397,11 @@ def _train_dataset(x, y, v, mean, std, aug, batch_size, seed, start, epochs, ste
     order = np.concatenate(order).astype(np.int32)
     seeds = np.concatenate(seeds).astype(np.int64)
     xt, yt, vt = tf.constant(x), tf.constant(y), tf.constant(v)
+    scale_t, offset_t = (tf.constant(s) for s in scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
 
     def load(idx, batch_seed):
-        images = tf.cast(tf.gather(xt, idx), tf.float32)
+        images = _scaled(tf, tf.gather(xt, idx), tf.gather(scale_t, idx), tf.gather(offset_t, idx))
         labels, valid = tf.gather(yt, idx), tf.gather(vt, idx)
         if aug is not None:
             images, labels, valid = augment_batch(images, labels, valid, batch_seed, aug, mean_t)
@@ -391,12 +411,17 @@ def _train_dataset(x, y, v, mean, std, aug, batch_size, seed, start, epochs, ste
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _plain_dataset(x, y, v, mean, std, batch_size):
+def _scaled(tf, images, scale, offset):
+    """Patches ``(n, rows, cols, bands)`` as float32, scaled per patch and band."""
+    return tf.cast(images, tf.float32) * scale[:, None, None, :] + offset[:, None, None, :]
+
+
+def _plain_dataset(x, y, v, scaling, mean, std, batch_size):
     import tensorflow as tf
 
     mean_t, std_t = tf.constant(mean), tf.constant(std)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, v)).batch(batch_size)
-    ds = ds.map(lambda a, b, c: _prepare_batch(tf, tf.cast(a, tf.float32), b, c, mean_t, std_t),
+    ds = tf.data.Dataset.from_tensor_slices((x, y, v, *scaling)).batch(batch_size)
+    ds = ds.map(lambda a, b, c, s, o: _prepare_batch(tf, _scaled(tf, a, s, o), b, c, mean_t, std_t),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.cache().prefetch(tf.data.AUTOTUNE)
 

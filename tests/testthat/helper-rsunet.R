@@ -52,3 +52,13 @@ amazon_patch_set <- function(folder, n_images = 2, size = 64, stride = size, see
   split_patches(patches, fractions = c(0.75, 0.25), method = "random", seed = seed)
   patches
 }
+
+# A float32 copy of a 3-band scene, each band x * gain + offset (patches vectors),
+# mirroring rescaled_copy() in tests/conftest.py.
+rescaled_copy <- function(image, out) {
+  rescale <- vectors("patches")$scene_rescale
+  r <- terra::rast(image)
+  layers <- lapply(seq_len(terra::nlyr(r)), function(i) r[[i]] * rescale$gain[[i]] + rescale$offset[[i]])
+  terra::writeRaster(terra::rast(layers), out, datatype = "FLT4S", overwrite = TRUE)
+  out
+}

@@ -49,3 +49,17 @@ test_that("an existing model is kept and a patch set without a split is a classe
   write.csv(idx, file.path(patches, "index.csv"), row.names = FALSE)
   expect_error(train_baseline(patches, tempfile(fileext = ".joblib")), class = "rsunet_input_error")
 })
+
+test_that("a scene-normalised forest maps a scene whatever its gain and offset", {
+  skip_if_no_rsunet()
+  patches <- baseline_patches()
+  rf <- train_baseline(patches, tempfile(fileext = ".joblib"), n_per_class = 400, n_trees = 10,
+                       normalize = "scene", seed = 0)
+  image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
+  changed <- rescaled_copy(image, tempfile(fileext = ".tif"))
+  maps <- lapply(list(image, changed), function(x)
+    predict_raster(rf, x, tempfile(fileext = ".tif"), window = 256, overlap = 32, progress = FALSE))
+  expect_gt(mean(terra::values(maps[[1]]) == terra::values(maps[[2]])), 0.999)
+  expect_error(train_baseline(patches, tempfile(fileext = ".joblib"), normalize = "raw"),
+               class = "rsunet_input_error", regexp = "normalize")
+})

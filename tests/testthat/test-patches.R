@@ -153,3 +153,17 @@ test_that("purging drops nothing without overlap", {
   expect_equal(purged$split, plain$split)
   expect_setequal(unique(purged$split), c("train", "validation", "test"))
 })
+
+test_that("each scene records its band percentiles over valid pixels (normalize = 'scene')", {
+  skip_if_no_rsunet()
+  out <- tempfile()
+  make_case(pv()$cases[[1]], out)
+  scene <- jsonlite::fromJSON(file.path(out, "patches.json"), simplifyVector = FALSE)$scenes[[1]]
+  expect_equal(unlist(scene$percentiles$q), c(2, 98))
+  got <- do.call(rbind, lapply(scene$percentiles$values, unlist))
+  expect_equal(got, do.call(rbind, lapply(pv()$percentiles, unlist)), tolerance = 1e-12)
+  # R's own quantiles (type 7, numpy's linear rule) of the pixels terra reads as valid
+  v <- terra::values(terra::rast(pimage()))
+  v <- v[stats::complete.cases(v), ]
+  expect_equal(unname(t(apply(v, 2, stats::quantile, probs = c(0.02, 0.98)))), got, tolerance = 1e-9)
+})

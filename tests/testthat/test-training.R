@@ -68,3 +68,22 @@ test_that("an interrupted run resumes at the next epoch; errors are classed", {
                class = "rsunet_input_error", regexp = "split_patches")
   expect_error(load_model(file.path(folder, "nope.keras")), class = "rsunet_model_format_error")
 })
+
+test_that("a scene-normalised U-Net maps a scene whatever its gain and offset", {
+  skip_if_no_rsunet()
+  folder <- tempfile("scene")
+  patches <- amazon_patch_set(folder, n_images = 2)
+  out <- file.path(folder, "scene.keras")
+  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 1,
+                  normalize = "scene", progress = FALSE)
+  expect_equal(m$normalization$scene$q, c(2, 98))
+  expect_output(print(m), "scaled per scene")
+  image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
+  changed <- rescaled_copy(image, file.path(folder, "changed.tif"))
+  p <- lapply(list(image, changed), function(x)
+    predict_raster(m, x, tempfile(fileext = ".tif"), window = 128, overlap = 32,
+                   output = "probabilities", progress = FALSE))
+  expect_lt(max(abs(terra::values(p[[1]]) - terra::values(p[[2]]))), 1e-3)
+  expect_error(train_unet(patches, file.path(folder, "x.keras"), normalize = "patch", progress = FALSE),
+               class = "rsunet_input_error", regexp = "normalize")
+})
