@@ -245,3 +245,9 @@ def test_each_scene_records_its_band_percentiles_and_scene_scaling_uses_them(tmp
     assert (same == 1).all() and (zero == 0).all() and same.shape == (3, 4)
     with pytest.raises(InputError, match="normalize must be one of"):
         ps.scaling(ids, "per-patch")
+    meta = json.loads((tmp_path / "p" / "patches.json").read_text())
+    for s in meta["scenes"].values():
+        del s["percentiles"]  # a patch set from before scene percentiles were recorded
+    (tmp_path / "p" / "patches.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="run make_patches"):
+        PatchSet(tmp_path / "p").scaling(ids, "scene")

@@ -88,7 +88,6 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
     images, masks = ps.read(ids)
     scale, offset = ps.scaling(ids, normalize)
     pixels = np.moveaxis(images, 1, -1).reshape(-1, images.shape[1])
-    patch_of = np.repeat(np.arange(len(ids)), masks[0].size)
     labels = masks.reshape(-1)
     rng = np.random.default_rng(seed)
     picks = []
@@ -98,7 +97,8 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
     if not picks:
         raise InputError(f"the {split!r} patches hold no labelled pixels")
     pick = np.concatenate(picks)
-    x = pixels[pick].astype(np.float32) * scale[patch_of[pick]] + offset[patch_of[pick]]
+    patch_of = pick // masks[0].size
+    x = pixels[pick].astype(np.float32) * scale[patch_of] + offset[patch_of]
     return x, labels[pick]
 
 

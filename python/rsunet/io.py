@@ -307,10 +307,10 @@ def band_percentiles(src, q=SCENE_PERCENTILES, max_pixels=2 ** 22) -> np.ndarray
     indexes = list(range(1, src.count + 1))
     samples = [x[:, ok] for x, ok in (_read_padded(src, indexes, w, w)
                                       for w in _sample_windows(src.width, src.height, max_pixels))]
-    values = np.concatenate(samples, axis=1).astype(np.float64)
+    values = np.concatenate(samples, axis=1)  # native dtype; one band at a time in float64
     if values.shape[1] == 0:
         raise InputError(f"{src.name} holds no valid pixel")
-    return np.percentile(values, list(q), axis=1).T
+    return np.stack([np.percentile(band.astype(np.float64), list(q)) for band in values])
 
 
 def _sample_windows(width, height, max_pixels, size=256):

@@ -144,9 +144,9 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     pipeline (parallel map, prefetch); validation patches (``split == "validation"``)
     never are; ``"test"`` patches are not used. Inputs are normalised per band with the
     mean and standard deviation of the training patches' valid pixels (after the scene
-    scaling of ``normalize="scene"``); pixels whose
-    mask is 255 (unknown, nodata, rotation fill) count in no loss and no metric. The
-    training and validation patches are held in memory in their native dtype.
+    scaling of ``normalize="scene"``); pixels whose mask is 255 (unknown, nodata,
+    rotation fill) count in no loss and no metric. The training and validation patches
+    are held in memory in their native dtype.
 
     After every epoch the model is checkpointed in a hidden folder beside ``out``
     (``.<name>.training/``) and the log ``<name>_history.csv`` is rewritten. If the run

@@ -166,4 +166,12 @@ test_that("each scene records its band percentiles over valid pixels (normalize 
   v <- terra::values(terra::rast(pimage()))
   v <- v[stats::complete.cases(v), ]
   expect_equal(unname(t(apply(v, 2, stats::quantile, probs = c(0.02, 0.98)))), got, tolerance = 1e-9)
+  # a patch set from before scene percentiles were recorded: a classed error, not a guess
+  meta <- jsonlite::fromJSON(file.path(out, "patches.json"), simplifyVector = FALSE)
+  meta$scenes <- lapply(meta$scenes, function(s) { s$percentiles <- NULL; s })
+  writeLines(jsonlite::toJSON(meta, auto_unbox = TRUE, null = "null", digits = NA),
+             file.path(out, "patches.json"))
+  split_patches(out, fractions = c(0.5, 0.5), method = "random")
+  expect_error(train_baseline(out, tempfile(fileext = ".joblib"), normalize = "scene"),
+               class = "rsunet_input_error", regexp = "make_patches")
 })
