@@ -64,6 +64,15 @@ def test_summary_numbers_are_those_of_the_confusion_matrix(tiny_run):
     assert row["pixels"] == cm.sum() == len(example_data()["test"]["images"]) * 512 * 512
 
 
+def test_per_scene_accuracies_pool_to_the_summary(tiny_run):
+    out, summary = tiny_run
+    per_scene = pd.read_csv(out / "assessment" / "per_scene.csv")
+    assert sorted(per_scene["scene"].unique()) == sorted(p.stem for p in example_data()["test"]["images"])
+    for name, rows in per_scene.groupby("model"):
+        pooled = (rows["overall_accuracy"] * rows["pixels"]).sum() / rows["pixels"].sum()
+        assert pooled == pytest.approx(summary.set_index("model").loc[name, "overall_accuracy"], abs=1e-12)
+
+
 def test_a_second_run_keeps_the_first(tiny_run):
     out, _ = tiny_run
     before = (out / "summary.csv").read_bytes()

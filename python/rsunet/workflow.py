@@ -94,7 +94,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     Returns:
         The summary table (also ``out/summary.csv``): one row per model (U-Net, Random
         Forest) with overall accuracy, kappa and per-class F1 and IoU on the held-aside
-        scenes.
+        scenes pooled; ``out/assessment/per_scene.csv`` has each model on each scene.
 
     Raises:
         InputError: the configuration is incomplete or inconsistent.
@@ -153,7 +153,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
         _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
     summary = pd.DataFrame(rows)
-    _plot_comparison(scenes["test"]["images"], masks["test"], maps,
+    per_scene = _per_scene(maps, masks["test"], opts["assess_map"])
+    _write_csv(per_scene, out / "assessment" / "per_scene.csv")
+    _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
@@ -179,8 +181,21 @@ def _summary_row(name, result) -> dict:
     return row
 
 
-def _plot_comparison(images, references, maps, path):
-    """One row per held-aside scene: image, reference, then each model's map."""
+def _per_scene(maps, references, options) -> pd.DataFrame:
+    """Each model's accuracy on each held-aside scene: where one model wins and loses."""
+    from rsunet.assessment import assess_map
+
+    rows = []
+    for name, paths in maps.items():
+        for path, reference in zip(paths, references):
+            overall = assess_map(path, reference, **options).overall
+            rows.append(dict(model=name, scene=Path(path).stem, pixels=int(overall["n"]),
+                             **{k: overall[k] for k in ("overall_accuracy", "kappa", "macro_f1")}))
+    return pd.DataFrame(rows)
+
+
+def _plot_comparison(images, references, maps, per_scene, path):
+    """One row per held-aside scene: image, reference, then each model's map and accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,6 +217,10 @@ def _plot_comparison(images, references, maps, path):
             values = np.ma.masked_equal(read_raster(layer).data[0], 255)
             axes[i, j].imshow(values, cmap=cmap, vmin=-0.5, vmax=max(classes) + 0.5,
                               interpolation="nearest")
+        for j, name in enumerate(maps, start=2):
+            row = per_scene[(per_scene["model"] == name) & (per_scene["scene"] == Path(maps[name][i]).stem)]
+            axes[i, j].set_xlabel(f"accuracy {row['overall_accuracy'].iloc[0]:.3f}, "
+                                  f"kappa {row['kappa'].iloc[0]:.3f}", fontsize=8)
         axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
     for j, title in enumerate(columns):
         axes[0, j].set_title(title)
@@ -235,6 +254,10 @@ def _report(out, summary):
           f"F1 {best['val_f1']:.3f}, IoU {best['val_iou']:.3f}")
     print("\nSummary on the held-aside scenes:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    per_scene = pd.read_csv(out / "assessment" / "per_scene.csv")
+    print("\nOverall accuracy per scene:")
+    print(per_scene.pivot(index="scene", columns="model", values="overall_accuracy")
+          .to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\nOutputs in {out.resolve()}:")
     for path in sorted(p for p in out.rglob("*") if p.is_file() and "patches" not in p.parts):
         print(f"  {path.relative_to(out)}")

@@ -28,6 +28,12 @@ test_that("run_workflow maps the held-aside chips with both models and summarise
     expect_true(all(terra::values(map)[, 1] %in% c(0, 1)))
   }
   expect_true(file.exists(file.path(out, "figures", "maps.png")))
+  per_scene <- utils::read.csv(file.path(out, "assessment", "per_scene.csv"))
+  for (m in summary$model) {
+    rows <- per_scene[per_scene$model == m, ]
+    expect_equal(sum(rows$overall_accuracy * rows$pixels) / sum(rows$pixels),
+                 summary$overall_accuracy[summary$model == m], tolerance = 1e-12)
+  }
   expect_error(run_workflow(tiny_config_file(), out = out), class = "rsunet_output_exists_error")
 })
 
