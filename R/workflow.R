@@ -11,7 +11,8 @@
 #' @param overwrite replace the outputs of an earlier run in `out`.
 #' @return The summary table (a data.frame, also `out/summary.csv`): one row per model
 #'   with overall accuracy, kappa and per-class F1 and IoU on the held-aside scenes.
-#'   Maps are in `out/maps/`, figures in `out/figures/`, models in `out/models/`.
+#'   Maps are in `out/maps/`, figures in `out/figures/`, models in `out/models/`, and
+#'   each model's accuracy on each scene in `out/assessment/per_scene.csv`.
 #' @examples
 #' \dontrun{
 #' summary <- run_workflow(example_config(), out = "rsunet-demo")
