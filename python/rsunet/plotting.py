@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rsunet.io import SCENE_PERCENTILES, scene_scaling
+
 
 def stretch(img, nodata=None) -> np.ndarray:
     """``(bands, rows, cols)`` -> ``(rows, cols, bands)`` in 0..1, each band at its 2-98 % range.
@@ -22,9 +24,9 @@ def stretch(img, nodata=None) -> np.ndarray:
     out = np.zeros(x.shape)
     for b in range(x.shape[0]):
         v = x[b][~bad[b]]
-        if v.size:
-            lo, hi = np.percentile(v, [2, 98])
-            out[b] = np.clip((x[b] - lo) / (hi - lo if hi > lo else 1), 0, 1)
+        if v.size:  # the same 2-98 % scaling as normalize="scene", clipped for display
+            scale, offset = scene_scaling([np.percentile(v, SCENE_PERCENTILES)])
+            out[b] = np.clip(x[b] * scale[0] + offset[0], 0, 1)
     return np.moveaxis(np.where(bad, 0, out), 0, -1)
 
 
