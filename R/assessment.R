@@ -45,7 +45,9 @@
 #'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
 #'   `predicted`; `NaN` where a denominator is 0), `overall` (a named numeric vector:
 #'   `n`, `overall_accuracy`, `kappa`, `quantity_disagreement`,
-#'   `allocation_disagreement`, `macro_f1`, `mean_iou`) and `class_ids`.
+#'   `allocation_disagreement`, `macro_f1`, `mean_iou`), `class_ids`, and `per_scene` (a
+#'   data.frame, one row per map: `scene`, its file name without extension, and that
+#'   map's `overall` figures).
 #' @references Pontius, R. G. Jr. and Millones, M. (2011). Death to Kappa: birth of
 #'   quantity disagreement and allocation disagreement for accuracy assessment.
 #'   International Journal of Remote Sensing 32(15), 4407-4429.
@@ -117,8 +119,11 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     support = col(pc$support), predicted = col(pc$predicted), stringsAsFactors = FALSE
   )
   overall <- vapply(d$overall, as.numeric, 0)
+  per_scene <- as.data.frame(lapply(d$per_scene, function(x) {
+    if (is.character(x[[1]])) unlist(x) else col(x)
+  }), stringsAsFactors = FALSE)
   structure(list(confusion = confusion, per_class = per_class, overall = overall,
-                 class_ids = as.integer(unlist(d$class_ids))),
+                 class_ids = as.integer(unlist(d$class_ids)), per_scene = per_scene),
             class = "rsunet_assessment")
 }
 

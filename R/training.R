@@ -3,8 +3,9 @@
 #' Training patches (`split == "train"`, from [split_patches()]) are augmented on the
 #' fly (see [augment()]); validation patches never are; test patches are not used.
 #' Inputs are normalised per band with the mean and standard deviation of the training
-#' patches' valid pixels (after the scene scaling of `normalize = "scene"`); pixels whose mask is unknown (255: unlabelled, nodata,
-#' rotation fill) count in no loss and no metric. After every epoch the model is
+#' patches' valid pixels (after the scene scaling of `normalize = "scene"`); pixels whose
+#' mask is unknown (255: unlabelled, nodata, rotation fill) count in no loss and no
+#' metric. After every epoch the model is
 #' checkpointed and `<name>_history.csv` rewritten: an interrupted run continues at the
 #' next epoch when called again with the same arguments. Training stops early when
 #' `monitor` has not improved for `patience` epochs; `out` receives the best epoch's
@@ -46,8 +47,8 @@
 #'   data.frame, one row per epoch: `epoch`, `loss`, `accuracy`, `f1`, `iou`, the same
 #'   with `val_`, `seconds`), `classes`, `bands`, `depth`, `multiple`, `patch_size`,
 #'   `normalization` (`mean`, `std` per band; and `scene = list(q = c(2, 98))` for
-#'   `normalize = "scene"`) and `meta` (everything recorded in the model file). It has `print()`
-#'   and `plot()` methods and can be given to [predict_raster()] as the model. A patch
+#'   `normalize = "scene"`) and `meta` (everything recorded in the model file). It has
+#'   `print()` and `plot()` methods and can be given to [predict_raster()] as the model. A patch
 #'   set without a split is an error of class `rsunet_input_error`.
 #' @examples
 #' \dontrun{

@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,11 @@ def test_several_scenes_pool_into_one_matrix():
     expected[:3, :3] += np.array(w["confusion"])
     np.testing.assert_array_equal(r.matrix, expected)
     assert list(r.confusion.index) == w["classes"] + ["class_3"]
+    # each scene's own figures, from its own matrix
+    assert r.per_scene["scene"].tolist() == [Path(m["prediction"]).stem, Path(w["prediction"]).stem]
+    for (_, row), cm in zip(r.per_scene.iterrows(), (m["confusion"], w["confusion"])):
+        cm = np.array(cm)
+        assert row["n"] == cm.sum() and row["overall_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     with pytest.raises(InputError, match="as many references"):
         A.assess_map([VECTORS / m["prediction"]] * 2, VECTORS / m["reference"])
 

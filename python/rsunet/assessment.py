@@ -70,12 +70,16 @@ class Assessment:
             ``1 - overall_accuracy``), ``macro_f1`` and ``mean_iou`` (means over the
             classes where they are defined).
         class_ids: the class ids in the order of the matrix.
+        per_scene: DataFrame, one row per map assessed (``scene``: the map's file
+            name without extension), with that map's ``overall`` figures: a pooled
+            figure hides where a model wins and where it loses.
     """
 
     confusion: pd.DataFrame
     per_class: pd.DataFrame
     overall: dict
     class_ids: list = dc_field(default_factory=list)
+    per_scene: pd.DataFrame | None = None
 
     @property
     def matrix(self) -> np.ndarray:
@@ -95,7 +99,9 @@ class Assessment:
                     classes=[str(c) for c in self.per_class["class"]],
                     confusion=self.matrix.tolist(),
                     per_class={c: self.per_class[c].tolist() for c in self.per_class.columns},
-                    overall={k: float(v) for k, v in self.overall.items()})
+                    overall={k: float(v) for k, v in self.overall.items()},
+                    per_scene=None if self.per_scene is None else
+                    {c: self.per_scene[c].tolist() for c in self.per_scene.columns})
 
     def __repr__(self) -> str:
         o = self.overall
@@ -238,7 +244,7 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
 
     Returns:
         An :class:`Assessment` (``.confusion``, ``.per_class``, ``.overall``,
-        ``.table()``).
+        ``.per_scene``, ``.table()``).
 
     Raises:
         GridMismatchError: the reference cannot be placed on the map's grid (CRS or
@@ -255,7 +261,7 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
     if sample is not None and int(sample) < 1:
         raise InputError(f"sample must be a positive number of points per area, got {sample!r}")
     rng = np.random.default_rng(seed)
-    counts, names = np.zeros((N_VALUES, N_VALUES), np.int64), {}
+    counts, names, scenes = np.zeros((N_VALUES, N_VALUES), np.int64), {}, []
     for pred_path, ref_input in _scene_pairs(prediction, reference):
         with open_raster(pred_path) as src, \
                 _ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
@@ -263,12 +269,15 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             grid = _Grid(src, ref, ignore, use_nodata)
             rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
             if sample is None:
-                counts += _count_blocks(grid, areas, rows)
+                scene = _count_blocks(grid, areas, rows)
             else:
-                counts += _count_sampled(grid, areas, int(sample), rng, rows)
+                scene = _count_sampled(grid, areas, int(sample), rng, rows)
+            counts += scene
+            scenes.append((Path(pred_path).stem, scene))
             for k, v in _class_names(classes, src, ref.tags).items():
                 names.setdefault(k, v)
     result = _assessment(counts, names, classes)
+    result.per_scene = pd.DataFrame([_scene_row(name, c, names, classes) for name, c in scenes])
     if png is not None:
         plot_confusion(result, png, overwrite=overwrite)
     if csv is not None:
@@ -616,6 +625,13 @@ def _parse_classes_tag(tags) -> dict:
         return {int(k): str(v) for k, v in json.loads(tags.get("RSUNET_CLASSES", "{}")).items()}
     except (ValueError, AttributeError):
         return {}
+
+
+def _scene_row(name, counts, names, classes) -> dict:
+    """One map's overall figures; a map with no valid pixel (e.g. off ``where``) counts 0."""
+    if not counts.any():
+        return dict(scene=name, n=0.0)
+    return dict(scene=name, **_assessment(counts, names, classes).overall)
 
 
 def _assessment(counts, names, classes) -> Assessment:

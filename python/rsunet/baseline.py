@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError
-from rsunet.io import SCENE_PERCENTILES, atomic_path
+from rsunet.io import atomic_path
 
 
 @dataclass
@@ -81,9 +81,9 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
         scene's percentiles for ``normalize="scene"``), ``y`` the class ids. Unknown
         (ignore) and nodata pixels are never sampled.
     """
-    from rsunet.patches import PatchSet
+    from rsunet.patches import _as_patchset
 
-    ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
+    ps = _as_patchset(patches)
     ids = _split_ids(ps, split)
     images, masks = ps.read(ids)
     scale, offset = ps.scaling(ids, normalize)
@@ -137,9 +137,9 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    from rsunet.patches import PatchSet
+    from rsunet.patches import _as_patchset, scene_record
 
-    ps = patches if isinstance(patches, PatchSet) else PatchSet(patches)
+    ps, scene = _as_patchset(patches), scene_record(normalize)
     X, y = sample_pixels(ps, "train", n_per_class, seed, normalize)
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,
                                     min_samples_leaf=2)
@@ -147,8 +147,7 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     model = PixelForest(forest=forest, bands=X.shape[1], classes=dict(ps.classes),
                         meta=dict(n_per_class=n_per_class, n_trees=n_trees, seed=seed,
                                   n_pixels=int(len(y)), normalize=normalize),
-                        normalization=dict(scene=dict(q=list(SCENE_PERCENTILES)))
-                        if normalize == "scene" else None)
+                        normalization=None if scene is None else dict(scene=scene))
     if out is not None:
         model.save(out, overwrite=overwrite)
     return model

@@ -194,6 +194,13 @@ def _check_normalize(normalize):
         raise InputError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
 
 
+def scene_record(normalize) -> dict | None:
+    """What a model trained with ``normalize`` records so prediction scales each scene as
+    its patches were: ``{"q": [2, 98]}`` for ``"scene"``, None for ``"dataset"``."""
+    _check_normalize(normalize)
+    return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
+
+
 def _as_patchset(patches) -> PatchSet:
     return patches if isinstance(patches, PatchSet) else PatchSet(patches)
 

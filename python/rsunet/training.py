@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError, OutputExistsError
-from rsunet.io import SCENE_PERCENTILES, atomic_path
+from rsunet.io import atomic_path
 
 METADATA_NAME = "rsunet.json"
 
@@ -331,10 +331,10 @@ def _read_split(ps, ids):
 
 
 def _normalization(mean, std, normalize):
-    norm = dict(mean=mean.tolist(), std=std.tolist())
-    if normalize == "scene":
-        norm["scene"] = dict(q=list(SCENE_PERCENTILES))
-    return norm
+    from rsunet.patches import scene_record
+
+    norm, scene = dict(mean=mean.tolist(), std=std.tolist()), scene_record(normalize)
+    return norm if scene is None else dict(norm, scene=scene)
 
 
 def _band_stats(x, valid, scaling):

@@ -145,15 +145,17 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
                       for image in scenes["test"]["images"]]
 
     log.step("7/7 assessing both maps against the reference")
-    rows = []
+    rows, per_scene = [], []
     for name, paths in maps.items():
         result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
                             csv=out / "assessment" / f"confusion_{name}.csv",
                             overwrite=overwrite, **opts["assess_map"])
         _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
+        per_scene.append(result.per_scene.assign(model=name).rename(columns={"n": "pixels"}))
     summary = pd.DataFrame(rows)
-    per_scene = _per_scene(maps, masks["test"], opts["assess_map"])
+    per_scene = pd.concat(per_scene, ignore_index=True)[
+        ["model", "scene", "pixels", "overall_accuracy", "kappa", "macro_f1"]].astype({"pixels": "int64"})
     _write_csv(per_scene, out / "assessment" / "per_scene.csv")
     _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
@@ -179,19 +181,6 @@ def _summary_row(name, result) -> dict:
         row[f"iou_{c['class']}"] = c["iou"]
     row["pixels"] = int(result.overall["n"])
     return row
-
-
-def _per_scene(maps, references, options) -> pd.DataFrame:
-    """Each model's accuracy on each held-aside scene: where one model wins and loses."""
-    from rsunet.assessment import assess_map
-
-    rows = []
-    for name, paths in maps.items():
-        for path, reference in zip(paths, references):
-            overall = assess_map(path, reference, **options).overall
-            rows.append(dict(model=name, scene=Path(path).stem, pixels=int(overall["n"]),
-                             **{k: overall[k] for k in ("overall_accuracy", "kappa", "macro_f1")}))
-    return pd.DataFrame(rows)
 
 
 def _plot_comparison(images, references, maps, per_scene, path):

@@ -94,6 +94,13 @@ test_that("several scenes pool into one matrix", {
   expected[1:3, 1:3] <- expected[1:3, 1:3] + do.call(rbind, lapply(w$confusion, unlist))
   expect_equal(unname(a$confusion), expected)
   expect_equal(rownames(a$confusion), c(unlist(w$classes), "class_3"))
+  # each scene's own figures, from its own matrix
+  expect_equal(a$per_scene$scene, tools::file_path_sans_ext(c(m$prediction, w$prediction)))
+  for (i in 1:2) {
+    cm <- do.call(rbind, lapply(list(m, w)[[i]]$confusion, unlist))
+    expect_equal(a$per_scene$n[i], sum(cm))
+    expect_equal(a$per_scene$overall_accuracy[i], sum(diag(cm)) / sum(cm), tolerance = 1e-12)
+  }
   expect_error(assess_map(rep(vfile(m$prediction), 2), vfile(m$reference)), class = "rsunet_input_error")
 })
 
