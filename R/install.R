@@ -1,48 +1,96 @@
 #' Install the Python side of rsunet
 #'
-#' Creates a Python virtual environment and installs the 'rsunet' Python package with
-#' TensorFlow and Keras into it, with the pins this machine's 'reticulate' needs
-#' (NumPy 1.x and pandas 2 for reticulate < 1.38 / 1.45). Later sessions find it
-#' automatically; `RSUNET_PYTHON` overrides it, as `KERAS_PYTHON` does for keras3.
+#' Creates a Python virtual environment with `reticulate::virtualenv_create()` and
+#' installs into it, with `reticulate::virtualenv_install()`, the 'rsunet' Python package
+#' that this R package carries (the same version), TensorFlow and Keras, with the pins
+#' this machine's 'reticulate' needs (NumPy 1.x under reticulate < 1.38, pandas 2 under
+#' < 1.45). Later sessions find the venv by themselves; `RSUNET_PYTHON` overrides it, as
+#' `KERAS_PYTHON` does for keras3. Restart R after installing.
 #'
-#' @param envname folder of the virtual environment to create.
+#' @param envname folder of the virtual environment (created if missing, updated if not).
 #' @param gpu `FALSE` for the CPU build of TensorFlow, `TRUE` for the CUDA one.
-#' @param package what pip installs as rsunet: a path to a checkout of the rsunet
-#'   repository, or a pip requirement.
-#' @param python the Python (>= 3.10, with a shared libpython) that creates the venv.
+#' @param package what pip installs as rsunet: by default the Python package carried by
+#'   this R package; or a path to a checkout of the rsunet repository, or a pip requirement.
+#' @param python the Python (>= 3.10, with a shared libpython) that creates the venv;
+#'   `NULL` lets reticulate choose, as for `virtualenv_create()`.
 #' @return The path of the venv's Python, invisibly.
 #' @examples
 #' \dontrun{
-#' install_rsunet(package = "~/src/rsunet")
+#' install_rsunet()   # then restart R
 #' }
-install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = "rsunet",
-                           python = Sys.which("python3")) {
-  if (!nzchar(python)) .abort("no python3 found on the PATH", "rsunet_python_error")
+install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bundled_python(),
+                           python = NULL) {
   envname <- path.expand(envname)
-  if (system2(python, c("-m", "venv", shQuote(envname))) != 0) {
-    .abort(paste("could not create a venv at", envname), "rsunet_python_error")
-  }
-  venv_python <- file.path(envname, "bin", "python")
+  source <- .pip_source(package)
   constraints <- tempfile(fileext = ".txt")
+  on.exit(unlink(constraints), add = TRUE)
   writeLines(.bridge_constraints(), constraints)
-  extra <- if (isTRUE(gpu)) "gpu" else "cpu"
-  spec <- if (dir.exists(path.expand(package))) {
-    paste0(normalizePath(package), "[", extra, "]")
-  } else {
-    paste0(package, "[", extra, "]")
-  }
-  pip <- c("-m", "pip", "install", "-c", shQuote(constraints), shQuote(spec))
-  if (system2(venv_python, pip) != 0) {
-    .abort("pip could not install rsunet into the venv", "rsunet_python_error")
-  }
+  spec <- paste0(source, "[", if (isTRUE(gpu)) "gpu" else "cpu", "]")
+  .reticulate_step(
+    reticulate::virtualenv_create(envname, python = python, packages = FALSE),
+    paste("could not create a Python venv at", envname)
+  )
+  .reticulate_step(
+    reticulate::virtualenv_install(envname, spec, pip_options = c("-c", shQuote(constraints))),
+    paste("pip could not install", spec, "into", envname)
+  )
+  venv_python <- reticulate::virtualenv_python(envname)
   message("rsunet installed in ", envname, "; restart R to use it.")
   invisible(venv_python)
 }
 
-# Pins for the environment reticulate binds to (see the interop notes).
-.bridge_constraints <- function() {
-  ret <- utils::packageVersion("reticulate")
-  c(if (ret < "1.38") "numpy>=1.26,<2", if (ret < "1.45") "pandas<3")
+# The Python package carried by the installed R package (inst/python, made from python/
+# by tools/sync_python.sh), or "" in a build that lacks it.
+.bundled_python <- function() system.file("python", package = "rsunet")
+
+# What pip should install: a folder is copied to a temporary one first, because pip
+# builds in place and an R library may be read-only; anything else is a requirement.
+.pip_source <- function(package) {
+  if (!nzchar(package)) {
+    .abort(paste("this installation of the R package carries no Python package",
+                 "(inst/python is made by tools/sync_python.sh before R CMD build);",
+                 "pass install_rsunet(package = ) a checkout of rsunet"), "rsunet_python_error")
+  }
+  if (!dir.exists(path.expand(package))) return(package)
+  copy <- tempfile("rsunet-python-")
+  dir.create(copy)
+  file.copy(list.files(path.expand(package), full.names = TRUE, all.files = TRUE, no.. = TRUE),
+            copy, recursive = TRUE)
+  normalizePath(copy, winslash = "/")
+}
+
+# reticulate reports failures as plain errors: give them rsunet's class and context.
+.reticulate_step <- function(expr, what) {
+  tryCatch(expr, error = function(e) {
+    .abort(paste0(what, ": ", conditionMessage(e)), "rsunet_python_error")
+  })
+}
+
+# Pins for the environment reticulate binds to (../shared/notes/interop.md): reticulate
+# < 1.38 breaks on NumPy 2, < 1.45 on pandas 3; every rasterio 1.5 needs Python >= 3.12.
+# tools/setup.sh reads this function too, so the rule lives here only.
+.bridge_constraints <- function(reticulate = utils::packageVersion("reticulate")) {
+  c(if (reticulate < "1.38") "numpy>=1.26,<2",
+    if (reticulate < "1.45") "pandas<3",
+    'rasterio<1.5; python_version < "3.12"')
+}
+
+#' Is the Python side of rsunet usable?
+#'
+#' `TRUE` when the 'rsunet' Python package (the version of this R package) imports in the
+#' Python that reticulate binds to, Keras is installed there, and arrays cross between R
+#' and NumPy intact; `FALSE` otherwise. Never an error: use it to guard code, as the examples do.
+#' [rsunet_check()] says what is wrong.
+#'
+#' @return `TRUE` or `FALSE`.
+#' @examples
+#' rsunet_available()
+rsunet_available <- function() {
+  isTRUE(tryCatch({
+    .py("io")
+    has_keras <- !is.null(reticulate::import("importlib.util")$find_spec("keras"))
+    has_keras && .array_roundtrip_ok()
+  }, error = function(e) FALSE))
 }
 
 #' Check the R-Python stack rsunet runs on

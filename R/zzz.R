@@ -2,8 +2,9 @@
 #
 # The interpreter is chosen as keras3 does with KERAS_PYTHON: RSUNET_PYTHON if set,
 # else the venv install_rsunet() made, else whatever reticulate would pick. The first
-# call that needs Python imports the 'rsunet' module; every call goes through .py_call()
-# so Python exceptions become R conditions with a class.
+# call that needs Python imports the 'rsunet' module and checks that its version is this
+# package's; every call goes through .py_call() so Python exceptions become R conditions
+# with a class.
 
 .rsunet <- new.env(parent = emptyenv())
 
@@ -11,6 +12,11 @@
   python <- .rsunet_python()
   if (nzchar(python) && !nzchar(Sys.getenv("RETICULATE_PYTHON"))) {
     Sys.setenv(RETICULATE_PYTHON = python)
+  }
+  # The example chips: Python finds this package's copy (its own install has none).
+  if (!nzchar(Sys.getenv("RSUNET_EXAMPLE_DATA"))) {
+    Sys.setenv(RSUNET_EXAMPLE_DATA = system.file("extdata", "amazon", package = pkgname,
+                                                 lib.loc = libname))
   }
 }
 
@@ -21,7 +27,7 @@
 .rsunet_python <- function() {
   python <- Sys.getenv("RSUNET_PYTHON")
   if (nzchar(python)) return(path.expand(python))
-  candidate <- file.path(.default_venv(), "bin", "python")
+  candidate <- reticulate::virtualenv_python(.default_venv())  # bin/ or Scripts/, as reticulate lays it out
   if (file.exists(candidate)) candidate else ""
 }
 
@@ -43,8 +49,28 @@
       )
     }
   )
+  if (is.null(.rsunet$version_checked)) {
+    .check_python_version(.r(reticulate::import("rsunet")$`__version__`))
+    .rsunet$version_checked <- TRUE
+  }
   assign(module, mod, envir = .rsunet)
   mod
+}
+
+# The R and the Python package must be the same version: the R functions call the
+# Python ones with this version's arguments.
+.check_python_version <- function(python_version,
+                                  r_version = as.character(utils::packageVersion("rsunet"))) {
+  if (identical(python_version, r_version)) return(invisible(TRUE))
+  .abort(
+    paste0(
+      "the R package rsunet is version ", r_version, " but the Python package rsunet in ",
+      tryCatch(reticulate::py_exe(), error = function(e) .rsunet_python_label()), " is version ", python_version, ".\n",
+      "Run rsunet::install_rsunet() to install the matching Python package, then restart R ",
+      "(or set RSUNET_PYTHON to a Python that has rsunet ", r_version, ")."
+    ),
+    "rsunet_python_error"
+  )
 }
 
 # rsunet.<name> without automatic conversion: DataFrames are converted column by

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .check && mkdir -p .check
+bash tools/sync_python.sh   # the R package carries the Python package (inst/python)
 version=$(sed -n 's/^Version: *//p' DESCRIPTION)
 (cd .check && R CMD build --no-manual ..) > .check/build.log 2>&1 || { cat .check/build.log; exit 1; }
 rc=0

@@ -3,7 +3,7 @@
 # what it depends on is unchanged (stamps in .stamps/ hold the hashes).
 #   1. Debian packages: R, the R packages we use (no CRAN here), GDAL tools, pandoc.
 #   2. .venv: the Python package and its dependencies, with pins for the R bridge.
-#   3. .rlib: the R package, installed from this checkout.
+#   3. .rlib: the R package, installed from this checkout (with inst/python synced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -53,17 +53,14 @@ PY
   return 1
 }
 
-# Pins for the environment R binds to, from what this machine's R can handle
-# (../shared/notes/interop.md): reticulate < 1.38 breaks on NumPy 2, < 1.45 on pandas 3;
-# rpy2-rinterface >= 3.6.6 needs R >= 4.5.
+# Pins for the environment R binds to, from what this machine's R can handle: the R
+# package's own rule (.bridge_constraints() in R/install.R, which install_rsunet() uses),
+# plus rpy2's for the bridge from Python (rpy2-rinterface >= 3.6.6 needs R >= 4.5).
 write_constraints() {
   Rscript --vanilla -e '
-    v <- function(p) as.character(packageVersion(p))
-    r <- getRversion(); ret <- packageVersion("reticulate")
-    if (ret < "1.38") cat("numpy>=1.26,<2\n")
-    if (ret < "1.45") cat("pandas<3\n")
-    if (r < "4.5.0") cat("rpy2==3.6.6\nrpy2-rinterface==3.6.5\nrpy2-robjects==3.6.6\n")
-    cat("rasterio<1.5; python_version < \"3.12\"\n")
+    source("R/install.R")
+    writeLines(.bridge_constraints())
+    if (getRversion() < "4.5.0") cat("rpy2==3.6.6\nrpy2-rinterface==3.6.5\nrpy2-robjects==3.6.6\n")
   ' > .stamps/constraints.txt
 }
 
@@ -85,8 +82,9 @@ stage_venv() {
 }
 
 stage_rlib() {
+  bash tools/sync_python.sh   # inst/python: the Python package the R package carries
   local want
-  want=$(find DESCRIPTION NAMESPACE R man inst vignettes -type f 2>/dev/null | sort | xargs cat | sha256sum | cut -c1-16)
+  want=$(find DESCRIPTION NAMESPACE R man inst vignettes -type f -not -path '*/__pycache__/*' 2>/dev/null | sort | xargs cat | sha256sum | cut -c1-16)
   if [ -f .rlib/rsunet/DESCRIPTION ] && [ "$(cat .stamps/rlib 2>/dev/null)" = "$want" ]; then
     return 0
   fi

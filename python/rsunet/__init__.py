@@ -17,9 +17,15 @@ One module per stage of the workflow::
 
 Heavy dependencies (TensorFlow, rpy2) load only when the function that needs them runs,
 so ``import rsunet`` is quick; the public functions are reachable from the top level.
+TensorFlow's start-up lines are hidden unless ``TF_CPP_MIN_LOG_LEVEL`` asks for them
+(:mod:`rsunet.quiet`).
 """
 
 from importlib import import_module
+
+from rsunet import quiet as _quiet
+
+_quiet.install_hook()
 
 __version__ = "0.1.0"
 

@@ -647,47 +647,40 @@ def _assessment(counts, names, classes) -> Assessment:
     return Assessment(confusion=confusion, per_class=per_class, overall=overall, class_ids=ids)
 
 
-def plot_confusion(result: Assessment, path, overwrite=False):
-    """Write a confusion-matrix figure (PNG): counts annotated, colours row-normalised.
+def plot_confusion(result: Assessment, path=None, overwrite=False):
+    """A confusion-matrix figure: counts annotated, colours row-normalised (a PNG when ``path`` is given).
 
     Args:
         result: an :class:`Assessment`.
-        path: the PNG to write.
+        path: the PNG to write (None: write nothing).
         overwrite: replace an existing file.
 
     Returns:
-        The path written, as a :class:`pathlib.Path`.
+        The :class:`matplotlib.figure.Figure` (the global matplotlib backend is untouched).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from rsunet.plotting import new_figure, save_figure
 
     m = result.matrix
     rows = m.sum(axis=1, keepdims=True)
     share = np.divide(m, rows, out=np.zeros(m.shape, float), where=rows > 0)
     labels = list(result.confusion.index)
     k = len(labels)
-    fig, ax = plt.subplots(figsize=(2 + 0.9 * k, 1.6 + 0.8 * k), dpi=100)
-    try:
-        im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, f"{m[i, j]:,}", ha="center", va="center",
-                        color="white" if share[i, j] > 0.6 else "black", fontsize=8)
-        ax.set_xticks(range(k), labels, rotation=45, ha="right")
-        ax.set_yticks(range(k), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("reference")
-        o = result.overall
-        ax.set_title(f"OA {o['overall_accuracy']:.3f}  kappa {o['kappa']:.3f}", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046, label="share of reference row")
-        fig.tight_layout()
-        with atomic_path(path, overwrite) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+    fig = new_figure(figsize=(2 + 0.9 * k, 1.6 + 0.8 * k), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{m[i, j]:,}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=8)
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    o = result.overall
+    ax.set_title(f"OA {o['overall_accuracy']:.3f}  kappa {o['kappa']:.3f}", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of reference row")
+    fig.tight_layout()
+    return save_figure(fig, path, overwrite)
 
 
 # ---- count_objects ----------------------------------------------------------------------

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from rsunet.errors import InputError
-from rsunet.io import atomic_path
 
 __all__ = ["AugmentParams", "augment", "augment_batch", "preview_augmentation"]
 
@@ -243,16 +241,16 @@ def _is_value(a, value):
     return np.isnan(a) if isinstance(value, float) and math.isnan(value) else a == value
 
 
-def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="train", seed=0,
+def preview_augmentation(patches, out=None, n=4, versions=3, patch_ids=None, split="train", seed=0,
                          bands=None, alpha=0.4, augmentation=True, overwrite=False):
-    """Write a PNG grid: a few patches and augmented versions of them, masks overlaid.
+    """A figure of a few patches and augmented versions of them, masks overlaid (a PNG when ``out`` is given).
 
     Row 1 shows the patches; each further row one augmented version (same seed, same
     result). Unknown pixels (mask 255, including the rotation fill) are not coloured.
 
     Args:
         patches: a patch folder or :class:`rsunet.patches.PatchSet`.
-        out: the PNG to write.
+        out: the PNG to write (None: write nothing).
         n: how many patches (chosen at random with ``seed``) when ``patch_ids`` is None.
         versions: augmented versions per patch.
         patch_ids: the patches to show.
@@ -266,19 +264,14 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
         overwrite: replace an existing ``out``.
 
     Returns:
-        The PNG's path.
+        The :class:`matplotlib.figure.Figure` (the global matplotlib backend is untouched).
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         InputError: no such patches or split.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from rsunet.patches import _as_patchset, _chosen
-    from rsunet.plotting import class_colormap, stretch
+    from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     ps = _as_patchset(patches)
     if split is not None and "split" not in ps.index.columns:
@@ -289,8 +282,8 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
     cmap = class_colormap(k)
-    fig, axes = plt.subplots(1 + versions, len(ids), figsize=(2.2 * len(ids), 2.2 * (1 + versions)),
-                             squeeze=False)
+    fig = new_figure(figsize=(2.2 * len(ids), 2.2 * (1 + versions)))
+    axes = fig.subplots(1 + versions, len(ids), squeeze=False)
     for j, pid in enumerate(ids):
         nodata = ps.scenes[ps.row(pid)["scene"]]["nodata"]
         shown = [(images[j].astype(np.float32), masks[j])]
@@ -307,7 +300,4 @@ def preview_augmentation(patches, out, n=4, versions=3, patch_ids=None, split="t
         axes[0, j].set_title(pid, fontsize=6)
     axes[0, 0].text(-0.05, 0.5, "original", transform=axes[0, 0].transAxes, rotation=90,
                     va="center", ha="right", fontsize=7)
-    with atomic_path(out, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, overwrite)

@@ -112,6 +112,9 @@ def _show(result):
 
     if result is None:
         return
+    if hasattr(result, "savefig"):  # a figure: the shell can only see it as a file
+        print("a figure; pass --out FILE.png to write it")
+        return
     if isinstance(result, pd.DataFrame):
         print(result.to_string(max_rows=40))
     elif isinstance(result, dict):
@@ -139,7 +142,8 @@ def _cmd_run(args) -> int:
 def _cmd_demo(args) -> int:
     from rsunet.workflow import example_config, run_workflow
 
-    run_workflow(example_config(args.full), out=args.out, overwrite=args.overwrite)
+    config = example_config(full=args.full, quick=args.quick)
+    run_workflow(config, out=args.out, overwrite=args.overwrite)
     return 0
 
 
@@ -158,9 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the whole workflow on the bundled Amazon chips")
-    p.add_argument("--out", default="rsunet-demo", help="output folder (default: rsunet-demo)")
-    p.add_argument("--full", action="store_true",
-                   help="the longer 'full' configuration (better map, takes longer)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: the configuration's: rsunet-demo, rsunet-full, rsunet-quick)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true",
+                      help="the longer 'full' configuration (better map, takes longer)")
+    size.add_argument("--quick", action="store_true",
+                      help="a one-minute configuration to try an installation (a rough map)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     p.set_defaults(func=_cmd_demo)
 

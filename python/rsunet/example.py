@@ -1,11 +1,14 @@
 """The bundled example: Amazon forest / non-forest chips (Bragagnolo et al. 2019).
 
-Shipped with the R package in ``inst/extdata/amazon`` (R: ``system.file("extdata",
-"amazon", package = "rsunet")``) and found here from the Python package.
+One copy, in the R package's ``inst/extdata/amazon`` (R: ``system.file("extdata",
+"amazon", package = "rsunet")``). A wheel or sdist carries it as ``rsunet/data/amazon``
+(pyproject.toml maps it); the Python package that the R package installs does not, and
+the R package tells it where its own copy is (``RSUNET_EXAMPLE_DATA``).
 """
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -30,7 +33,9 @@ def example_data() -> dict:
 
 
 def _example_root() -> Path:
-    candidates = [
+    from_r = os.environ.get("RSUNET_EXAMPLE_DATA")  # set by the R package: its own copy
+    candidates = [Path(from_r)] if from_r else []
+    candidates += [
         Path(str(resources.files("rsunet"))) / "data" / "amazon",  # an installed wheel
         Path(__file__).resolve().parents[2] / "inst" / "extdata" / "amazon",  # a checkout
     ]

@@ -850,9 +850,9 @@ def class_balance(patches, by="split"):
                                       "patches", "n_patches"])
 
 
-def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alpha=0.4, seed=0,
+def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None, alpha=0.4, seed=0,
                  overwrite=False):
-    """Write a PNG of sample patches with their mask overlaid.
+    """A figure of sample patches with their mask overlaid (a PNG when ``out`` is given).
 
     Each patch is shown twice: the image (three bands, or one in grey, each stretched
     to its 2-98 % percentiles) and the image with the mask in colour on top (ignore
@@ -860,7 +860,7 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
 
     Args:
         patches: a patch folder or a :class:`PatchSet`.
-        out: the PNG to write.
+        out: the PNG to write (None: write nothing).
         n: how many patches (chosen at random with ``seed``) when ``patch_ids`` is None.
         patch_ids: the patches to show.
         split: choose only among this split's patches (after :func:`split_patches`).
@@ -870,16 +870,14 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
         overwrite: replace an existing ``out``.
 
     Returns:
-        The PNG's path.
+        The :class:`matplotlib.figure.Figure` (the global matplotlib backend is untouched).
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches
-    import matplotlib.pyplot as plt
+
+    from rsunet.plotting import new_figure, save_figure
 
     ps = _as_patchset(patches)
     ids = _chosen(ps, n, patch_ids, split, seed)
@@ -887,7 +885,8 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
     cmap = class_colormap(k)
-    fig, axes = plt.subplots(2, len(ids), figsize=(2.2 * len(ids), 4.6), squeeze=False)
+    fig = new_figure(figsize=(2.2 * len(ids), 4.6))
+    axes = fig.subplots(2, len(ids), squeeze=False)
     for j, pid in enumerate(ids):
         rgb = stretch(images[j][bands], ps.scenes[ps.row(pid)["scene"]]["nodata"])
         for ax in axes[:, j]:
@@ -898,10 +897,7 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
         axes[0, j].set_title(pid, fontsize=6)
     handles = [matplotlib.patches.Patch(color=cmap(i), label=f"{i} {name}") for i, name in ps.classes.items()]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
-    with atomic_path(out, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, overwrite)
 
 
 def _chosen(ps, n, patch_ids, split, seed):

@@ -1,14 +1,35 @@
-"""What every rsunet figure shares: how images are stretched and classes coloured.
+"""What every rsunet figure shares: how figures are made, images stretched, classes coloured.
 
 Figures are for people who would rather look than read; they all use the same class
 colours (tab10, class id = colour index) so a class looks the same in every PNG.
+Every figure is a :class:`matplotlib.figure.Figure` drawn by the Agg canvas, made
+without pyplot: a plotting call never switches the user's backend (a Jupyter user keeps
+theirs, and the returned figure shows there), and nothing is left open in pyplot.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from rsunet.io import SCENE_PERCENTILES, scene_scaling
+from rsunet.io import SCENE_PERCENTILES, atomic_path, scene_scaling
+
+
+def new_figure(**kwargs):
+    """A :class:`matplotlib.figure.Figure` (``Figure(**kwargs)``) with an Agg canvas, outside pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, out=None, overwrite=False, dpi=100):
+    """Write ``fig`` as a PNG to ``out`` (atomically) when ``out`` is given; return ``fig``."""
+    if out is not None:
+        with atomic_path(out, overwrite) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    return fig
 
 
 def stretch(img, nodata=None) -> np.ndarray:
@@ -32,7 +53,7 @@ def stretch(img, nodata=None) -> np.ndarray:
 
 def class_colormap(n_classes: int):
     """A matplotlib colormap with one colour per class id ``0..n_classes-1``."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     from matplotlib.colors import ListedColormap
 
-    return ListedColormap(plt.get_cmap("tab10")(np.arange(max(n_classes, 1)) % 10))
+    return ListedColormap(matplotlib.colormaps["tab10"](np.arange(max(n_classes, 1)) % 10))

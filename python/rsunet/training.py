@@ -532,26 +532,25 @@ class _EpochBar:
         return Bar()
 
 
-def plot_history(history, out, overwrite=False):
-    """Write a PNG of the training curves (loss, accuracy, F1, IoU; train and validation).
+def plot_history(history, out=None, overwrite=False):
+    """A figure of the training curves (loss, accuracy, F1, IoU; train and validation).
 
     Args:
         history: the DataFrame :func:`train_unet` returns (or its ``_history.csv``).
-        out: the PNG to write.
+        out: the PNG to write (None: write nothing).
         overwrite: replace an existing ``out``.
 
     Returns:
-        The PNG's path.
+        The :class:`matplotlib.figure.Figure` (the global matplotlib backend is untouched).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
+
+    from rsunet.plotting import new_figure, save_figure
 
     history = pd.read_csv(history) if isinstance(history, (str, os.PathLike)) else history
     names = [m for m in ("loss", "accuracy", "f1", "iou") if m in history.columns]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    fig = new_figure(figsize=(3.2 * len(names), 3))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         ax.plot(history["epoch"], history[name], "o-", label="train")
         if f"val_{name}" in history.columns:
@@ -560,7 +559,4 @@ def plot_history(history, out, overwrite=False):
         ax.set_xlabel("epoch")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out, overwrite) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, overwrite)

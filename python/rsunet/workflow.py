@@ -24,9 +24,13 @@ STEPS = ("make_mask", "make_patches", "split_patches", "unet", "train_unet",
          "train_baseline", "predict_raster", "assess_map")
 
 
-def example_config(full: bool = False) -> Path:
-    """Path of the bundled example configuration (``full=True``: the longer one)."""
-    name = "example-full.yaml" if full else "example.yaml"
+def example_config(full: bool = False, quick: bool = False) -> Path:
+    """Path of a bundled example configuration: the demo (``config/example.yaml``);
+    ``full=True`` the longer one; ``quick=True`` one of about a minute, to try an
+    installation (a small U-Net, 2 epochs)."""
+    if full and quick:
+        raise InputError("example_config: choose full or quick, not both")
+    name = "example-full.yaml" if full else "example-quick.yaml" if quick else "example.yaml"
     return Path(str(resources.files("rsunet") / "config" / name))
 
 
@@ -185,17 +189,14 @@ def _summary_row(name, result) -> dict:
 
 def _plot_comparison(images, references, maps, per_scene, path):
     """One row per held-aside scene: image, reference, then each model's map and accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.patches
     import numpy as np
-    from rsunet.io import atomic_path, read_raster
-    from rsunet.plotting import class_colormap, stretch
+    from rsunet.io import read_raster
+    from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
-    fig, axes = plt.subplots(len(images), len(columns), squeeze=False,
-                             figsize=(3 * len(columns), 3 * len(images)))
+    fig = new_figure(figsize=(3 * len(columns), 3 * len(images)))
+    axes = fig.subplots(len(images), len(columns), squeeze=False)
     classes = _classes_of(references[0])
     cmap = class_colormap(max(classes) + 1)
     for i, image in enumerate(images):
@@ -219,10 +220,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
     handles = [matplotlib.patches.Patch(color=cmap(k), label=name) for k, name in classes.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles))
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, overwrite=True)
 
 
 def _classes_of(mask_path) -> dict:
