@@ -51,15 +51,16 @@
 #' @references Pontius, R. G. Jr. and Millones, M. (2011). Death to Kappa: birth of
 #'   quantity disagreement and allocation disagreement for accuracy assessment.
 #'   International Journal of Remote Sensing 32(15), 4407-4429.
-#' @examples
-#' \dontrun{
-#' a <- assess_map("map.tif", "reference_mask.tif", png = "confusion.png")
-#' a$overall
+#' @template example-patches
+#' @template example-model
+#' @examplesIf rsunet_available()
+#' map <- predict_raster(model, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
+#'                       overlap = 32, progress = FALSE)
+#' reference <- make_mask(ex$test$images[1], ex$test$masks[1], file.path(dir, "reference.tif"),
+#'                        classes = c("1" = "forest", "2" = "background"))
+#' a <- assess_map(map, reference, png = file.path(dir, "confusion.png"))
+#' a$overall$kappa
 #' a$per_class
-#' # only the validation patches, 4 random points in each
-#' idx <- read.csv("patches/index.csv")
-#' assess_map("map.tif", "mask.tif", where = idx[idx$split == "validation", ], sample = 4)
-#' }
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
@@ -161,11 +162,13 @@ print.rsunet_assessment <- function(x, ...) {
 #'   `y` (centroid in the map's CRS), with attribute `summary`: a list with `class_id`,
 #'   `count`, `connectivity`, `min_pixels`, `valid_area_ha`, `objects_per_ha`,
 #'   `object_area_ha`, `mean_object_area_m2`, `area_method`.
-#' @examples
-#' \dontrun{
-#' palms <- count_objects("map.tif", cls = 1, min_pixels = 20)
-#' attr(palms, "summary")$objects_per_ha
-#' }
+#' @examplesIf rsunet_available()
+#' ex <- example_data()
+#' mask <- make_mask(ex$test$images[1], ex$test$masks[1], tempfile(fileext = ".tif"),
+#'                   classes = c("1" = "forest", "2" = "background"))
+#' # clearings (class 0) of at least 20 pixels
+#' clearings <- count_objects(mask, cls = 0, min_pixels = 20)
+#' attr(clearings, "summary")$objects_per_ha
 count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 255,
                           use_nodata = TRUE, keep_labels = FALSE) {
   path <- .as_raster_path(map)
@@ -209,11 +212,12 @@ count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 2
 #' @return The polygons read back from `out`: an `sf` object if the 'sf' package is
 #'   installed, else a terra SpatVector; columns `class_id`, `class`, `area` (CRS
 #'   units squared).
-#' @examples
-#' \dontrun{
-#' p <- polygonize("map.tif", "map.gpkg")
-#' plot(p["class"])
-#' }
+#' @examplesIf rsunet_available()
+#' ex <- example_data()
+#' mask <- make_mask(ex$test$images[1], ex$test$masks[1], tempfile(fileext = ".tif"),
+#'                   classes = c("1" = "forest", "2" = "background"))
+#' p <- polygonize(mask, tempfile(fileext = ".gpkg"))
+#' p
 polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
                        use_nodata = TRUE, overwrite = FALSE) {
   out <- path.expand(out)

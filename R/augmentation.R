@@ -33,12 +33,11 @@
 #' @return A list with `image` and `mask`, of the input's kind: SpatRasters on the
 #'   input's extent and CRS (unknown = `NA`), or an array and an integer matrix
 #'   (unknown = 255).
-#' @examples
-#' \dontrun{
-#' p <- read_patch("patches", "scene_r0_c0")
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' p <- read_patch(patches, index$patch_id[1])
 #' a <- augment(p$image, p$mask, seed = 1, p_rotation = 1)
 #' terra::plot(a$mask)
-#' }
 augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.5,
                     p_hflip = 0.5, p_vflip = 0.5, zoom = c(0.9, 1.1), p_zoom = 0.5,
                     brightness = c(0.9, 1.1), p_brightness = 0.5, saturation = c(0.9, 1.1),
@@ -93,10 +92,9 @@ augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.
 #' @param overwrite replace an existing `out` (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @return `out`, invisibly.
-#' @examples
-#' \dontrun{
-#' preview_augmentation("patches", "augmentation.png", n = 4, versions = 3)
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' preview_augmentation(patches, file.path(dir, "augmentation.png"), n = 2, versions = 2)
 preview_augmentation <- function(patches, out, n = 4, versions = 3, patch_ids = NULL,
                                  split = "train", seed = 0, bands = NULL, alpha = 0.4,
                                  augmentation = TRUE, overwrite = FALSE) {

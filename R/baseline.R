@@ -18,11 +18,13 @@
 #' @param overwrite replace an existing `out` (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @return `out`, the path of the saved model, invisibly.
-#' @examples
-#' \dontrun{
-#' rf <- train_baseline("patches", "random_forest.joblib")
-#' map <- predict_raster(rf, "scene.tif", "scene_rf.tif")
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' rf <- train_baseline(patches, file.path(dir, "random_forest.joblib"), n_per_class = 500,
+#'                      n_trees = 10)
+#' map <- predict_raster(rf, ex$test$images[1], file.path(dir, "map_rf.tif"), window = 256,
+#'                       overlap = 32, progress = FALSE)
+#' terra::plot(map)
 train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100,
                            normalize = "dataset", seed = 0, overwrite = FALSE) {
   .py_call(.py("baseline")$train_baseline(

@@ -102,10 +102,8 @@ rsunet_available <- function() {
 #'
 #' @param backend also import Keras and run a tiny convolution.
 #' @return A named list of versions and checks, invisibly; printed as a table.
-#' @examples
-#' \dontrun{
+#' @examplesIf rsunet_available()
 #' rsunet_check()
-#' }
 rsunet_check <- function(backend = TRUE) {
   info <- .py_call(.r(.py("check")$check(import_backend = backend)))
   info <- c(list(R = as.character(getRversion()),

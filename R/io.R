@@ -13,12 +13,10 @@
 #' @return A SpatRaster held in memory. A pixel where any band is nodata (or masked,
 #'   or outside the file) is `NA` in every band: one validity rule per pixel, as
 #'   segmentation needs.
-#' @examples
-#' \dontrun{
-#' f <- system.file("extdata", "testvectors", "int16_rgba.tif", package = "rsunet")
-#' r <- read_raster(f, window = c(10, 20, 64, 32))
-#' terra::plot(r)
-#' }
+#' @examplesIf rsunet_available()
+#' f <- example_data()$train$images[1]
+#' r <- read_raster(f, window = c(10, 20, 64, 32))   # col_off, row_off, width, height
+#' terra::plotRGB(r)
 read_raster <- function(path, window = NULL, bands = NULL, boundless = FALSE) {
   path <- .as_raster_path(path)
   r <- .py_call(.py("io")$read_raster(path, window = .as_window(window),
@@ -39,11 +37,9 @@ read_raster <- function(path, window = NULL, bands = NULL, boundless = FALSE) {
 #' @param nodata value written for `NA` cells (required for integer types if `x` has `NA`).
 #' @param overwrite replace an existing file.
 #' @return `path`, invisibly.
-#' @examples
-#' \dontrun{
+#' @examplesIf rsunet_available()
 #' r <- terra::rast(nrows = 40, ncols = 60, vals = 1:2400, crs = "EPSG:32622")
 #' write_raster(r, tempfile(fileext = ".tif"), dtype = "int16", nodata = -1)
-#' }
 write_raster <- function(x, path, dtype = NULL, nodata = NULL, overwrite = FALSE) {
   if (!inherits(x, "SpatRaster")) .abort("x must be a terra SpatRaster", "rsunet_input_error")
   values <- terra::as.array(x)
@@ -69,10 +65,8 @@ write_raster <- function(x, path, dtype = NULL, nodata = NULL, overwrite = FALSE
 #' @param path a raster file or a SpatRaster.
 #' @return A list: width, height, count, dtypes, crs (WKT), epsg, transform, nodata,
 #'   bounds (left, bottom, right, top).
-#' @examples
-#' \dontrun{
-#' raster_info(system.file("extdata", "testvectors", "int16_rgba.tif", package = "rsunet"))
-#' }
+#' @examplesIf rsunet_available()
+#' raster_info(example_data()$train$images[1])
 raster_info <- function(path) {
   .py_call(.py("io")$raster_info(.as_raster_path(path)))
 }

@@ -18,11 +18,9 @@
 #'   or `FALSE`.
 #' @return The Python Keras model object (through reticulate), uncompiled: e.g.
 #'   `m$summary()`, `m$count_params()`.
-#' @examples
-#' \dontrun{
-#' m <- unet(bands = 4, classes = 3, depth = 4, filters = 16)
+#' @examplesIf rsunet_available()
+#' m <- unet(bands = 4, classes = 3, depth = 2, filters = 8)
 #' m$count_params()
-#' }
 unet <- function(bands, classes = 2, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                  activation = "auto", mixed_precision = "auto") {
   .py_call(.py("model")$unet(

@@ -30,12 +30,9 @@
 #'   `scene`, `slot`, `col_off`, `row_off` (0-based), `width`, `height`, `left`,
 #'   `bottom`, `right`, `top`, `valid_fraction`, `labelled_fraction` and `n_<class id>`
 #'   pixel counts.
-#' @examples
-#' \dontrun{
-#' idx <- make_patches(c("a.tif", "b.tif"), c("a_mask.tif", "b_mask.tif"), "patches",
-#'                     size = 128, stride = 96, keep = "positive")
-#' head(idx)
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' head(index)
 make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep = "all",
                          min_labelled = 0, min_valid = 0.5, edge = "shift", overwrite = FALSE,
                          progress = TRUE) {
@@ -54,11 +51,10 @@ make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep
 #' @param patch_id the patch's id (column `patch_id` of the index).
 #' @return A list with `image` (a SpatRaster with every band, the patch's extent and
 #'   CRS; nodata as `NA`) and `mask` (a one-layer SpatRaster; 255 = unknown as `NA`).
-#' @examples
-#' \dontrun{
-#' p <- read_patch("patches", idx$patch_id[1])
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' p <- read_patch(patches, index$patch_id[1])
 #' terra::plotRGB(p$image, stretch = "lin")
-#' }
 read_patch <- function(patches, patch_id) {
   res <- .py_call(.py("patches")$read_patch(path.expand(patches), as.character(patch_id)))
   list(image = .rast_from_py(res[[1]]), mask = .rast_from_py(res[[2]]))
@@ -87,11 +83,9 @@ read_patch <- function(patches, patch_id) {
 #'   `"blocks"`, `FALSE` for `"random"`.
 #' @return The index data.frame with columns `split` (`"train"`, `"validation"`,
 #'   `"test"` or `"excluded"`) and `block`.
-#' @examples
-#' \dontrun{
-#' idx <- split_patches("patches", fractions = c(0.8, 0.2), block = 4, seed = 1)
-#' table(idx$split)
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' table(index$split)
 split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", block = 4, seed = 0,
                           purge = NULL) {
   index <- if (is.character(index)) path.expand(index) else reticulate::r_to_py(as.data.frame(index))
@@ -110,11 +104,10 @@ split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", blo
 #' @param overwrite replace an existing `out`.
 #' @return A `SpatVector` of patch footprints with the index columns (and `split` once
 #'   [split_patches()] ran).
-#' @examples
-#' \dontrun{
-#' g <- patch_grid("patches", out = "patch_grid.gpkg")
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' g <- patch_grid(patches)
 #' terra::plot(g, "split")
-#' }
 patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
   target <- if (is.null(out)) tempfile(fileext = ".gpkg") else path.expand(out)
   # the GeoDataFrame stays in Python (.py_raw): R reads the file it wrote
@@ -130,10 +123,9 @@ patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
 #'   before [split_patches()]).
 #' @return A data.frame: `group`, `class_id`, `class`, `pixels`, `fraction` (of the
 #'   group's labelled pixels), `patches` (holding the class), `n_patches`.
-#' @examples
-#' \dontrun{
-#' class_balance("patches")
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' class_balance(patches)
 class_balance <- function(patches, by = "split") {
   x <- if (is.character(patches)) path.expand(patches) else reticulate::r_to_py(as.data.frame(patches))
   .df_from_py(.py_call(.py_raw("patches")$class_balance(x, by = by)))
@@ -154,10 +146,9 @@ class_balance <- function(patches, by = "split") {
 #' @param seed random seed of the choice.
 #' @param overwrite replace an existing `out`.
 #' @return `out`, invisibly.
-#' @examples
-#' \dontrun{
-#' plot_patches("patches", "patches.png", n = 6, split = "validation")
-#' }
+#' @template example-patches
+#' @examplesIf rsunet_available()
+#' plot_patches(patches, file.path(dir, "patches.png"), n = 4)
 plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, bands = NULL,
                          alpha = 0.4, seed = 0, overwrite = FALSE) {
   .py_call(.py("patches")$plot_patches(

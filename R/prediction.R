@@ -38,13 +38,12 @@
 #'   vector, or for `output = "both"` a data.frame with columns `image`, `classes` and
 #'   `probabilities`. An image whose band count or data type differs from the model's
 #'   is an error of class `rsunet_band_mismatch_error`.
-#' @examples
-#' \dontrun{
-#' map <- predict_raster("model.keras", "scene.tif", "map.tif", window = 512,
-#'                       overlap = 64, blend = "hann", tta = TRUE)
+#' @template example-patches
+#' @template example-model
+#' @examplesIf rsunet_available()
+#' map <- predict_raster(model, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
+#'                       overlap = 32, blend = "hann", progress = FALSE)
 #' terra::plot(map)
-#' paths <- predict_raster("model.keras", "scenes/", "maps/")
-#' }
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
                            batch_size = 4, cog = FALSE, overwrite = FALSE, resume = TRUE,

@@ -32,14 +32,12 @@
 #'   categories (`terra::cats()`); 255 (unknown) is `NA`. Labels that miss the image are
 #'   an error of class `rsunet_no_overlap_error`; a missing field or an unmapped value,
 #'   `rsunet_class_field_error`.
-#' @examples
-#' \dontrun{
-#' m <- make_mask("lsat.tif", "trainingPolygons_lsat.gpkg", "mask.tif",
-#'                field = "class_id", name_field = "class", unlabelled = "ignore")
+#' @examplesIf rsunet_available()
+#' ex <- example_data()
+#' # a label image (PNG, 1 = forest, 2 = non-forest) onto its scene's grid
+#' m <- make_mask(ex$train$images[1], ex$train$masks[1], tempfile(fileext = ".tif"),
+#'                classes = c("1" = "forest", "2" = "background"))
 #' terra::plot(m)
-#' make_mask("Amazon_122.tiff_33.tiff", "Amazon_122.tiff_33.png", "amazon_mask.tif",
-#'           classes = c("1" = "forest", "2" = "background"))
-#' }
 make_mask <- function(image, labels, out, field = NULL, classes = NULL,
                       unlabelled = "background", name_field = NULL, overwrite = FALSE) {
   res <- .py_call(.py("samples")$make_mask(

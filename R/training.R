@@ -50,13 +50,11 @@
 #'   `normalize = "scene"`) and `meta` (everything recorded in the model file). It has
 #'   `print()` and `plot()` methods and can be given to [predict_raster()] as the model. A patch
 #'   set without a split is an error of class `rsunet_input_error`.
-#' @examples
-#' \dontrun{
-#' m <- train_unet("patches", "unet.keras", depth = 4, filters = 16, epochs = 12)
-#' m
-#' plot(m)
-#' map <- predict_raster(m, "scene.tif", "map.tif")
-#' }
+#' @template example-patches
+#' @template example-model
+#' @examplesIf rsunet_available()
+#' model
+#' plot(model)
 train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                        loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
                        learning_rate = 1e-3, patience = 5, monitor = "val_loss",
@@ -88,11 +86,11 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
 #' @return An object of class `rsunet_model` (see [train_unet()]); `history` is `NULL`
 #'   when no log is found. A file that is not a model is an error of class
 #'   `rsunet_model_format_error`.
-#' @examples
-#' \dontrun{
-#' m <- load_model("unet.keras")
+#' @template example-patches
+#' @template example-model
+#' @examplesIf rsunet_available()
+#' m <- load_model(file.path(dir, "unet.keras"))
 #' m$classes
-#' }
 load_model <- function(path) {
   path <- normalizePath(path.expand(path), mustWork = FALSE)
   m <- .py_call(.py_raw("training")$load_model(path))

@@ -13,9 +13,10 @@
 #'   with overall accuracy, kappa and per-class F1 and IoU on the held-aside scenes.
 #'   Maps are in `out/maps/`, figures in `out/figures/`, models in `out/models/`, and
 #'   each model's accuracy on each scene in `out/assessment/per_scene.csv`.
-#' @examples
-#' \dontrun{
-#' summary <- run_workflow(example_config(), out = "rsunet-demo")
+#' @examplesIf rsunet_available()
+#' \donttest{
+#' # the whole workflow on the bundled chips in about a minute (a rough map)
+#' summary <- run_workflow(example_config(quick = TRUE), out = tempfile("rsunet-quick-"))
 #' summary
 #' }
 run_workflow <- function(config, out = NULL, overwrite = FALSE) {
@@ -27,13 +28,37 @@ run_workflow <- function(config, out = NULL, overwrite = FALSE) {
 
 #' The bundled example configuration
 #'
-#' @param full `FALSE` for the demo (about 10 minutes on a 2-core CPU), `TRUE` for the
-#'   longer configuration that gives the best map from the same data.
+#' @param full `TRUE` for the longer configuration that gives the best map from the same
+#'   data (about 20 minutes on a 2-core CPU).
+#' @param quick `TRUE` for a configuration of about a minute (a small U-Net, 2 epochs), to
+#'   try an installation. Neither: the demo (about 5 minutes on a 2-core CPU).
 #' @return The path of the YAML file; copy it to start your own.
+#' @examplesIf rsunet_available()
+#' cat(readLines(example_config(quick = TRUE)), sep = "\n")
+example_config <- function(full = FALSE, quick = FALSE) {
+  .py_call(reticulate::py_str(.py("workflow")$example_config(full = isTRUE(full),
+                                                             quick = isTRUE(quick))))
+}
+
+#' The bundled example scenes
+#'
+#' Thirteen 3-band 8-bit GeoTIFF chips of the Amazon forest with their reference masks
+#' (palette PNGs on the same grids: 1 = forest, 2 = non-forest): ten for training, three
+#' held aside. A subset of Bragagnolo et al. (2019), Zenodo record 3233081; see the
+#' `SOURCE.md` file. Needs no Python.
+#'
+#' @return A list: `root` (the folder), `source` (`SOURCE.md`), and `train` and `test`,
+#'   each a list of `images` and `masks` (paths, in the same order).
 #' @examples
-#' \dontrun{
-#' cat(readLines(example_config()), sep = "\n")
-#' }
-example_config <- function(full = FALSE) {
-  .py_call(reticulate::py_str(.py("workflow")$example_config(full = isTRUE(full))))
+#' ex <- example_data()
+#' basename(ex$train$images)
+#' terra::plotRGB(terra::rast(ex$test$images[1]))
+example_data <- function() {
+  root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
+  part <- function(name) {
+    images <- sort(list.files(file.path(root, name, "images"), pattern = "\\.tif$", full.names = TRUE))
+    masks <- file.path(root, name, "masks", sub("\\.tif$", ".png", basename(images)))
+    list(images = images, masks = masks)
+  }
+  list(root = root, source = file.path(root, "SOURCE.md"), train = part("train"), test = part("test"))
 }

@@ -137,7 +137,8 @@ def test_bad_settings_are_input_errors():
 def test_preview_writes_a_png(tmp_path, amazon_patches):
     from PIL import Image
 
-    out = preview_augmentation(amazon_patches, tmp_path / "aug.png", n=3, versions=2, seed=1)
+    out = tmp_path / "aug.png"
+    preview_augmentation(amazon_patches, out, n=3, versions=2, seed=1)
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 400
     with pytest.raises(OutputExistsError):

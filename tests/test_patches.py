@@ -213,8 +213,8 @@ def test_grid_balance_and_plot(tmp_path):
         rows = split[split["split"] == group]
         assert row["pixels"] == rows[f"n_{cid}"].sum() and row["n_patches"] == len(rows)
     assert table.groupby("group")["fraction"].sum().round(12).eq(1).all()
-    png = plot_patches(tmp_path / "p", tmp_path / "look.png", n=4, split="train")
-    with open(png, "rb") as f:
+    plot_patches(tmp_path / "p", tmp_path / "look.png", n=4, split="train")
+    with open(tmp_path / "look.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(OutputExistsError):
         plot_patches(tmp_path / "p", tmp_path / "look.png")
