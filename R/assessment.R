@@ -52,9 +52,11 @@
 #'   quantity disagreement and allocation disagreement for accuracy assessment.
 #'   International Journal of Remote Sensing 32(15), 4407-4429.
 #' @template example-patches
-#' @template example-model
 #' @examplesIf rsunet_available()
-#' map <- predict_raster(model, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
+#' # a quick model (the pixel Random Forest) maps a held-aside chip; its reference mask
+#' rf <- train_baseline(patches, file.path(dir, "random_forest.joblib"), n_per_class = 500,
+#'                      n_trees = 10)
+#' map <- predict_raster(rf, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
 #'                       overlap = 32, progress = FALSE)
 #' reference <- make_mask(ex$test$images[1], ex$test$masks[1], file.path(dir, "reference.tif"),
 #'                        classes = c("1" = "forest", "2" = "background"))

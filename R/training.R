@@ -86,10 +86,10 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
 #' @return An object of class `rsunet_model` (see [train_unet()]); `history` is `NULL`
 #'   when no log is found. A file that is not a model is an error of class
 #'   `rsunet_model_format_error`.
-#' @template example-patches
-#' @template example-model
 #' @examplesIf rsunet_available()
-#' m <- load_model(file.path(dir, "unet.keras"))
+#' # a tiny model shipped for the tests; train_unet() makes real ones
+#' m <- load_model(system.file("extdata", "testvectors", "prediction_model.keras", package = "rsunet"))
+#' m
 #' m$classes
 load_model <- function(path) {
   path <- normalizePath(path.expand(path), mustWork = FALSE)
