@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 export _R_CHECK_FORCE_SUGGESTS_ := false
 
-.PHONY: setup demo test test-python test-r check-r docs vectors bench clean
+.PHONY: setup demo test test-python test-r check-r test-install dist docs vectors bench clean
 
 setup:
 	@bash tools/setup.sh
@@ -31,6 +31,16 @@ test-r: setup
 check-r: setup
 	@bash tools/rcheck.sh
 
+test-install: setup
+	@bash tools/test_install.sh
+
+# The two packages a user installs: dist/rsunet_<version>.tar.gz (R, carrying the Python
+# package) and dist/rsunet-<version>-py3-none-any.whl (+ sdist).
+dist: setup
+	bash tools/sync_python.sh
+	mkdir -p dist && cd dist && R CMD build --no-manual ..
+	$(PY) -m build --outdir dist .
+
 docs: setup
 	Rscript -e 'roxygen2::roxygenise(roclets = "rd")'
 
@@ -41,4 +51,4 @@ bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf .venv .rlib .stamps .check demo-output
+	rm -rf .venv .rlib .stamps .check demo-output dist build rsunet.egg-info inst/python
