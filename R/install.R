@@ -30,11 +30,11 @@ install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bu
     reticulate::virtualenv_create(envname, python = python, packages = FALSE),
     paste("could not create a Python venv at", envname)
   )
-  .reticulate_step(
+  venv_python <- reticulate::virtualenv_python(envname)
+  .with_own_libpython(venv_python, .reticulate_step(
     reticulate::virtualenv_install(envname, spec, pip_options = c("-c", shQuote(constraints))),
     paste("pip could not install", spec, "into", envname)
-  )
-  venv_python <- reticulate::virtualenv_python(envname)
+  ))
   message("rsunet installed in ", envname, "; restart R to use it.")
   invisible(venv_python)
 }
@@ -57,6 +57,24 @@ install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bu
   file.copy(list.files(path.expand(package), full.names = TRUE, all.files = TRUE, no.. = TRUE),
             copy, recursive = TRUE)
   normalizePath(copy, winslash = "/")
+}
+
+# Run `expr` (which starts `python` as a subprocess) with that Python's own libpython
+# first on LD_LIBRARY_PATH. R puts the system library folder first there (/etc/R/ldpaths),
+# so a Python built elsewhere (pyenv) may load the system's libpython of the same minor
+# version, whose missing symbols break its ssl module: pip could not reach the index.
+.with_own_libpython <- function(python, expr) {
+  old <- Sys.getenv("LD_LIBRARY_PATH", unset = NA)
+  if (.Platform$OS.type != "unix" || is.na(old)) return(expr)
+  libdir <- tryCatch(
+    system2(python, c("-c", shQuote("import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')")),
+            stdout = TRUE, stderr = FALSE),
+    error = function(e) "", warning = function(w) ""
+  )
+  if (length(libdir) != 1 || !nzchar(libdir) || !dir.exists(libdir)) return(expr)
+  Sys.setenv(LD_LIBRARY_PATH = paste(libdir, old, sep = ":"))
+  on.exit(Sys.setenv(LD_LIBRARY_PATH = old), add = TRUE)
+  expr
 }
 
 # reticulate reports failures as plain errors: give them rsunet's class and context.
