@@ -61,7 +61,7 @@
 #' reference <- make_mask(ex$test$images[1], ex$test$masks[1], file.path(dir, "reference.tif"),
 #'                        classes = c("1" = "forest", "2" = "background"))
 #' a <- assess_map(map, reference, png = file.path(dir, "confusion.png"))
-#' a$overall$kappa
+#' a$overall[c("overall_accuracy", "kappa")]
 #' a$per_class
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
