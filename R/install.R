@@ -43,8 +43,9 @@ install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bu
 # by tools/sync_python.sh), or "" in a build that lacks it.
 .bundled_python <- function() system.file("python", package = "rsunet")
 
-# What pip should install: a folder is copied to a temporary one first, because pip
-# builds in place and an R library may be read-only; anything else is a requirement.
+# What pip should install: the bundled folder is copied to a temporary one first, because
+# pip builds in place and an R library may be read-only; another folder (a checkout) is
+# used as it is; anything else is a requirement.
 .pip_source <- function(package) {
   if (!nzchar(package)) {
     .abort(paste("this installation of the R package carries no Python package",
@@ -52,9 +53,11 @@ install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bu
                  "pass install_rsunet(package = ) a checkout of rsunet"), "rsunet_python_error")
   }
   if (!dir.exists(path.expand(package))) return(package)
+  package <- normalizePath(package, winslash = "/")
+  if (!identical(package, normalizePath(.bundled_python(), winslash = "/"))) return(package)
   copy <- tempfile("rsunet-python-")
   dir.create(copy)
-  file.copy(list.files(path.expand(package), full.names = TRUE, all.files = TRUE, no.. = TRUE),
+  file.copy(list.files(package, full.names = TRUE, all.files = TRUE, no.. = TRUE),
             copy, recursive = TRUE)
   normalizePath(copy, winslash = "/")
 }
