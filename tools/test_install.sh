@@ -13,7 +13,7 @@ ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 BASE_PY=$("$PY" -c 'import sys; print(sys._base_executable)')  # the interpreter of .venv
 work=$(mktemp -d "${TMPDIR:-/tmp}/rsunet-install-XXXXXX")
-trap 'rm -rf "$work"' EXIT
+[ -n "${RSUNET_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT   # RSUNET_KEEP=1 keeps it for a look
 say() { printf '\033[1minstall test:\033[0m %s\n' "$*"; }
 fail() { echo "install test FAILED: $*" >&2; for f in "$work"/*.log; do echo "== $f"; tail -40 "$f"; done; exit 1; }
 # A user's shell: nothing that points into this checkout, its venv or its R library.
@@ -44,7 +44,7 @@ r_side() {
     stopifnot(rsunet_available())
     home <- normalizePath(Sys.getenv("RSUNET_HOME"))
     py_file <- reticulate::import("rsunet")$`__file__`
-    stopifnot(startsWith(normalizePath(reticulate::py_exe()), home), startsWith(py_file, home))
+    stopifnot(startsWith(reticulate::py_exe(), home), startsWith(py_file, home))  # the venv, not a checkout
     example("predict_raster", package = "rsunet", ask = FALSE, echo = FALSE)
     values <- terra::unique(terra::rast(file.path(dir, "map.tif")))[[1]]
     stopifnot(length(values) >= 1, all(values %in% c(0, 1)))
