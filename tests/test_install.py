@@ -39,7 +39,7 @@ def test_sync_copies_the_package_for_the_r_bundle(tmp_path):
     assert py_files and sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file()) == py_files
     assert all(filecmp.cmp(source / f, copy / f, shallow=False) for f in py_files)
     setuptools = tomllib.loads((dest / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setuptools["packages"] == ["rsunet"]  # the R package carries the chips itself
+    assert setuptools["packages"] == ["rsunet", "rsunet.config"]  # R carries the chips itself
     assert setuptools["package-dir"] == {"rsunet": "python/rsunet"}
     assert "rsunet.data" not in setuptools["package-data"] and (dest / "README.md").exists()
 
