@@ -586,10 +586,18 @@ def vectors_workflow(out: Path) -> dict:
     }}
 
 
+def vectors_validation(out: Path) -> dict:
+    """Cross-validation of four bundled chips with tiny models (both suites run it)."""
+    config = vectors_workflow(out)["tiny_config"]
+    config = {k: v for k, v in config.items() if k != "scenes"}
+    return {"chips": ["Amazon_1110_25", "Amazon_122_33", "Amazon_1377_12", "Amazon_170_38"],
+            "folds": 2, "block": 2, "config": config}
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
           "assessment": vectors_assessment, "augmentation": vectors_augmentation,
-          "model": vectors_model, "workflow": vectors_workflow}
+          "model": vectors_model, "workflow": vectors_workflow, "validation": vectors_validation}
 
 
 def main(argv):

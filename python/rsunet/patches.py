@@ -26,6 +26,7 @@ what happens where the last window would leave the scene:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -101,6 +102,14 @@ class PatchSet:
     def __repr__(self):
         return (f"PatchSet({str(self.path)!r}: {len(self)} patches of {self.size}x{self.size}, "
                 f"{self.bands} bands, {len(self.scenes)} scenes, classes {self.classes})")
+
+    def with_index(self, index) -> "PatchSet":
+        """The same patches under another index table (e.g. another split), in memory:
+        the folder is not changed. Cross-validation trains each fold on such a view."""
+        view = copy.copy(self)
+        view.index = pd.DataFrame(index).reset_index(drop=True)
+        view._rows = pd.Series(np.arange(len(view.index)), index=view.index["patch_id"].astype(str))
+        return view
 
     def row(self, patch_id) -> pd.Series:
         """The index row of one patch."""

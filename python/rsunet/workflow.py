@@ -54,7 +54,8 @@ def read_config(config) -> dict:
     return cfg
 
 
-def _scenes(cfg) -> dict:
+def config_scenes(cfg) -> dict:
+    """The configuration's scenes: ``{"train"|"test": {"images": [...], "labels": [...]}}``."""
     scenes = cfg.get("scenes") or {}
     if scenes.get("example"):
         from rsunet.example import example_data
@@ -112,7 +113,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     if (out / "summary.csv").exists() and not overwrite:
         raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
     seed = cfg.get("seed", 0)
-    scenes = _scenes(cfg)
+    scenes = config_scenes(cfg)
     log = _Log()
     opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
 
