@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from conftest import need_module, vectors
+from conftest import need_module, shared_path, vectors
 from rsunet.assessment import assess_map
 from rsunet.errors import InputError, OutputExistsError
 from rsunet.example import example_data
@@ -117,6 +117,26 @@ def test_block_folds_hold_out_blocks_and_purge_the_patches_touching_them(cv, tmp
             assert (a[~inside] == 255).all() and (a[inside] != 255).all()
     # each block is held out exactly once
     assert not res.folds.duplicated(["scene", "block"]).any()
+
+
+def test_a_single_cover_scene_stays_one_class_with_the_default_normalisation(tmp_path):
+    """An all-forest window of a real chip, mapped by a U-Net trained with the default
+    normalisation, is forest, not a mosaic of false clearings."""
+    from amazon_patches import amazon_patch_set
+    from rsunet.io import read_raster, write_raster
+    from rsunet.prediction import predict_raster
+    from rsunet.training import train_unet
+
+    case = V["single_cover"]
+    patches = amazon_patch_set(tmp_path, n_images=case["n_images"], size=64)
+    model = tmp_path / "unet.keras"
+    train_unet(patches, model, progress=False, **case["train"])
+    chip = shared_path("amazon", "train", "images", f"{case['chip']}.tiff")
+    window = read_raster(chip, window=case["window"])
+    scene = write_raster(tmp_path / "forest.tif", window.data, window.transform, window.crs)
+    out = predict_raster(model, scene, tmp_path / "map.tif", window=256, overlap=0, progress=False)
+    labels = read_raster(out).data[0]
+    assert (labels == case["class"]).mean() >= case["min_fraction"]
 
 
 def test_assign_folds_is_balanced_seeded_and_keeps_scenes_whole():

@@ -82,3 +82,20 @@ test_that("cross_validate gives classed errors before writing anything", {
   expect_error(cross_validate(cfg, file.path(dir, "c"), folds = "two"), class = "rsunet_input_error")
   expect_false(any(file.exists(file.path(dir, c("a", "b", "c")))))
 })
+
+test_that("a single-cover scene stays one class with the default normalisation", {
+  skip_if_no_rsunet()
+  case <- v$single_cover
+  dir <- tempfile("cover-")
+  dir.create(dir)
+  patches <- amazon_patch_set(dir, n_images = case$n_images, size = 64)
+  model <- do.call(train_unet, c(list(patches, file.path(dir, "unet.keras"), progress = FALSE), case$train))
+  chip <- terra::rast(shared_path("amazon", "train", "images", paste0(case$chip, ".tiff")))
+  w <- unlist(case$window)  # col_off, row_off, width, height (0-based)
+  forest <- chip[(w[2] + 1):(w[2] + w[4]), (w[1] + 1):(w[1] + w[3]), drop = FALSE]
+  scene <- file.path(dir, "forest.tif")
+  terra::writeRaster(forest, scene, datatype = "INT1U")
+  map <- predict_raster(model, scene, file.path(dir, "map.tif"), window = 256, overlap = 0, progress = FALSE)
+  values <- terra::values(map, mat = FALSE)
+  expect_gte(mean(values == case$class), case$min_fraction)
+})
