@@ -341,8 +341,9 @@ def _score_rows(result, model, fold) -> pd.DataFrame:
                   **{m: float(result.overall[m]) for m in METRICS})
     pooled.update({f"f1_{c}": float(f) for c, f in zip(result.per_class["class"], result.per_class["f1"])})
     scenes = result.per_scene.rename(columns={"n": "pixels"}).assign(model=model, fold=fold)
-    return pd.concat([pd.DataFrame([pooled]), scenes[["model", "fold", "scene", "pixels", *METRICS]]],
+    rows = pd.concat([pd.DataFrame([pooled]), scenes[["model", "fold", "scene", "pixels", *METRICS]]],
                      ignore_index=True)
+    return rows.astype({"pixels": "int64"})
 
 
 # ---- all folds --------------------------------------------------------------------------
