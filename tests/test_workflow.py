@@ -178,3 +178,5 @@ def test_python_tutorial_runs(doc, tmp_path, monkeypatch):
     for figure in ("patches.png", "augmentation.png", "confusion_unet.png"):
         assert (tmp_path / figure).exists(), figure
     assert namespace["unet_result"].overall["overall_accuracy"] > 0.5
+    cv = namespace["cv"]  # the cross-validation block ran and held every chip out once
+    assert sorted(cv.folds["scene"]) == sorted(p.stem for p in example_data()["train"]["images"])
