@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from rsunet.errors import InputError, OutputExistsError
+from rsunet.patches import block_ids
 
 BY = ("scene", "block")
 MODELS = ("unet", "random_forest")
@@ -128,7 +129,10 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
     if int(folds) < 2:
         raise InputError(f"folds must be at least 2, got {folds}")
     is_patches = _is_patch_folder(source)
-    cfg = read_config(config if is_patches else source) if (config is not None or not is_patches) else {}
+    if is_patches:
+        cfg = read_config(config) if config is not None else {}
+    else:
+        cfg = read_config(source)
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     out = Path(out)
     if not is_patches and by == "scene":
@@ -153,7 +157,7 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
         rows.append(_run_fold(ps, assignment, k, by, int(block), cfg, models, seed, out / f"fold-{k}",
                               progress))
     scores = pd.concat(rows, ignore_index=True)
-    summary = _summary(scores, _pooled(ps, assignment, by, cfg, models, out, int(folds)))
+    summary = _summary(scores, _pooled(ps, cfg, models, out, int(folds)))
     _write_csv(scores, out / "scores.csv")
     _write_csv(summary, out / "summary.csv")
     result = CrossValidation(scores=scores, summary=summary, folds=pd.read_csv(out / "folds.csv"), out=out)
@@ -174,7 +178,7 @@ def assign_folds(index, folds=5, by="scene", block=4, seed=0) -> pd.Series:
     Raises:
         InputError: fewer units than folds.
     """
-    units = index["scene"].astype(str) if by == "scene" else _blocks(index, block)
+    units = index["scene"].astype(str) if by == "scene" else block_ids(index, block)
     sizes = units.value_counts(sort=False)
     if len(sizes) < folds:
         what = "scenes" if by == "scene" else f"blocks of {block} x {block} patches"
@@ -187,13 +191,6 @@ def assign_folds(index, folds=5, by="scene", block=4, seed=0) -> pd.Series:
         fold_of[unit] = int(np.argmin(load)) + 1
         load[fold_of[unit] - 1] += sizes[unit]
     return units.map(fold_of).rename("fold")
-
-
-def _blocks(index, block):
-    cell = int(block) * index["width"].astype(int)
-    r = (index["row_off"] + index["height"] // 2) // cell
-    c = (index["col_off"] + index["width"] // 2) // cell
-    return index["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
 
 
 def _fold_index(ps, assignment, k, by, block, split_cfg, seed):
@@ -213,7 +210,7 @@ def _fold_index(ps, assignment, k, by, block, split_cfg, seed):
 
 
 def _held_blocks(index, assignment, k, block) -> set:
-    return set(_blocks(index, block)[(assignment == k).to_numpy()])
+    return set(block_ids(index, block)[(assignment == k).to_numpy()])
 
 
 def _touches(index, blocks, block):
@@ -235,7 +232,7 @@ def _write_folds(ps, assignment, by, block, path):
                  .drop_duplicates().sort_values(["fold", "scene"]))
     else:
         table = (pd.DataFrame({"scene": ps.index["scene"].astype(str),
-                               "block": _blocks(ps.index, block),
+                               "block": block_ids(ps.index, block),
                                "fold": assignment})
                  .drop_duplicates().sort_values(["fold", "scene", "block"]))
     _write_csv(table, path)
@@ -348,7 +345,7 @@ def _score_rows(result, model, fold) -> pd.DataFrame:
 
 # ---- all folds --------------------------------------------------------------------------
 
-def _pooled(ps, assignment, by, cfg, models, out, folds) -> dict:
+def _pooled(ps, cfg, models, out, folds) -> dict:
     """Each model's figures over every fold's maps assessed together."""
     pooled = {}
     for name in models:
