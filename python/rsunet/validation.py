@@ -394,21 +394,24 @@ def plot_cross_validation(cv, out=None):
     fig = Figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(folds.columns))
-    for fold, row in folds.iterrows():
-        ax1.plot(x, row.to_numpy(), "-", color="0.7", zorder=1)
-        ax1.text(x[-1] + 0.05, row.iloc[-1], f"fold {fold}", fontsize=7, va="center")
-    for j, model in enumerate(folds.columns):
-        ax1.scatter(np.full(len(folds), j), folds[model], zorder=2, label=model)
-        ax1.errorbar(j + 0.15, folds[model].mean(), yerr=folds[model].std(ddof=1) if len(folds) > 1 else 0,
-                     fmt="D", color="k", capsize=4, zorder=3)
+    colours = [f"C{i % 10}" for i in range(len(folds))]
+    for (fold, row), colour in zip(folds.iterrows(), colours):
+        ax1.plot(x, row.to_numpy(), "o-", color=colour, label=f"fold {fold}")
+    sd = folds.std(ddof=1) if len(folds) > 1 else folds.mean() * 0
+    ax1.errorbar(x + 0.12, folds.mean(), yerr=sd, fmt="D", color="k", capsize=4, label="mean +/- sd")
     ax1.set_xticks(x, [m.replace("_", " ") for m in folds.columns])
-    ax1.set_xlim(-0.5, len(x) - 0.3)
+    ax1.set_xlim(-0.4, len(x) - 0.4)
     ax1.set_ylabel("macro F1 of the held-out maps")
-    ax1.set_title("each fold (diamond: mean +/- sd)")
+    ax1.set_title("each fold, both models")
+    ax1.legend(fontsize=7, loc="lower right")
     if {"unet", "random_forest"} <= set(scenes.columns):
         lo = float(np.nanmin(scenes[["unet", "random_forest"]].to_numpy())) - 0.02
         ax2.plot([lo, 1], [lo, 1], "--", color="0.6")
         ax2.scatter(scenes["random_forest"], scenes["unet"], s=14)
+        for scene, r in scenes.iterrows():  # name the scenes where the two models part ways
+            if abs(r["unet"] - r["random_forest"]) > 0.1:
+                ax2.annotate(scene, (r["random_forest"], r["unet"]), fontsize=6,
+                             xytext=(3, -8), textcoords="offset points")
         ax2.set_xlabel("Random Forest macro F1")
         ax2.set_ylabel("U-Net macro F1")
         wins = int((scenes["unet"] > scenes["random_forest"]).sum())
