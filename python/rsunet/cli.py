@@ -35,6 +35,7 @@ STEPS = {
     "assess": ("assessment", "assess_map"),
     "count": ("assessment", "count_objects"),
     "polygonize": ("assessment", "polygonize"),
+    "cv": ("validation", "cross_validate"),
 }
 
 

@@ -26,6 +26,7 @@ what happens where the last window would leave the scene:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -101,6 +102,14 @@ class PatchSet:
     def __repr__(self):
         return (f"PatchSet({str(self.path)!r}: {len(self)} patches of {self.size}x{self.size}, "
                 f"{self.bands} bands, {len(self.scenes)} scenes, classes {self.classes})")
+
+    def with_index(self, index) -> "PatchSet":
+        """The same patches under another index table (e.g. another split), in memory:
+        the folder is not changed. Cross-validation trains each fold on such a view."""
+        view = copy.copy(self)
+        view.index = pd.DataFrame(index).reset_index(drop=True)
+        view._rows = pd.Series(np.arange(len(view.index)), index=view.index["patch_id"].astype(str))
+        return view
 
     def row(self, patch_id) -> pd.Series:
         """The index row of one patch."""
@@ -706,10 +715,7 @@ def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0,
     if method == "random":
         table["block"] = table["patch_id"].astype(str)
     else:
-        cell = int(block) * table["width"].astype(int)
-        r = (table["row_off"] + table["height"] // 2) // cell
-        c = (table["col_off"] + table["width"] // 2) // cell
-        table["block"] = table["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
+        table["block"] = block_ids(table, block)
     table["split"] = _assign(table["block"], shares, rng)
     if (method == "blocks") if purge is None else bool(purge):
         table["split"] = _purged(table)
@@ -717,6 +723,15 @@ def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0,
         with atomic_path(ps.path / "index.csv", overwrite=True) as tmp:
             table.to_csv(tmp, index=False)
     return table
+
+
+def block_ids(index, block) -> pd.Series:
+    """Each patch's spatial block, ``"<scene>:<row>:<col>"``: the cell of ``block`` x
+    ``block`` patch sizes (from the scene's origin) that holds the patch's centre."""
+    cell = int(block) * index["width"].astype(int)
+    r = (index["row_off"] + index["height"] // 2) // cell
+    c = (index["col_off"] + index["width"] // 2) // cell
+    return index["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
 
 
 def _purged(table):

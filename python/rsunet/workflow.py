@@ -22,6 +22,8 @@ from rsunet.errors import InputError, OutputExistsError
 
 STEPS = ("make_mask", "make_patches", "split_patches", "unet", "train_unet",
          "train_baseline", "predict_raster", "assess_map")
+# sections that add a step when present
+OPTIONAL = ("cross_validate",)
 
 
 def example_config(full: bool = False, quick: bool = False) -> Path:
@@ -51,14 +53,16 @@ def read_config(config) -> dict:
             import yaml
 
             cfg = yaml.safe_load(text) or {}
-    unknown = set(cfg) - set(STEPS) - {"out", "seed", "scenes"}
+    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
     if unknown:
         raise InputError(f"unknown configuration section(s): {sorted(unknown)}; "
-                         f"expected out, seed, scenes and {', '.join(STEPS)}")
+                         f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
+                         f"{', '.join(OPTIONAL)}")
     return cfg
 
 
-def _scenes(cfg) -> dict:
+def config_scenes(cfg) -> dict:
+    """The configuration's scenes: ``{"train"|"test": {"images": [...], "labels": [...]}}``."""
     scenes = cfg.get("scenes") or {}
     if scenes.get("example"):
         from rsunet.example import example_data
@@ -95,6 +99,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
         out: the output folder (default: the configuration's ``out``).
         overwrite: replace the outputs of an earlier run in ``out``.
 
+    A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
+    :func:`rsunet.cross_validate`) also cross-validates both models over all the
+    configuration's scenes, train and test, into ``out/cross_validation/``: how well the
+    models map scenes they have never seen, with the spread over folds.
+
     Returns:
         The summary table (also ``out/summary.csv``): one row per model (U-Net, Random
         Forest) with overall accuracy, kappa and per-class F1 and IoU on the held-aside
@@ -116,7 +125,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     if (out / "summary.csv").exists() and not overwrite:
         raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
     seed = cfg.get("seed", 0)
-    scenes = _scenes(cfg)
+    scenes = config_scenes(cfg)
     log = _Log()
     opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
 
@@ -163,6 +172,12 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(per_scene, out / "assessment" / "per_scene.csv")
     _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
+    if cfg.get("cross_validate") is not None:
+        from rsunet.validation import cross_validate
+
+        log.step("cross-validation of both models over all the scenes")
+        cross_validate({k: v for k, v in cfg.items() if k not in OPTIONAL}, out / "cross_validation",
+                       overwrite=overwrite, **dict(cfg["cross_validate"]))
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary
