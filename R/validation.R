@@ -30,12 +30,12 @@
 #'   min, max over folds and the pooled figure), `folds` (the fold of each scene or
 #'   block) and `out`. `print()` shows macro F1 as mean +/- sd; `plot()` draws each
 #'   fold's macro F1 per model, folds joined by lines.
-#' @examples
-#' \dontrun{
-#' cv <- cross_validate(example_config(), "rsunet-cv", folds = 5)
+#' @examplesIf rsunet_available()
+#' # the Random Forest only, 2 folds over the bundled chips: quick (add "unet" for both)
+#' cv <- cross_validate(example_config(quick = TRUE), tempfile("rsunet-cv-"), folds = 2,
+#'                      models = "random_forest", progress = FALSE)
 #' cv
 #' plot(cv)
-#' }
 cross_validate <- function(source, out, folds = 5, by = "scene", block = 4, seed = NULL,
                            models = c("unet", "random_forest"), config = NULL,
                            overwrite = FALSE, progress = TRUE) {
