@@ -14,4 +14,9 @@ if [ $rc -ne 0 ] || grep -qE '^Status:.*(ERROR|WARNING)' .check/check.log; then
   for f in .check/rsunet.Rcheck/tests/*.Rout.fail; do [ -f "$f" ] && tail -60 "$f"; done
   exit 1
 fi
+# The examples run under rsunet_available(): in CI they must have run, not been skipped.
+if [ "${CI:-}" = true ] && ! grep -q '^<rsunet_model>' .check/rsunet.Rcheck/rsunet-Ex.Rout; then
+  echo "R CMD check: the examples did not run (rsunet_available() was FALSE)"
+  exit 1
+fi
 echo "R CMD check: $(grep '^Status:' .check/check.log)"
