@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from rsunet.errors import InputError, OutputExistsError, RasterReadError
 
 __all__ = ["Raster", "read_raster", "write_raster", "write_vector", "raster_info", "atomic_path",
-           "as_window", "band_percentiles", "BandValues"]
+           "as_window"]
 
 
 @dataclass
