@@ -42,8 +42,9 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from rsunet.errors import GridMismatchError, InputError, OutputExistsError, PatchSizeError
-from rsunet.io import (SCENE_PERCENTILES, Raster, _intersection, _read_padded, atomic_path,
-                       band_percentiles, open_raster, scene_scaling, write_vector)
+from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, _intersection, _read_padded,
+                       atomic_path, band_percentiles, open_raster, reads_whole, scene_scaling,
+                       write_vector)
 from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
@@ -471,7 +472,7 @@ def _cut_scene(name, image, mask, tmp, params):
                     crs=src.crs.to_wkt() if src.crs else None, transform=list(src.transform)[:6],
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
                     nodata=src.nodata, n=imgs.n, **files,
-                    percentiles=dict(q=list(SCENE_PERCENTILES), values=band_percentiles(src).tolist()))
+                    percentiles=dict(q=list(SCENE_PERCENTILES), values=strips.percentiles().tolist()))
         tag = msrc.tags().get("RSUNET_CLASSES")
     return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 
@@ -493,6 +494,10 @@ class _Strips:
     """Reads a scene ``size`` rows at a time over its (padded) width, into reused buffers.
 
     One read per strip and file instead of one per patch; the patches are sliced out.
+    The strips' pixels also give the scene's band percentiles (what
+    :func:`rsunet.io.band_percentiles` returns, bit for bit) without reading the scene a
+    second time: each scene row is counted once, and rows no strip reached are read at
+    the end. A scene too large for band_percentiles to read whole gets its sampled read.
     """
 
     def __init__(self, src, msrc, size, cols_off):
@@ -507,6 +512,8 @@ class _Strips:
         self.labels = np.empty((size, self.width), np.uint8)
         self.image_stack = np.empty((len(cols_off), src.count, size, size), src.dtypes[0])
         self.mask_stack = np.empty((len(cols_off), 1, size, size), np.uint8)
+        self.values = BandValues(src.count, src.dtypes[0]) if reads_whole(src) else None
+        self.counted = 0  # scene rows [0, counted) are in self.values
 
     def read(self, row_off):
         """(data, valid or None when every pixel is, labels: 255 where invalid or outside)."""
@@ -523,7 +530,27 @@ class _Strips:
         self.msrc.read(1, window=inside, out=labels[r0:r0 + int(inside.height), :int(inside.width)])
         if valid is not None:
             labels[~valid] = IGNORE
+        self._count(row_off, data, valid)
         return data, valid, labels
+
+    def _count(self, row_off, data, valid):
+        """Add the strip's scene rows not counted yet (strips overlap when stride < size)."""
+        end = min(row_off + self.size, self.src.height)
+        if self.values is None or end <= self.counted:
+            return
+        rows = slice(max(self.counted, row_off) - row_off, end - row_off)
+        cols = slice(0, self.src.width)
+        self.values.add(data[:, rows, cols], None if valid is None else valid[rows, cols])
+        self.counted = end
+
+    def percentiles(self):
+        """The scene's band percentiles (2, 98 %), as :func:`rsunet.io.band_percentiles`."""
+        if self.values is None:
+            return band_percentiles(self.src)
+        if self.counted < self.src.height:  # edge="drop" leaves the last rows uncut
+            rest = Window(0, self.counted, self.src.width, self.src.height - self.counted)
+            self.values.add(*_read_padded(self.src, self.indexes, rest, rest))
+        return self.values.percentiles(SCENE_PERCENTILES, self.src.name)
 
     def gather(self, strip, kept, stack):
         """The kept windows of a (bands, size, width) strip, copied into one (n, bands, size, size) stack."""

@@ -426,7 +426,19 @@ def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, ep
         return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
 
     ds = tf.data.Dataset.from_tensor_slices((order, seeds))
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_pipeline_options(tf))
+
+
+def _pipeline_options(tf):
+    """Bounded threads for the augmentation pipeline: one per 4 cores (at least one), each
+    op on one thread. Unbounded, tf.data and the ops in it take as many threads as there
+    are cores, and on a small machine (2 cores) they preempt the training step they feed
+    (bench/bench_training.py, P5)."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = max(1, (os.cpu_count() or 1) // 4)
+    options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 def _scaled(tf, images, scale, offset):
