@@ -384,14 +384,12 @@ def plot_cross_validation(cv, out=None):
     Returns:
         The :class:`matplotlib.figure.Figure`.
     """
-    from matplotlib.figure import Figure
-
-    from rsunet.io import atomic_path
+    from rsunet.plotting import new_figure, save_figure
 
     scores = cv.scores if isinstance(cv, CrossValidation) else pd.read_csv(Path(cv) / "scores.csv")
     folds = scores[scores["scene"] == "all"].pivot(index="fold", columns="model", values="macro_f1")
     scenes = scores[scores["scene"] != "all"].pivot_table(index="scene", columns="model", values="macro_f1")
-    fig = Figure(figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     x = np.arange(len(folds.columns))
     colours = [f"C{i % 10}" for i in range(len(folds))]
@@ -419,10 +417,7 @@ def plot_cross_validation(cv, out=None):
     else:
         ax2.axis("off")
     fig.tight_layout()
-    if out is not None:
-        with atomic_path(out, overwrite=True) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    return fig
+    return save_figure(fig, out, overwrite=True)
 
 
 # ---- set-up -------------------------------------------------------------------------------
