@@ -108,8 +108,12 @@ def load_model(path) -> RsunetModel:
 
     from rsunet import model as _model  # registers rsunet's losses and metrics
 
-    keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
-                                          custom_objects=_model.custom_objects())
+    try:
+        keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
+                                              custom_objects=_model.custom_objects())
+    except Exception as exc:  # Keras raises ValueError, KeyError, TypeError... on foreign files
+        raise ModelFormatError(f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: "
+                               f"{exc}); safe mode refuses Lambda layers and custom code") from exc
     if meta is None:
         return _plain_model(keras_model)
     return RsunetModel(
@@ -207,8 +211,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     out = Path(out)
     if out.suffix != ".keras":
         raise InputError(f"out must be a .keras file, got {out}")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
+    history_files = [out.with_name(f"{out.stem}_history{ext}") for ext in (".csv", ".png")]
+    check_not_input([out, *history_files], patches)
+    mine = resume and _Run.interrupted(out)  # an interrupted run's own history files
+    for path in [out] + ([] if mine else history_files):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
     ps = _as_patchset(patches)
     train_ids, val_ids = _split_ids(ps)
     aug = AugmentParams.from_any(augmentation)
@@ -226,10 +234,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
     s_train, s_val = ps.scaling(train_ids, normalize), ps.scaling(val_ids, normalize)
+    x_train, y_train, v_train = _read_split(ps, train_ids)  # before _Run: a broken set leaves nothing
+    x_val, y_val, v_val = _read_split(ps, val_ids)
     run = _Run(out, settings, resume)
 
-    x_train, y_train, v_train = _read_split(ps, train_ids)
-    x_val, y_val, v_val = _read_split(ps, val_ids)
     mean, std = _band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
@@ -320,13 +328,17 @@ def _read_split(ps, ids):
     images, labels = ps.read(ids)
     valid = np.ones(labels.shape, bool)
     scenes = ps.index.set_index("patch_id").loc[ids, "scene"].to_numpy()
+    if images.dtype.kind == "f":  # NaN and inf are nodata: never a value the network sees
+        bad = ~np.isfinite(images)
+        valid &= ~bad.any(axis=1)
+        images[bad] = 0
     for scene in np.unique(scenes):
         nodata = ps.scenes[scene]["nodata"]
         if nodata is None:
             continue
         rows = scenes == scene
         bad = np.isnan(images[rows]) if np.isnan(nodata) else images[rows] == nodata
-        valid[rows] = ~bad.any(axis=1)
+        valid[rows] &= ~bad.any(axis=1)
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
@@ -449,6 +461,11 @@ class _Run:
                          wait=0, last=None, stopped=False)
         self.state = state
         self.resumed = bool(state["last"])
+
+    @staticmethod
+    def interrupted(out):
+        """An interrupted run of ``out`` waits in its folder (its history files are its own)."""
+        return (out.with_name(f".{out.stem}.training") / "state.json").exists()
 
     epoch = property(lambda self: int(self.state["epoch"]))
     last_path = property(lambda self: self.dir / self.state["last"])

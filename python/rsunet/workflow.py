@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsunet.errors import InputError, OutputExistsError
+from rsunet.config import check_scenes, check_sections, read_text_config
+from rsunet.errors import ConfigError, InputError, OutputExistsError
 
-STEPS = ("make_mask", "make_patches", "split_patches", "unet", "train_unet",
-         "train_baseline", "predict_raster", "assess_map")
+# section -> the function its keys are arguments of (checked before step 1, rsunet.config)
+STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches",
+         "split_patches": "patches.split_patches", "unet": "training.train_unet",
+         "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
+         "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
 
 
 def example_config(full: bool = False) -> Path:
@@ -38,18 +42,10 @@ def read_config(config) -> dict:
         path = Path(config)
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            cfg = tomllib.loads(text)
-        else:
-            import yaml
-
-            cfg = yaml.safe_load(text) or {}
+        cfg = read_text_config(path)
     unknown = set(cfg) - set(STEPS) - {"out", "seed", "scenes"}
     if unknown:
-        raise InputError(f"unknown configuration section(s): {sorted(unknown)}; "
+        raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
                          f"expected out, seed, scenes and {', '.join(STEPS)}")
     return cfg
 
@@ -71,6 +67,19 @@ def _scenes(cfg) -> dict:
     return {part: {"images": [Path(p) for p in (scenes.get(part) or {}).get("images") or []],
                    "labels": [Path(p) for p in (scenes.get(part) or {}).get("labels") or []]}
             for part in ("train", "test")}
+
+
+def _check_before_running(cfg, config, scenes, out):
+    """Every error a configuration can hold, found before step 1 writes anything."""
+    from rsunet.io import check_not_input
+
+    source = "the configuration" if isinstance(config, dict) else str(config)
+    if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
+        raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
+    check_sections(cfg, STEPS, source)
+    check_scenes(scenes, source)
+    check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
+                    replaces_folder=True)
 
 
 class _Log:
@@ -113,6 +122,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
         raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
     seed = cfg.get("seed", 0)
     scenes = _scenes(cfg)
+    _check_before_running(cfg, config, scenes, out)
     log = _Log()
     opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
 
