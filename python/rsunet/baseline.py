@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rsunet.errors import InputError, ModelFormatError
+from rsunet.errors import InputError, ModelFormatError, OutputExistsError
 from rsunet.io import atomic_path, check_not_input
 
 
@@ -149,6 +149,8 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     from rsunet.patches import _as_patchset, scene_record
 
     check_not_input(out, patches)
+    if out is not None and os.path.exists(out) and not overwrite:  # before training, not after
+        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
     ps, scene = _as_patchset(patches), scene_record(normalize)
     X, y = sample_pixels(ps, "train", n_per_class, seed, normalize)
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,

@@ -698,9 +698,9 @@ def _scene_columns(scene, parts, size, coefs):
 
 
 def _check_bands(scenes):
-    kinds = {(s["bands"], s["dtype"]) for s in scenes.values()}
-    if len(kinds) > 1:
-        raise InputError(f"scenes differ in bands/dtype {sorted(kinds)}: one patch set needs one "
+    kinds = {name: f"{s['bands']} x {s['dtype']}" for name, s in scenes.items()}
+    if len(set(kinds.values())) > 1:
+        raise InputError(f"scenes differ in bands/dtype ({kinds}): one patch set needs one "
                          "band layout; make one patch set per sensor")
 
 

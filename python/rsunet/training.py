@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError, OutputExistsError
-from rsunet.io import atomic_path
+from rsunet.io import atomic_path, check_not_input
 
 METADATA_NAME = "rsunet.json"
 
