@@ -45,7 +45,7 @@ What always holds, whatever the case:
 
 The message column is a fragment that the message must contain; Python class `exit N`
 means the command line's exit status. Cases marked *R only* test the R wrapper's own
-argument checks.
+argument checks; *Python only*, a function without an R wrapper.
 """
 
 
@@ -62,8 +62,9 @@ def render(cases) -> str:
         for c in rows:
             call = f"`rsunet {c['cli'][0]}`" if "cli" in c else f"`{c['call']}()`"
             python = "*R only*" if c.get("only") == "r" else f"`{c['python']}`"
+            r = "*Python only*" if c.get("only") == "python" else f"`{c['r']}`"
             lines.append(f"| {c['id']} | {c['input'].replace('|', '/')} | {call} | {python} | "
-                         f"`{c['r']}` | {c['message']} |")
+                         f"{r} | {c['message']} |")
         lines.append("")
     return "\n".join(lines)
 

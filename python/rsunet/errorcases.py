@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["materialise", "snapshot", "substitute", "cases", "RECIPES"]
+__all__ = ["materialise", "snapshot", "changes", "substitute", "cases", "RECIPES"]
 
 CRS = "EPSG:32722"
 ORIGIN = (500000.0, 9000000.0)
@@ -60,6 +60,12 @@ def snapshot(folder) -> dict:
             content = os.readlink(p).encode() if os.path.islink(p) else Path(p).read_bytes()
             out[os.path.relpath(p, folder)] = [hashlib.sha256(content).hexdigest(), st.st_mtime_ns]
     return out
+
+
+def changes(folder, before: dict) -> list:
+    """What differs from the snapshot ``before``: added, removed or changed paths (sorted)."""
+    after = snapshot(folder)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def materialise(recipe: str, folder) -> dict:
@@ -184,8 +190,10 @@ def recipe_patches(base: Path) -> dict:
         damage(base / name)
         names[name] = name
     (base / "model_history.csv").write_text("epoch,loss\n1,0.5\n")
+    (base / "other_history.csv").write_text("epoch,loss\n1,0.5\n")
     (base / "model.keras").write_bytes(b"an earlier model")
-    names.update(patches="patches", unsplit="unsplit", history_of="model.keras")
+    names.update(patches="patches", unsplit="unsplit", history_of="model.keras",
+                 history="model_history.csv", other_history="other_history.csv")
     return names
 
 

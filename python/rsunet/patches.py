@@ -883,6 +883,7 @@ def patch_grid(patches, out=None, crs=None, overwrite=False):
     import geopandas as gpd
     from shapely.geometry import box
 
+    check_not_input(out, patches)
     ps = _as_patchset(patches)
     parts = []
     for scene, rows in ps.index.groupby("scene", sort=False):
@@ -960,6 +961,7 @@ def plot_patches(patches, out, n=8, patch_ids=None, split=None, bands=None, alph
     import matplotlib.patches
     import matplotlib.pyplot as plt
 
+    check_not_input(out, patches)
     ps = _as_patchset(patches)
     ids = _chosen(ps, n, patch_ids, split, seed)
     images, masks = ps.read(ids)

@@ -566,6 +566,7 @@ def plot_history(history, out, overwrite=False):
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    check_not_input(out, history)
     history = pd.read_csv(history) if isinstance(history, (str, os.PathLike)) else history
     names = [m for m in ("loss", "accuracy", "f1", "iou") if m in history.columns]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
