@@ -168,7 +168,7 @@ def recipe_big(base: Path) -> dict:
     _truncate(base / "truncated.tif")
     _cog(base / "big_mask.tif", base / "truncated_map.tif")
     _truncate(base / "truncated_map.tif", 0.5)
-    return dict(big="big.tif", big_mask="big_mask.tif", truncated="truncated.tif",
+    return dict(big="big.tif", big_mask="big_mask.tif", truncated="truncated.tif", labels="labels.gpkg",
                 truncated_map="truncated_map.tif")
 
 

@@ -208,7 +208,9 @@ def _read_index(path):
         raise CorruptFileError(f"{path} is missing: the patch set is incomplete; make it again "
                                "with make_patches()")
     try:
-        index = pd.read_csv(path, dtype={"patch_id": str, "scene": str})
+        # only an empty cell is missing: a scene may be called "nan" or "NA"
+        index = pd.read_csv(path, dtype={"patch_id": str, "scene": str}, keep_default_na=False,
+                            na_values=[""])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise CorruptFileError(f"{path} is not a patch table ({exc}); make the patch set again "
                                "with make_patches()") from exc
@@ -377,22 +379,21 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
                   min_labelled=float(min_labelled), min_valid=float(min_valid))
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        with writing(out_dir):
+        with writing(out_dir):  # reading errors are typed already: an OSError here is a write
             (tmp / "scenes").mkdir(parents=True)
-        columns, scenes, tags = [], {}, []
-        for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
-            scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
-            columns.append(scene_columns)
-            tags.append((mask, tag))
-        classes = _merge_classes(tags)
-        _check_bands(scenes)
-        index = _index_table(columns, classes)
-        _check_not_empty(index, scenes, params)
-        meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
-                    min_labelled=float(min_labelled), min_valid=float(min_valid),
-                    classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
-                    scenes=scenes)
-        with writing(out_dir):
+            columns, scenes, tags = [], {}, []
+            for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
+                scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
+                columns.append(scene_columns)
+                tags.append((mask, tag))
+            classes = _merge_classes(tags)
+            _check_bands(scenes)
+            index = _index_table(columns, classes)
+            _check_not_empty(index, scenes, params)
+            meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
+                        min_labelled=float(min_labelled), min_valid=float(min_valid),
+                        classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
+                        scenes=scenes)
             (tmp / "patches.json").write_text(json.dumps(meta, indent=1) + "\n")
             index.to_csv(tmp / "index.csv", index=False)
             _replace_dir(tmp, out_dir)
