@@ -268,3 +268,23 @@ def test_an_interrupted_training_may_rewrite_its_own_history(tmp_path):
     (tmp_path / ".m.training").mkdir()
     (tmp_path / ".m.training" / "state.json").write_text("{}")
     assert _Run.interrupted(out)
+
+
+def test_a_failed_workflow_run_continues_without_overwrite(tmp_path, monkeypatch):
+    import rsunet.patches
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop()
+    paths = errorcases.materialise("workflow", tmp_path / "in")
+    monkeypatch.setattr(rsunet.patches, "split_patches", stop)  # fails after masks and patches
+    for _ in range(2):  # the rerun is not stopped by the first run's masks and patches
+        with pytest.raises(Stop):
+            rsunet.run_workflow(paths["ok"], out=tmp_path / "run")
+    assert (tmp_path / "run" / "patches" / "index.csv").exists()
+    (tmp_path / "elsewhere" / "masks").mkdir(parents=True)  # a folder that no run of ours marked
+    (tmp_path / "elsewhere" / "masks" / "image.tif").write_text("mine")
+    with pytest.raises(rsunet.errors.OutputExistsError):
+        rsunet.run_workflow(paths["ok"], out=tmp_path / "elsewhere")

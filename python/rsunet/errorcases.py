@@ -243,8 +243,9 @@ def _lambda_model(path):
 def recipe_workflow(base: Path) -> dict:
     """The scene, and configuration files each with one mistake."""
     names = _scene(base)
+    names["test_image"] = _image(base / "test_image.tif", seed=7)
     scenes = {"train": {"images": [str(base / "image.tif")], "labels": [str(base / "labels.gpkg")]},
-              "test": {"images": [str(base / "image.tif")], "labels": [str(base / "labels.gpkg")]}}
+              "test": {"images": [str(base / "test_image.tif")], "labels": [str(base / "labels.gpkg")]}}
     import yaml
 
     def config(name, **sections):
@@ -261,7 +262,7 @@ def recipe_workflow(base: Path) -> dict:
                                               "labels": [str(base / "labels.gpkg")]}})
     (base / "syntax.yaml").write_text("make_patches:\n  size: 32\n  stride: [16\nseed: 1\n")
     names["syntax"] = "syntax.yaml"
-    config("ok")
+    config("ok", make_patches={"size": 32, "stride": 32})
     return names
 
 

@@ -82,6 +82,16 @@ def _check_before_running(cfg, config, scenes, out):
                     replaces_folder=True)
 
 
+def _continues(out, overwrite) -> bool:
+    """Mark ``out`` as a workflow's; an unfinished run marked so is continued: its own
+    outputs are replaced (training and prediction resume where they stopped)."""
+    marker = out / ".rsunet-workflow"
+    unfinished = marker.exists() and not (out / "summary.csv").exists()
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return overwrite or unfinished
+
+
 class _Log:
     """Prints each step with its duration, so a user sees where the time goes."""
 
@@ -98,7 +108,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     Args:
         config: a YAML or TOML file (see :func:`example_config`), or a dict.
         out: the output folder (default: the configuration's ``out``).
-        overwrite: replace the outputs of an earlier run in ``out``.
+        overwrite: replace the outputs of an earlier run in ``out``. Not needed to continue
+            a run that failed or was stopped: its outputs are replaced, training and
+            prediction resume.
 
     Returns:
         The summary table (also ``out/summary.csv``): one row per model (U-Net, Random
@@ -123,6 +135,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     seed = cfg.get("seed", 0)
     scenes = _scenes(cfg)
     _check_before_running(cfg, config, scenes, out)
+    overwrite = _continues(out, overwrite)
     log = _Log()
     opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
 
