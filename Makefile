@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 export _R_CHECK_FORCE_SUGGESTS_ := false
 
-.PHONY: setup demo test test-python test-r check-r docs vectors bench clean
+.PHONY: setup demo test test-python test-r check-r docs vectors bench bench-quick clean
 
 setup:
 	@bash tools/setup.sh
@@ -37,8 +37,13 @@ docs: setup
 vectors: setup
 	$(PY) tools/make_test_vectors.py
 
+# every benchmark, full sizes (about 15-20 min on 2 cores); results go in docs/performance.md
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# every benchmark's quick mode (small sizes, one repeat): what CI runs (tests/test_bench.py)
+bench-quick: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean:
 	rm -rf .venv .rlib .stamps .check demo-output

@@ -3,7 +3,8 @@
 #' Rotation by any angle, zoom in or out, then left-right and up-down flips (one
 #' transform: bilinear for the image, nearest for the mask), and brightness and
 #' saturation changes, each with its own probability, its amount drawn uniformly in its
-#' range. The same `seed` gives the same result. This is what [train_unet()] does to
+#' range; gain, haze and contrast per band (off by default) teach a model that scenes
+#' differ in calibration, haze and stretch. The same `seed` gives the same result. This is what [train_unet()] does to
 #' every training batch (validation patches are never augmented).
 #'
 #' Pixels that come from outside the patch (the corners a rotation uncovers, the border
@@ -28,6 +29,14 @@
 #' @param p_brightness probability of a brightness change.
 #' @param saturation range of saturation factors.
 #' @param p_saturation probability of a saturation change.
+#' @param gain range of per-band gain factors (each band multiplied by its own draw).
+#' @param p_gain probability of a gain change.
+#' @param haze range of per-band offsets as fractions of the band's mean (each band
+#'   shifted by its own draw).
+#' @param p_haze probability of a haze change.
+#' @param contrast range of contrast factors (each pixel's deviation from the patch's
+#'   band means multiplied by one draw).
+#' @param p_contrast probability of a contrast change.
 #' @param nodata for arrays: the value that marks nodata pixels (kept, and given to fill
 #'   pixels); SpatRasters use `NA`.
 #' @return A list with `image` and `mask`, of the input's kind: SpatRasters on the
@@ -42,7 +51,8 @@
 augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.5,
                     p_hflip = 0.5, p_vflip = 0.5, zoom = c(0.9, 1.1), p_zoom = 0.5,
                     brightness = c(0.9, 1.1), p_brightness = 0.5, saturation = c(0.9, 1.1),
-                    p_saturation = 0.5, nodata = NULL) {
+                    p_saturation = 0.5, gain = c(0.8, 1.25), p_gain = 0, haze = c(-0.1, 0.1),
+                    p_haze = 0, contrast = c(0.7, 1.4), p_contrast = 0, nodata = NULL) {
   spatial <- inherits(image, "SpatRaster")
   values <- if (spatial) terra::as.array(image) else image
   if (length(dim(values)) == 2) dim(values) <- c(dim(values), 1L)
@@ -58,7 +68,10 @@ augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.
     seed = as.integer(seed), rotation = as.list(as.numeric(rotation)), p_rotation = p_rotation,
     p_hflip = p_hflip, p_vflip = p_vflip, zoom = as.list(as.numeric(zoom)), p_zoom = p_zoom,
     brightness = as.list(as.numeric(brightness)), p_brightness = p_brightness,
-    saturation = as.list(as.numeric(saturation)), p_saturation = p_saturation, nodata = nodata
+    saturation = as.list(as.numeric(saturation)), p_saturation = p_saturation,
+    gain = as.list(as.numeric(gain)), p_gain = p_gain, haze = as.list(as.numeric(haze)),
+    p_haze = p_haze, contrast = as.list(as.numeric(contrast)), p_contrast = p_contrast,
+    nodata = nodata
   ))
   out <- aperm(.r(res[[1]]), c(2, 3, 1))
   m <- .r(res[[2]])

@@ -26,6 +26,8 @@
 #'   (they are unknown, 255: for sparse training polygons).
 #' @param name_field optional attribute with class names (e.g. `"class"` beside
 #'   `"class_id"`), recorded in the class table.
+#' @param background the name of class 0 in the class table (and every table and figure
+#'   made from the mask), e.g. `"non-forest"`.
 #' @param overwrite replace an existing `out` (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @return The mask as a SpatRaster read from `out`, with its class table as terra
@@ -41,11 +43,12 @@
 #'           classes = c("1" = "forest", "2" = "background"))
 #' }
 make_mask <- function(image, labels, out, field = NULL, classes = NULL,
-                      unlabelled = "background", name_field = NULL, overwrite = FALSE) {
+                      unlabelled = "background", name_field = NULL, background = "background",
+                      overwrite = FALSE) {
   res <- .py_call(.py("samples")$make_mask(
     .as_raster_path(image), .as_labels_path(labels), path.expand(out), field = field,
     classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
-    name_field = name_field, overwrite = isTRUE(overwrite)
+    name_field = name_field, background = background, overwrite = isTRUE(overwrite)
   ))
   mask <- terra::rast(res$path)
   table <- unlist(res$classes)

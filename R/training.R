@@ -24,7 +24,9 @@
 #'   `"balanced"`.
 #' @param epochs the last epoch to train.
 #' @param batch_size patches per step.
-#' @param learning_rate Adam's learning rate.
+#' @param learning_rate Adam's learning rate (its starting value with a schedule).
+#' @param schedule `"constant"` or `"cosine"` (the learning rate decays along a half
+#'   cosine to 1 % of `learning_rate` at the last step of epoch `epochs`).
 #' @param patience epochs without improvement before stopping.
 #' @param monitor `"val_loss"`, `"val_f1"`, `"val_iou"` or `"val_accuracy"`: chooses the
 #'   best epoch and drives early stopping.
@@ -59,7 +61,8 @@
 #' }
 train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                        loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
-                       learning_rate = 1e-3, patience = 5, monitor = "val_loss",
+                       learning_rate = 1e-3, schedule = "constant", patience = 5,
+                       monitor = "val_loss",
                        augmentation = TRUE, normalize = "dataset", seed = 0,
                        mixed_precision = "auto", resume = TRUE,
                        overwrite = FALSE, progress = TRUE, callbacks = NULL) {
@@ -69,7 +72,7 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
     path.expand(patches), out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
     batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
     class_weights = weights, epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
-    learning_rate = as.numeric(learning_rate), patience = .as_count(patience, "patience"),
+    learning_rate = as.numeric(learning_rate), schedule = schedule, patience = .as_count(patience, "patience"),
     monitor = monitor, augmentation = .as_augmentation(augmentation), normalize = normalize,
     seed = as.integer(seed),
     mixed_precision = mixed_precision, resume = isTRUE(resume), overwrite = isTRUE(overwrite),

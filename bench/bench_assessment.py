@@ -7,7 +7,8 @@ Two synthetic 4-class map pairs (uint8, tiled, DEFLATE) of N and 4N pixels. For 
   - best-of-3 time of both routes, interleaved (the machine is shared and noisy).
 Reports ratios measured in this one run. Exit status 0.
 
-    .venv/bin/python bench/bench_assessment.py [edge_pixels]
+    .venv/bin/python bench/bench_assessment.py [edge_pixels]   # 1500, best of 3
+    .venv/bin/python bench/bench_assessment.py --quick         # 400, once: checks it runs
 """
 
 from __future__ import annotations
@@ -77,14 +78,17 @@ def _best_time(fns, args, repeats=3):
 
 
 def main(argv):
-    edge = int(argv[0]) if argv else 1500
+    quick = "--quick" in argv
+    argv = [a for a in argv if a != "--quick"]
+    edge = int(argv[0]) if argv else 400 if quick else 1500
+    repeats = 1 if quick else 3
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for e in (edge, 2 * edge):
             ref, pred = _write_pair(Path(tmp), e, seed=e)
             assert np.array_equal(_streamed(ref, pred), _whole_map(ref, pred))
             mem = {f.__name__: _peak(f, ref, pred) for f in (_streamed, _whole_map)}
-            t = _best_time((_streamed, _whole_map), (ref, pred))
+            t = _best_time((_streamed, _whole_map), (ref, pred), repeats)
             rows.append((e, mem, t))
     print(f"{'map':>12} {'pixels':>10} {'peak MB stream':>15} {'peak MB whole':>14} "
           f"{'s stream':>9} {'s whole':>8} {'time stream/whole':>18}")

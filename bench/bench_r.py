@@ -9,7 +9,10 @@ A (4, 1024, 1536) raster of each dtype (10 % nodata). Timed, best of ``repeats``
 * back, file: ``terra::writeRaster`` + ``rsunet.io.read_raster``.
 
 It prints Mpixel/s and the ratios bridge / file (goal: >= 1, the bridge should never be
-slower than going through a file). Usage: python bench/bench_r.py [repeats]
+slower than going through a file). Public API only (``rsunet.r.r_call`` runs the R side).
+
+    python bench/bench_r.py [repeats]   # best of 3
+    python bench/bench_r.py --quick     # a (4, 256, 384) raster, once: checks it runs
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from affine import Affine
 from rsunet import io, r
 
 SHAPE = (4, 1024, 1536)
+QUICK_SHAPE = (4, 256, 384)
+TOUCH = 'function(x) terra::global(x, "sum", na.rm = TRUE)'
+TOUCH_FILE = 'function(f) terra::global(terra::rast(f), "sum", na.rm = TRUE)'
+WRITE = "function(x, f) { terra::writeRaster(x, f, overwrite = TRUE); NULL }"
 
 
 def best(fn, repeats):
@@ -36,35 +43,37 @@ def best(fn, repeats):
     return min(times)
 
 
-def raster(dtype):
+def raster(dtype, shape):
     rng = np.random.default_rng(1)
-    data = (rng.random(SHAPE) * 200).astype(dtype)
-    valid = rng.random(SHAPE[1:]) > 0.1
+    data = (rng.random(shape) * 200).astype(dtype)
+    valid = rng.random(shape[1:]) > 0.1
     nodata = float("nan") if np.dtype(dtype).kind == "f" else 255
     data[:, ~valid] = nodata
     return io.Raster(data, valid, Affine(30, 0, 500000, 0, -30, 9000000), io.CRS.from_epsg(32622), nodata)
 
 
-def main(repeats=3):
+def main(argv):
+    quick = "--quick" in argv
+    argv = [a for a in argv if a != "--quick"]
+    repeats = int(argv[0]) if argv else 1 if quick else 3
+    shape = QUICK_SHAPE if quick else SHAPE
     r.start_r()
-    touch = r._state["ro"].r('function(x) terra::global(x, "sum", na.rm = TRUE)')
-    write = r._state["ro"].r("function(x, f) terra::writeRaster(x, f, overwrite = TRUE)")
-    rast = r._state["ro"].r("terra::rast")
-    mpix = SHAPE[0] * SHAPE[1] * SHAPE[2] / 1e6
+    mpix = shape[0] * shape[1] * shape[2] / 1e6
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tif, back_tif = Path(tmp) / "a.tif", Path(tmp) / "b.tif"
         for dtype in ["uint8", "int16", "uint16", "float32"]:
-            src = raster(dtype)
+            src = raster(dtype, shape)
             x = r.raster_to_r(src)
-            to_bridge = best(lambda: touch(r.raster_to_r(src)), repeats)
-            to_file = best(lambda: touch(rast(str(io.write_raster(
-                tif, src.data, src.transform, src.crs, nodata=src.nodata, overwrite=True)))), repeats)
+            to_bridge = best(lambda: r.r_call(TOUCH, r.raster_to_r(src)), repeats)
+            to_file = best(lambda: r.r_call(TOUCH_FILE, str(io.write_raster(
+                tif, src.data, src.transform, src.crs, nodata=src.nodata, overwrite=True))), repeats)
             back_bridge = best(lambda: r.raster_from_r(x), repeats)
-            back_file = best(lambda: (write(x, str(back_tif)), io.read_raster(back_tif)), repeats)
+            back_file = best(lambda: (r.r_call(WRITE, x, str(back_tif)), io.read_raster(back_tif)),
+                             repeats)
             rows.append((dtype, mpix / to_bridge, mpix / to_file, to_file / to_bridge,
                          mpix / back_bridge, mpix / back_file, back_file / back_bridge))
-    print(f"raster {SHAPE} (bands, rows, cols), best of {repeats}; Mpixel/s (band-pixels)")
+    print(f"raster {shape} (bands, rows, cols), best of {repeats}; Mpixel/s (band-pixels)")
     print(f"{'dtype':8} {'to R bridge':>12} {'to R file':>10} {'ratio':>6} "
           f"{'back bridge':>12} {'back file':>10} {'ratio':>6}")
     for row in rows:
@@ -72,4 +81,4 @@ def main(repeats=3):
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -78,6 +78,48 @@ def test_brightness_multiplies_every_band_within_range():
     assert 0.9 - 1e-6 <= min(ratios) < 0.95 and 1.05 < max(ratios) <= 1.1 + 1e-6
 
 
+def test_gain_and_haze_change_each_band_by_its_own_draw():
+    img, mask, _ = _blobs(1, bands=3)
+    img = img + 10.0  # no zero pixel: ratios are defined
+    centre = img.reshape(3, -1).mean(axis=1)
+    gains, hazes = [], []
+    for seed in range(20):
+        g, m = augment(img, mask, seed=seed, **dict(OFF, p_gain=1))
+        r = (g / img).reshape(3, -1)
+        assert np.ptp(r, axis=1).max() < 1e-4  # one factor per band
+        gains.extend(r[:, 0])
+        np.testing.assert_array_equal(m, mask)
+        h, _ = augment(img, mask, seed=seed, **dict(OFF, p_haze=1))
+        d = (h - img).reshape(3, -1)
+        assert np.ptp(d, axis=1).max() < 1e-3  # one offset per band
+        hazes.extend(d[:, 0] / centre)
+    assert 0.8 - 1e-5 <= min(gains) < 0.9 and 1.15 < max(gains) <= 1.25 + 1e-5
+    assert -0.1 - 1e-5 <= min(hazes) < -0.05 and 0.05 < max(hazes) <= 0.1 + 1e-5
+    assert np.ptp(np.reshape(gains, (20, 3)), axis=1).max() > 0.01  # bands differ
+
+
+def test_contrast_scales_the_deviation_from_the_patch_band_means():
+    img, mask, _ = _blobs(3, bands=2)
+    factors = []
+    for seed in range(20):
+        out, _ = augment(img, mask, seed=seed, **dict(OFF, p_contrast=1))
+        mean_in, mean_out = img.mean(axis=(1, 2)), out.mean(axis=(1, 2))
+        np.testing.assert_allclose(mean_out, mean_in, rtol=1e-4)
+        dev_in, dev_out = img - mean_in[:, None, None], out - mean_out[:, None, None]
+        big = np.abs(dev_in) > 5
+        f = dev_out[big] / dev_in[big]
+        assert np.ptp(f) < 1e-3  # one factor for every band and pixel
+        factors.append(f.mean())
+    assert 0.7 - 1e-4 <= min(factors) < 0.85 and 1.25 < max(factors) <= 1.4 + 1e-4
+
+
+def test_radiometric_draws_leave_the_geometry_of_a_seed_unchanged():
+    img, mask, _ = _blobs(4)
+    _, plain = augment(img, mask, seed=9)
+    _, more = augment(img, mask, seed=9, p_gain=1, p_haze=1, p_contrast=1)
+    np.testing.assert_array_equal(plain, more)
+
+
 @pytest.mark.parametrize("bands", [1, 3, 5])
 def test_saturation_scales_the_deviation_from_the_pixel_mean(bands):
     img, mask, _ = _blobs(2, bands=bands)

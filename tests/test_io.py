@@ -145,3 +145,30 @@ def test_band_percentiles_use_valid_pixels_and_sample_large_scenes(tmp_path):
                                       [[0, data[0].max()], [0, data[1].max()]])  # nodata -1 excluded
     scale, offset = io.scene_scaling([[10, 30], [5, 5]])
     np.testing.assert_allclose(scale, [0.05, 1.0]) and np.testing.assert_allclose(offset, [-0.5, -5.0])
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "float32"])
+def test_band_values_percentiles_are_numpys_bit_for_bit(dtype):
+    # make_patches takes a scene's percentiles from counts gathered strip by strip: they must
+    # be exactly np.percentile of the same pixels (patch sets stay byte-identical)
+    rng = np.random.default_rng(sum(map(ord, dtype)))
+    qs = [(2.0, 98.0), (0, 100), (50,), (0.1, 33.3, 97.1, 99.99)]
+    for trial in range(150):
+        n = int(rng.integers(1, 3000)) if trial % 3 else int(rng.integers(1, 12))
+        if np.dtype(dtype).kind == "f":
+            data = rng.normal(size=(2, 3, n)).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            low = int(rng.integers(info.min, info.max))
+            high = info.max if trial % 2 else min(info.max, low + int(rng.integers(0, 40)))
+            data = rng.integers(low, high, (2, 3, n), endpoint=True).astype(dtype)
+        valid = rng.random((3, n)) > 0.3
+        valid[0, 0] = True
+        values = io.BandValues(2, dtype)
+        values.add(data[:, :1], valid[:1])  # in pieces, as strips arrive
+        values.add(data[:, 1:], valid[1:])
+        for q in qs:
+            expected = np.stack([np.percentile(b[valid].astype(np.float64), q) for b in data])
+            np.testing.assert_array_equal(values.percentiles(q), expected)
+    with pytest.raises(InputError, match="no valid pixel"):
+        io.BandValues(1, dtype).percentiles((2, 98), "empty.tif")

@@ -16,7 +16,8 @@ import pytest
 import rasterio
 
 from conftest import VECTORS, shared_path, skip_or_fail, vectors
-from rsunet.errors import ClassFieldError, GridMismatchError, NoOverlapError, OutputExistsError
+from rsunet.errors import (ClassFieldError, GridMismatchError, InputError, NoOverlapError,
+                           OutputExistsError)
 from rsunet.samples import make_mask
 
 CASES = vectors("samples")["cases"]
@@ -110,6 +111,12 @@ def test_amazon_png_masks_become_georeferenced_with_a_remap(case, tmp_path):
     assert _counts(mask) == case["counts"]
     assert res["classes"] == {"0": "background", "1": "forest"}
     assert json.loads(tags["RSUNET_VALUE_MAP"]) == {"1": 1, "2": 0}
+    named = make_mask(image, png, tmp_path / "n.tif", classes=case["classes"], background="non-forest")
+    assert named["classes"] == {"0": "non-forest", "1": "forest"}
+    assert json.loads(_read(named["path"])[2]["RSUNET_CLASSES"]) == named["classes"]
+    np.testing.assert_array_equal(_read(named["path"])[0], mask)  # the name only
+    with pytest.raises(InputError, match="background"):
+        make_mask(image, png, tmp_path / "e.tif", classes=case["classes"], background="")
 
 
 def test_a_png_of_another_size_is_a_grid_mismatch(tmp_path):

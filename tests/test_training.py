@@ -146,6 +146,25 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(patches, tmp_path):
     assert out.exists()
 
 
+def test_a_cosine_schedule_decays_the_learning_rate_to_one_percent(patches, tmp_path):
+    rates = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            opt = self.model.optimizer
+            rates.append(float(opt.learning_rate) if not callable(opt._learning_rate)
+                         else float(opt._learning_rate(opt.iterations)))
+
+    training.train_unet(patches, tmp_path / "c.keras", epochs=2, learning_rate=0.01, schedule="cosine",
+                        patience=10, callbacks=[Watch()], **TINY)
+    assert rates[0] == pytest.approx(0.01, rel=1e-6)
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # decays at every step
+    n = len(rates)  # the last step of the last epoch is 1 step short of the end of the curve
+    assert rates[-1] == pytest.approx(0.01 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (n - 1) / n))), rel=1e-4)
+    with pytest.raises(InputError, match="schedule"):
+        training.train_unet(patches, tmp_path / "d.keras", schedule="linear", **TINY)
+
+
 def test_the_epoch_order_depends_only_on_seed_and_epoch():
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
     y = np.zeros((10, 4, 4), np.uint8)

@@ -73,6 +73,19 @@ def test_per_scene_accuracies_pool_to_the_summary(tiny_run):
         assert pooled == pytest.approx(summary.set_index("model").loc[name, "overall_accuracy"], abs=1e-12)
 
 
+def test_a_cross_validate_section_cross_validates_every_scene(tiny_run):
+    out, _ = tiny_run
+    cv = out / "cross_validation"
+    folds = pd.read_csv(cv / "folds.csv")
+    data = example_data()
+    scenes = {p.stem for part in ("train", "test") for p in data[part]["images"]}
+    assert set(folds["scene"]) == scenes and not folds["scene"].duplicated().any()
+    assert set(folds["fold"]) == {1, 2}
+    summary = pd.read_csv(cv / "summary.csv")
+    assert set(summary["model"]) == {"random_forest"}  # the section's models only
+    assert (cv / "figures" / "cross_validation.png").exists()
+
+
 def test_a_second_run_keeps_the_first(tiny_run):
     out, _ = tiny_run
     before = (out / "summary.csv").read_bytes()
@@ -165,3 +178,5 @@ def test_python_tutorial_runs(doc, tmp_path, monkeypatch):
     for figure in ("patches.png", "augmentation.png", "confusion_unet.png"):
         assert (tmp_path / figure).exists(), figure
     assert namespace["unet_result"].overall["overall_accuracy"] > 0.5
+    cv = namespace["cv"]  # the cross-validation block ran and held every chip out once
+    assert sorted(cv.folds["scene"]) == sorted(p.stem for p in example_data()["train"]["images"])

@@ -583,13 +583,27 @@ def vectors_workflow(out: Path) -> dict:
         "train_baseline": {"n_per_class": 300, "n_trees": 5},
         "predict_raster": {"window": 256, "overlap": 32, "progress": False},
         "assess_map": {},
+        "cross_validate": {"folds": 2, "models": ["random_forest"]},
     }}
+
+
+def vectors_validation(out: Path) -> dict:
+    """Cross-validation of four bundled chips with tiny models (both suites run it)."""
+    config = vectors_workflow(out)["tiny_config"]
+    config = {k: v for k, v in config.items() if k not in ("scenes", "cross_validate")}
+    return {"chips": ["Amazon_1110_25", "Amazon_122_33", "Amazon_1377_12", "Amazon_170_38"],
+            "folds": 2, "block": 2, "config": config,
+            # a window of a real chip that is forest only (its mask is 1 throughout)
+            "single_cover": {"chip": "Amazon_390.tiff_12", "window": [0, 0, 256, 256],
+                             "class": 1, "min_fraction": 0.95, "n_images": 3,
+                             "train": {"depth": 3, "filters": 8, "epochs": 4, "batch_size": 8,
+                                       "learning_rate": 0.01, "seed": 0}}}
 
 
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
           "assessment": vectors_assessment, "augmentation": vectors_augmentation,
-          "model": vectors_model, "workflow": vectors_workflow}
+          "model": vectors_model, "workflow": vectors_workflow, "validation": vectors_validation}
 
 
 def main(argv):

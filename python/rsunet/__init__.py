@@ -11,6 +11,7 @@ One module per stage of the workflow::
     prediction   predict_raster: sliding windows, blending, streaming mosaic
     assessment   assess_map, count_objects, polygonize
     baseline     train_baseline: the course's pixel-based Random Forest, for comparison
+    validation   cross_validate: both models on scene-wise (or block-wise) folds
     example      example_data: the bundled Amazon scenes
     workflow     run_workflow: the whole workflow from one configuration file
     r            the rpy2 bridge (optional: ``pip install rsunet[r]``)
@@ -46,6 +47,8 @@ _PUBLIC = {
     "train_baseline": "baseline",
     "load_baseline": "baseline",
     "example_data": "example",
+    "cross_validate": "validation",
+    "plot_cross_validation": "validation",
     "run_workflow": "workflow",
     "example_config": "workflow",
     "versions": "check",

@@ -18,7 +18,12 @@ Radiometry, on the raw pixel values:
 * saturation: each pixel's deviation from its own mean over the bands is multiplied by
   one factor, ``x_b' = m + f * (x_b - m)`` with ``m`` the pixel's band mean. For RGB this
   is the usual saturation change (grey stays grey, colours move away from or towards
-  grey); the same rule applies to any band count (a single band is left unchanged).
+  grey); the same rule applies to any band count (a single band is left unchanged);
+* gain, haze and contrast (off unless asked for; the example configurations turn them
+  on): each band multiplied by its own factor, shifted by its own fraction of the band
+  mean, and the patch's contrast around its band means scaled: the differences of
+  calibration, haze and stretch between scenes, so that a model learns not to rely on
+  them.
 
 Nodata pixels stay nodata: they keep mask 255 and the centre value, whatever the draw.
 """
@@ -53,6 +58,12 @@ class AugmentParams:
     p_brightness: float = 0.5
     saturation: tuple = (0.9, 1.1)
     p_saturation: float = 0.5
+    gain: tuple = (0.8, 1.25)
+    p_gain: float = 0.0
+    haze: tuple = (-0.1, 0.1)
+    p_haze: float = 0.0
+    contrast: tuple = (0.7, 1.4)
+    p_contrast: float = 0.0
 
     @classmethod
     def from_any(cls, value) -> "AugmentParams | None":
@@ -72,18 +83,24 @@ class AugmentParams:
         raise InputError(f"augmentation must be True, False or a dict of settings, got {value!r}")
 
     def checked(self) -> "AugmentParams":
-        for name in ("p_rotation", "p_hflip", "p_vflip", "p_zoom", "p_brightness", "p_saturation"):
+        for name in ("p_rotation", "p_hflip", "p_vflip", "p_zoom", "p_brightness", "p_saturation",
+                     "p_gain", "p_haze", "p_contrast"):
             p = float(getattr(self, name))
             if not 0 <= p <= 1:
                 raise InputError(f"{name} is a probability between 0 and 1, got {p}")
-        for name in ("rotation", "zoom", "brightness", "saturation"):
+        for name in ("rotation", "zoom", "brightness", "saturation", "gain", "haze", "contrast"):
             lo, hi = _range(getattr(self, name), name)
-            if name != "rotation" and lo <= 0:
+            if name not in ("rotation", "haze") and lo <= 0:
                 raise InputError(f"{name} factors must be positive, got ({lo}, {hi})")
         return self
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def radiometric(self) -> bool:
+        """Whether any per-band radiometric change (gain, haze, contrast) can be drawn."""
+        return max(self.p_gain, self.p_haze, self.p_contrast) > 0
 
 
 def _range(value, name):
@@ -137,6 +154,8 @@ def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
     valid_out = tf.equal(lv[..., 1], 1.0)
     labels_out = tf.where(valid_out, tf.cast(lv[..., 0], tf.uint8), tf.constant(IGNORE, tf.uint8))
     x = x + centre
+    if params.radiometric:
+        x = _radiometry(x, valid_out, seed, params, centre)
 
     brightness = _factor(u[:, 6], u[:, 7], params.p_brightness, params.brightness)
     x = x * tf.reshape(brightness, [-1, 1, 1, 1])
@@ -147,12 +166,37 @@ def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
     return x, labels_out, valid_out
 
 
-def _factor(u_apply, u_value, p, value_range):
+def _radiometry(x, valid, seed, params, centre):
+    """Per-band gain, haze and contrast: scenes differ in calibration, haze and stretch,
+    and a model that sees such changes in training learns not to rely on them.
+
+    Gain multiplies each band by its own factor; haze adds to each band its own fraction
+    of the band centre (the training mean); contrast scales each pixel's deviation from the
+    patch's band means by one factor. Drawn from their own stream (seed + constants), so
+    the geometric draws of a seed are the same with or without them.
+    """
+    import tensorflow as tf
+
+    bands = tf.shape(x)[-1]
+    n = tf.shape(x)[0]
+    s = tf.cast(seed, tf.int32) + tf.constant([7919, 104729], tf.int32)
+    u = tf.random.stateless_uniform([n, 3, 2, bands], seed=s)
+    gain = _factor(u[:, 0, 0], u[:, 0, 1], params.p_gain, params.gain)
+    haze = _factor(u[:, 1, 0], u[:, 1, 1], params.p_haze, params.haze, neutral=0.0)
+    contrast = _factor(u[:, 2, 0, :1], u[:, 2, 1, :1], params.p_contrast, params.contrast)
+    x = x * gain[:, None, None, :] + haze[:, None, None, :] * centre
+    w = tf.cast(valid, tf.float32)[..., None]
+    mean = tf.reduce_sum(x * w, axis=[1, 2], keepdims=True) / tf.maximum(
+        tf.reduce_sum(w, axis=[1, 2], keepdims=True), 1.0)
+    return mean + contrast[:, None, None, :] * (x - mean)
+
+
+def _factor(u_apply, u_value, p, value_range, neutral=1.0):
     """Per-sample factor: drawn in the range with probability p, else 1."""
     import tensorflow as tf
 
     lo, hi = (float(v) for v in value_range)
-    return tf.where(u_apply < p, lo + u_value * (hi - lo), 1.0)
+    return tf.where(u_apply < p, lo + u_value * (hi - lo), neutral)
 
 
 def _transforms(u, params, rows, cols):
@@ -183,7 +227,8 @@ def _transforms(u, params, rows, cols):
 
 def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=0.5, p_vflip=0.5,
             zoom=(0.9, 1.1), p_zoom=0.5, brightness=(0.9, 1.1), p_brightness=0.5,
-            saturation=(0.9, 1.1), p_saturation=0.5, nodata=None):
+            saturation=(0.9, 1.1), p_saturation=0.5, gain=(0.8, 1.25), p_gain=0.0,
+            haze=(-0.1, 0.1), p_haze=0.0, contrast=(0.7, 1.4), p_contrast=0.0, nodata=None):
     """Augment one patch (or a stack of patches) and its mask with the same geometry.
 
     Each augmentation is applied with its own probability, its amount drawn uniformly
@@ -205,6 +250,15 @@ def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=
         saturation: range of saturation factors (each pixel's deviation from its mean
             over the bands multiplied; a single band is unchanged).
         p_saturation: probability of a saturation change.
+        gain: range of per-band gain factors (each band multiplied by its own draw: a
+            change of calibration or colour balance).
+        p_gain: probability of a gain change.
+        haze: range of per-band offsets, as fractions of the band's mean (each band
+            shifted by its own draw: haze brightens, a dark-object correction darkens).
+        p_haze: probability of a haze change.
+        contrast: range of contrast factors (each pixel's deviation from the patch's
+            band means multiplied by one draw: a scene stretched more or less).
+        p_contrast: probability of a contrast change.
         nodata: the image's nodata value: such pixels (in any band) stay nodata.
 
     Returns:
@@ -218,8 +272,9 @@ def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=
     import tensorflow as tf
 
     params = AugmentParams(tuple(rotation), p_rotation, p_hflip, p_vflip, tuple(zoom), p_zoom,
-                           tuple(brightness), p_brightness, tuple(saturation),
-                           p_saturation).checked()
+                           tuple(brightness), p_brightness, tuple(saturation), p_saturation,
+                           tuple(gain), p_gain, tuple(haze), p_haze, tuple(contrast),
+                           p_contrast).checked()
     image, mask = np.asarray(image), np.asarray(mask)
     single = image.ndim == 3
     if single:

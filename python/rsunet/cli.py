@@ -36,6 +36,7 @@ STEPS = {
     "assess": ("assessment", "assess_map"),
     "count": ("assessment", "count_objects"),
     "polygonize": ("assessment", "polygonize"),
+    "cv": ("validation", "cross_validate"),
 }
 
 

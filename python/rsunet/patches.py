@@ -26,6 +26,7 @@ what happens where the last window would leave the scene:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -43,9 +44,9 @@ from rasterio.windows import Window
 
 from rsunet.errors import (CorruptFileError, EmptyResultError, GridMismatchError, InputError,
                            OutputExistsError, PatchSizeError)
-from rsunet.io import (SCENE_PERCENTILES, Raster, _intersection, _read_padded, atomic_path,
-                       check_not_input, finite, reading, writing,
-                       band_percentiles, open_raster, scene_scaling, write_vector)
+from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, _intersection, _read_padded,
+                       atomic_path, band_percentiles, check_not_input, finite, open_raster,
+                       reading, reads_whole, scene_scaling, write_vector, writing)
 from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
@@ -113,6 +114,14 @@ class PatchSet:
     def __repr__(self):
         return (f"PatchSet({str(self.path)!r}: {len(self)} patches of {self.size}x{self.size}, "
                 f"{self.bands} bands, {len(self.scenes)} scenes, classes {self.classes})")
+
+    def with_index(self, index) -> "PatchSet":
+        """The same patches under another index table (e.g. another split), in memory:
+        the folder is not changed. Cross-validation trains each fold on such a view."""
+        view = copy.copy(self)
+        view.index = pd.DataFrame(index).reset_index(drop=True)
+        view._rows = pd.Series(np.arange(len(view.index)), index=view.index["patch_id"].astype(str))
+        return view
 
     def row(self, patch_id) -> pd.Series:
         """The index row of one patch."""
@@ -535,7 +544,7 @@ def _cut_scene(name, image, mask, tmp, params):
                     crs=src.crs.to_wkt() if src.crs else None, transform=list(src.transform)[:6],
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
                     nodata=src.nodata, n=imgs.n, **files,
-                    percentiles=dict(q=list(SCENE_PERCENTILES), values=band_percentiles(src).tolist()))
+                    percentiles=dict(q=list(SCENE_PERCENTILES), values=strips.percentiles().tolist()))
         tag = msrc.tags().get("RSUNET_CLASSES")
     return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 
@@ -557,6 +566,10 @@ class _Strips:
     """Reads a scene ``size`` rows at a time over its (padded) width, into reused buffers.
 
     One read per strip and file instead of one per patch; the patches are sliced out.
+    The strips' pixels also give the scene's band percentiles (what
+    :func:`rsunet.io.band_percentiles` returns, bit for bit) without reading the scene a
+    second time: each scene row is counted once, and rows no strip reached are read at
+    the end. A scene too large for band_percentiles to read whole gets its sampled read.
     """
 
     def __init__(self, src, msrc, size, cols_off):
@@ -573,6 +586,8 @@ class _Strips:
         self.labels = np.empty((size, self.width), np.uint8)
         self.image_stack = np.empty((len(cols_off), src.count, size, size), src.dtypes[0])
         self.mask_stack = np.empty((len(cols_off), 1, size, size), np.uint8)
+        self.values = BandValues(src.count, src.dtypes[0]) if reads_whole(src) else None
+        self.counted = 0  # scene rows [0, counted) are in self.values
 
     def read(self, row_off):
         """(data, valid or None when every pixel is, labels: 255 where invalid or outside)."""
@@ -591,7 +606,27 @@ class _Strips:
             self.msrc.read(1, window=inside, out=labels[r0:r0 + int(inside.height), :int(inside.width)])
         if valid is not None:
             labels[~valid] = IGNORE
+        self._count(row_off, data, valid)
         return data, valid, labels
+
+    def _count(self, row_off, data, valid):
+        """Add the strip's scene rows not counted yet (strips overlap when stride < size)."""
+        end = min(row_off + self.size, self.src.height)
+        if self.values is None or end <= self.counted:
+            return
+        rows = slice(max(self.counted, row_off) - row_off, end - row_off)
+        cols = slice(0, self.src.width)
+        self.values.add(data[:, rows, cols], None if valid is None else valid[rows, cols])
+        self.counted = end
+
+    def percentiles(self):
+        """The scene's band percentiles (2, 98 %), as :func:`rsunet.io.band_percentiles`."""
+        if self.values is None:
+            return band_percentiles(self.src)
+        if self.counted < self.src.height:  # edge="drop" leaves the last rows uncut
+            rest = Window(0, self.counted, self.src.width, self.src.height - self.counted)
+            self.values.add(*_read_padded(self.src, self.indexes, rest, rest))
+        return self.values.percentiles(SCENE_PERCENTILES, self.src.name)
 
     def gather(self, strip, kept, stack):
         """The kept windows of a (bands, size, width) strip, copied into one (n, bands, size, size) stack."""
@@ -783,10 +818,7 @@ def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0,
     if method == "random":
         table["block"] = table["patch_id"].astype(str)
     else:
-        cell = int(block) * table["width"].astype(int)
-        r = (table["row_off"] + table["height"] // 2) // cell
-        c = (table["col_off"] + table["width"] // 2) // cell
-        table["block"] = table["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
+        table["block"] = block_ids(table, block)
     table["split"] = _assign(table["block"], shares, rng)
     if (method == "blocks") if purge is None else bool(purge):
         table["split"] = _purged(table)
@@ -794,6 +826,15 @@ def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0,
         with atomic_path(ps.path / "index.csv", overwrite=True) as tmp:
             table.to_csv(tmp, index=False)
     return table
+
+
+def block_ids(index, block) -> pd.Series:
+    """Each patch's spatial block, ``"<scene>:<row>:<col>"``: the cell of ``block`` x
+    ``block`` patch sizes (from the scene's origin) that holds the patch's centre."""
+    cell = int(block) * index["width"].astype(int)
+    r = (index["row_off"] + index["height"] // 2) // cell
+    c = (index["col_off"] + index["width"] // 2) // cell
+    return index["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
 
 
 def _purged(table):

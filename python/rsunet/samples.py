@@ -38,7 +38,7 @@ RESERVED = {"background": 0, "ignore": IGNORE, "unknown": IGNORE}
 
 
 def make_mask(image, labels, out, field=None, classes=None, unlabelled="background",
-              name_field=None, overwrite=False):
+              name_field=None, background="background", overwrite=False):
     """Make a label mask (uint8 GeoTIFF) on an image's exact grid.
 
     Args:
@@ -62,6 +62,9 @@ def make_mask(image, labels, out, field=None, classes=None, unlabelled="backgrou
             ``"ignore"`` (they are unknown, 255: for sparse training polygons).
         name_field: optional vector attribute with class names (e.g. ``"class"`` beside
             ``"class_id"``), recorded in the mask's class table.
+        background: the name of class 0 in the class table (and so in every table and
+            figure made from the mask), e.g. ``"non-forest"`` for the Amazon masks whose
+            value 2 maps to ``"background"``.
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -81,13 +84,15 @@ def make_mask(image, labels, out, field=None, classes=None, unlabelled="backgrou
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     fill = 0 if unlabelled == "background" else IGNORE
     check_not_input(out, [image, labels])
+    if not isinstance(background, str) or not background.strip():
+        raise InputError(f"background must be the name of class 0, a non-empty string; got {background!r}")
     with open_raster(image) as src:
         grid = dict(height=src.height, width=src.width, transform=src.transform, crs=src.crs)
     if _is_vector(labels):
         mask, value_map, names = _from_vector(labels, grid, field, classes, name_field, fill)
     else:
         mask, value_map, names = _from_raster(labels, grid, classes, fill)
-    table = _class_table(value_map, names)
+    table = _class_table(value_map, names, background.strip())
     tags = dict(RSUNET_CLASSES=json.dumps(table), RSUNET_IGNORE=str(IGNORE),
                 RSUNET_VALUE_MAP=json.dumps(value_map), RSUNET_UNLABELLED=unlabelled)
     path = write_raster(out, mask, grid["transform"], grid["crs"], nodata=IGNORE,
@@ -247,10 +252,10 @@ def _names(value_map, classes, gdf=None, field=None, name_field=None) -> dict:
     return names
 
 
-def _class_table(value_map, names) -> dict:
+def _class_table(value_map, names, background) -> dict:
     ids = sorted({0, *value_map.values()} - {IGNORE})
     table = {str(i): names.get(i, f"class_{i}") for i in ids}
-    table["0"] = "background"
+    table["0"] = background
     return table
 
 

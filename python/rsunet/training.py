@@ -139,8 +139,8 @@ def _plain_model(keras_model) -> RsunetModel:
 # ---- training ----------------------------------------------------------------------------
 
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
-               class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, patience=5,
-               monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
+               class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
+               patience=5, monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
                mixed_precision="auto", resume=True, overwrite=False, progress=True, callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
@@ -173,7 +173,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             or ``"balanced"`` (inverse frequency in the training patches).
         epochs: the last epoch to train.
         batch_size: patches per step.
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (its starting value with a schedule).
+        schedule: ``"constant"`` or ``"cosine"`` (the learning rate decays along a half
+            cosine from ``learning_rate`` at the first step to 1 % of it at the last step
+            of epoch ``epochs``: large steps early, fine ones at the end).
         patience: epochs without improvement of ``monitor`` before stopping.
         monitor: ``"val_loss"`` (lower is better) or ``"val_f1"``, ``"val_iou"``,
             ``"val_accuracy"`` (higher is better); it chooses the best epoch too.
@@ -224,10 +227,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
-                    monitor=monitor, augmentation=aug.as_dict() if aug else None,
+                    schedule=schedule, monitor=monitor, augmentation=aug.as_dict() if aug else None,
                     normalize=normalize, seed=int(seed),
                     n_classes=n_classes, patches=str(ps.path.resolve()),
                     train=_digest(train_ids), validation=_digest(val_ids))
+    if schedule not in SCHEDULES:
+        raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if monitor not in MONITORS:
         raise InputError(f"monitor must be one of {MONITORS}, got {monitor!r}")
     if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
@@ -241,6 +246,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     mean, std = _band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
+    steps = -(-len(train_ids) // int(batch_size))
 
     if run.resumed:
         net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
@@ -249,13 +255,13 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         keras.utils.set_random_seed(int(seed))
         net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
                           activation=activation, mixed_precision=mixed_precision)
-        net.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+        net.compile(optimizer=keras.optimizers.Adam(_learning_rate(learning_rate, schedule,
+                                                                   int(epochs) * steps)),
                     loss=_model.make_loss(loss, weights), metrics=_model.metrics(n_classes))
 
     start, epochs = run.epoch, int(epochs)
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
-        steps = -(-len(train_ids) // int(batch_size))
         train_ds = _train_dataset(x_train, y_train, v_train, s_train, mean, std, aug,
                                   int(batch_size), int(seed), start, epochs, steps)
         val_ds = _plain_dataset(x_val, y_val, v_val, s_val, mean, std, int(batch_size))
@@ -275,7 +281,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 classes={str(i): ps.classes.get(i, str(i)) for i in range(n_classes)},
                 patch_size=ps.size, depth=int(depth), multiple=2 ** int(depth),
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
-                batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss,
+                batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss, schedule=schedule,
                 class_weights=None if weights is None else [float(w) for w in weights],
                 augmentation=settings["augmentation"], seed=int(seed), monitor=monitor,
                 best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
@@ -288,6 +294,18 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
 
 MONITORS = ("val_loss", "val_accuracy", "val_f1", "val_iou")
+SCHEDULES = ("constant", "cosine")
+
+
+def _learning_rate(learning_rate, schedule, total_steps):
+    """Adam's learning rate: a number, or a Keras schedule over the run's optimizer steps
+    (saved with the checkpoints, so a resumed run continues on the same curve)."""
+    import keras
+
+    if schedule == "constant":
+        return float(learning_rate)
+    return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
+                                                  alpha=0.01)
 FORMAT = "rsunet-model/1"
 
 
@@ -420,7 +438,19 @@ def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, ep
         return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
 
     ds = tf.data.Dataset.from_tensor_slices((order, seeds))
-    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_pipeline_options(tf))
+
+
+def _pipeline_options(tf):
+    """Bounded threads for the augmentation pipeline: one per 4 cores (at least one), each
+    op on one thread. Unbounded, tf.data and the ops in it take as many threads as there
+    are cores, and on a small machine (2 cores) they preempt the training step they feed
+    (bench/bench_training.py, P5)."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = max(1, (os.cpu_count() or 1) // 4)
+    options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 def _scaled(tf, images, scale, offset):

@@ -26,6 +26,8 @@ STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches
          "split_patches": "patches.split_patches", "unet": "training.train_unet",
          "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
          "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
+# sections that add a step when present
+OPTIONAL = {"cross_validate": "validation.cross_validate"}
 
 
 def example_config(full: bool = False) -> Path:
@@ -43,14 +45,16 @@ def read_config(config) -> dict:
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
         cfg = read_text_config(path)
-    unknown = set(cfg) - set(STEPS) - {"out", "seed", "scenes"}
+    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
     if unknown:
         raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
-                         f"expected out, seed, scenes and {', '.join(STEPS)}")
+                          f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
+                          f"{', '.join(OPTIONAL)}")
     return cfg
 
 
-def _scenes(cfg) -> dict:
+def config_scenes(cfg) -> dict:
+    """The configuration's scenes: ``{"train"|"test": {"images": [...], "labels": [...]}}``."""
     scenes = cfg.get("scenes") or {}
     if scenes.get("example"):
         from rsunet.example import example_data
@@ -76,7 +80,7 @@ def _check_before_running(cfg, config, scenes, out):
     source = "the configuration" if isinstance(config, dict) else str(config)
     if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
         raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
-    check_sections(cfg, STEPS, source)
+    check_sections(cfg, {**STEPS, **OPTIONAL}, source)
     check_scenes(scenes, source)
     check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
                     replaces_folder=True)
@@ -112,6 +116,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             a run that failed or was stopped: its outputs are replaced, training and
             prediction resume.
 
+    A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
+    :func:`rsunet.cross_validate`) also cross-validates both models over all the
+    configuration's scenes, train and test, into ``out/cross_validation/``: how well the
+    models map scenes they have never seen, with the spread over folds.
+
     Returns:
         The summary table (also ``out/summary.csv``): one row per model (U-Net, Random
         Forest) with overall accuracy, kappa and per-class F1 and IoU on the held-aside
@@ -133,7 +142,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     if (out / "summary.csv").exists() and not overwrite:
         raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
     seed = cfg.get("seed", 0)
-    scenes = _scenes(cfg)
+    scenes = config_scenes(cfg)
     _check_before_running(cfg, config, scenes, out)
     overwrite = _continues(out, overwrite)
     log = _Log()
@@ -182,6 +191,12 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(per_scene, out / "assessment" / "per_scene.csv")
     _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
+    if cfg.get("cross_validate") is not None:
+        from rsunet.validation import cross_validate
+
+        log.step("cross-validation of both models over all the scenes")
+        cross_validate({k: v for k, v in cfg.items() if k not in OPTIONAL}, out / "cross_validation",
+                       overwrite=overwrite, **dict(cfg["cross_validate"]))
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary

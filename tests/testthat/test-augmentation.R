@@ -44,6 +44,39 @@ test_that("rotation fill is unknown (NA), never a class, and the 45-degree share
   }
 })
 
+test_that("gain and haze change each band by its own draw; contrast scales around the band means", {
+  skip_if_no_rsunet()
+  set.seed(2)
+  img <- array(runif(20 * 24 * 3, 20, 200), c(20, 24, 3))
+  mask <- matrix(0L, 20, 24)
+  centre <- apply(img, 3, mean)
+  gains <- hazes <- contrasts <- numeric()
+  for (seed in 0:19) {
+    g <- do.call(augment, c(list(image = img, mask = mask, seed = seed), modifyList(off, list(p_gain = 1))))
+    r <- g$image / img
+    per_band <- apply(r, 3, function(b) diff(range(b)))
+    expect_lt(max(per_band), 1e-4)
+    gains <- c(gains, r[1, 1, ])
+    h <- do.call(augment, c(list(image = img, mask = mask, seed = seed), modifyList(off, list(p_haze = 1))))
+    d <- h$image - img
+    expect_lt(max(apply(d, 3, function(b) diff(range(b)))), 1e-3)
+    hazes <- c(hazes, d[1, 1, ] / centre)
+    k <- do.call(augment, c(list(image = img, mask = mask, seed = seed), modifyList(off, list(p_contrast = 1))))
+    m_in <- apply(img, 3, mean)
+    m_out <- apply(k$image, 3, mean)
+    expect_equal(m_out, m_in, tolerance = 1e-4)
+    dev_in <- sweep(img, 3, m_in)
+    dev_out <- sweep(k$image, 3, m_out)
+    big <- abs(dev_in) > 5
+    f <- dev_out[big] / dev_in[big]
+    expect_lt(diff(range(f)), 1e-3)
+    contrasts <- c(contrasts, mean(f))
+  }
+  expect_true(min(gains) >= 0.8 - 1e-5 && max(gains) <= 1.25 + 1e-5 && diff(range(gains)) > 0.25)
+  expect_true(min(hazes) >= -0.1 - 1e-5 && max(hazes) <= 0.1 + 1e-5 && diff(range(hazes)) > 0.1)
+  expect_true(min(contrasts) >= 0.7 - 1e-4 && max(contrasts) <= 1.4 + 1e-4 && diff(range(contrasts)) > 0.4)
+})
+
 test_that("brightness and saturation stay in their ranges; one band is unchanged", {
   skip_if_no_rsunet()
   set.seed(1)

@@ -81,6 +81,12 @@ test_that("Amazon PNG masks become georeferenced masks, remapped to forest 1 / b
     img <- terra::rast(image)
     expect_equal(as.vector(terra::ext(m)), as.vector(terra::ext(img)))
     expect_equal(terra::crs(m), terra::crs(img))
+    named <- make_mask(image, png, tempfile(fileext = ".tif"), classes = unlist(case[["classes"]]),
+                       background = "non-forest")
+    expect_equal(terra::levels(named)[[1]]$class, c("non-forest", "forest"))
+    expect_equal(mask_values(named), mask_values(m))
+    expect_error(make_mask(image, png, tempfile(fileext = ".tif"), background = ""),
+                 class = "rsunet_input_error")
   }
 })
 

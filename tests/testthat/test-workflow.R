@@ -34,6 +34,14 @@ test_that("run_workflow maps the held-aside chips with both models and summarise
     expect_equal(sum(rows$overall_accuracy * rows$pixels) / sum(rows$pixels),
                  summary$overall_accuracy[summary$model == m], tolerance = 1e-12)
   }
+  # the cross_validate section: every chip held out once, the section's models only
+  folds <- utils::read.csv(file.path(out, "cross_validation", "folds.csv"))
+  chips <- list.files(system.file("extdata", "amazon", package = "rsunet"), pattern = "\\.tif$",
+                      recursive = TRUE)
+  expect_setequal(folds$scene, sub("\\.tif$", "", basename(chips)))
+  expect_false(any(duplicated(folds$scene)))
+  cv_summary <- utils::read.csv(file.path(out, "cross_validation", "summary.csv"))
+  expect_equal(unique(cv_summary$model), "random_forest")
   expect_error(run_workflow(tiny_config_file(), out = out), class = "rsunet_output_exists_error")
 })
 
