@@ -28,8 +28,8 @@
 train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100,
                            normalize = "dataset", seed = 0, overwrite = FALSE) {
   .py_call(.py("baseline")$train_baseline(
-    path.expand(patches), path.expand(out), n_per_class = as.integer(n_per_class),
-    n_trees = as.integer(n_trees), normalize = normalize, seed = as.integer(seed),
+    path.expand(patches), path.expand(out), n_per_class = .as_count(n_per_class, "n_per_class"),
+    n_trees = .as_count(n_trees, "n_trees"), normalize = normalize, seed = as.integer(seed),
     overwrite = isTRUE(overwrite)
   ))
   invisible(path.expand(out))

@@ -168,7 +168,7 @@ plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, ba
   as.list(unname(vapply(as.list(x), .as_raster_path, character(1))))
 }
 
-.as_whole <- function(x) if (is.null(x)) NULL else as.integer(x)
+.as_whole <- function(x, name = deparse(substitute(x))) if (is.null(x)) NULL else .as_count(x, name)
 
 .as_keep <- function(keep) {
   if (is.character(keep) && length(keep) == 1 && keep %in% c("all", "positive")) return(keep)

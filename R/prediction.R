@@ -84,7 +84,7 @@ predict_raster <- function(model, image, out, window = 512, overlap = 64, blend 
 }
 
 .as_count <- function(x, name) {
-  if (length(x) != 1 || is.na(x) || x != round(x)) {
+  if (!is.numeric(x) || length(x) != 1 || is.na(x) || x != round(x)) {
     .abort(paste0("`", name, "` must be a single whole number"), "rsunet_input_error")
   }
   as.integer(x)

@@ -67,10 +67,10 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
   out <- path.expand(out)
   weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
   .py_call(.py_raw("training")$train_unet(
-    path.expand(patches), out, depth = as.integer(depth), filters = as.integer(filters),
+    path.expand(patches), out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
     batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
-    class_weights = weights, epochs = as.integer(epochs), batch_size = as.integer(batch_size),
-    learning_rate = as.numeric(learning_rate), schedule = schedule, patience = as.integer(patience),
+    class_weights = weights, epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
+    learning_rate = as.numeric(learning_rate), schedule = schedule, patience = .as_count(patience, "patience"),
     monitor = monitor, augmentation = .as_augmentation(augmentation), normalize = normalize,
     seed = as.integer(seed),
     mixed_precision = mixed_precision, resume = isTRUE(resume), overwrite = isTRUE(overwrite),

@@ -113,8 +113,11 @@
 
 # Evaluate a call into Python; a Python exception becomes an R condition whose class
 # names the Python exception (and its rsunet base classes), with the Python message.
+# Python's last error is cleared first: an R error (say, a bad argument) raised after an
+# earlier, caught Python error must not be reported as that Python error.
 .py_call <- function(expr) {
   call <- sys.call(-1)
+  if (reticulate::py_available()) reticulate::py_clear_last_error()
   tryCatch(expr, error = function(e) {
     if (inherits(e, "rsunet_error")) stop(e)
     last <- tryCatch(reticulate::py_last_error(), error = function(e2) NULL)

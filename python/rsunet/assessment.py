@@ -38,8 +38,8 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet.errors import (ClassFieldError, GridMismatchError, InputError, NoOverlapError,
-                           OutputExistsError)
-from rsunet.io import atomic_path, open_raster, write_vector
+                           OutputExistsError, EmptyResultError)
+from rsunet.io import atomic_path, check_not_input, open_raster, reading, write_vector
 
 __all__ = ["assess_map", "count_objects", "polygonize", "Assessment", "ObjectCount",
            "metrics_from_confusion", "IGNORE"]
@@ -163,7 +163,7 @@ def metrics_from_confusion(matrix) -> tuple[dict, dict]:
         raise InputError(f"a confusion matrix must be square, got shape {m.shape}")
     n = m.sum()
     if n <= 0:
-        raise InputError("the confusion matrix is empty: no pixel is valid in both maps")
+        raise EmptyResultError("the confusion matrix is empty: no pixel is valid in both maps")
     diag, ref, pred = np.diag(m), m.sum(axis=1), m.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(pred > 0, diag / pred, np.nan)
@@ -255,7 +255,7 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             valid in both, or an argument is out of range.
         OutputExistsError: ``png`` or ``csv`` exists and ``overwrite`` is False.
     """
-    _check_outputs(overwrite, png, csv)
+    _check_outputs(overwrite, [png, csv], [prediction, reference, where])
     if unlabelled not in UNLABELLED:
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     if sample is not None and int(sample) < 1:
@@ -299,7 +299,8 @@ def _scene_pairs(prediction, reference) -> list:
     return list(zip(prediction, reference))
 
 
-def _check_outputs(overwrite, *paths):
+def _check_outputs(overwrite, paths, inputs):
+    check_not_input(paths, inputs)
     for path in paths:
         if path is not None and Path(path).exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -375,10 +376,13 @@ class _ReferenceReader:
         """``(values int64, valid bool)`` of the reference on ``window`` of the map's grid."""
         if self.kind == "vector":
             return self._burn(window)
-        values = self.reader.read(1, window=window).astype(np.int64)
-        valid = values != self.ignore
-        if self.kind == "warped" or self.use_nodata:
-            valid &= self.reader.read_masks(1, window=window) > 0
+        with reading(self.reader):
+            raw = self.reader.read(1, window=window)
+            finite = np.isfinite(raw) if raw.dtype.kind == "f" else True  # NaN, inf: nodata
+            values = np.where(finite, raw, self.ignore).astype(np.int64)
+            valid = values != self.ignore
+            if self.kind == "warped" or self.use_nodata:
+                valid &= self.reader.read_masks(1, window=window) > 0
         return values, valid
 
     def _burn(self, window):
@@ -479,14 +483,17 @@ class _Grid:
     def pairs(self, window, inside=None):
         """Flat int64 arrays ``(reference, predicted)`` of the valid pixels of ``window``
         (and of ``inside``, a boolean array of the window's shape, if given)."""
-        pred = self.src.read(1, window=window)
+        with reading(self.src):
+            pred = self.src.read(1, window=window)
+            masks = self.src.read_masks(1, window=window) if self.use_nodata else None
         if pred.dtype.kind not in "iu":
             if not np.all(np.mod(pred[np.isfinite(pred)], 1) == 0):
                 raise InputError(f"{self.src.name} holds non-integer values: a class map holds class ids")
-        pred = np.nan_to_num(pred, nan=self.ignore).astype(np.int64)
+            pred = np.where(np.isfinite(pred), pred, self.ignore)  # NaN, inf: nodata
+        pred = pred.astype(np.int64)
         valid = pred != self.ignore
-        if self.use_nodata:
-            valid &= self.src.read_masks(1, window=window) > 0
+        if masks is not None:
+            valid &= masks > 0
         ref, ref_valid = self.ref.read(window)
         valid &= ref_valid
         if inside is not None:
@@ -785,7 +792,7 @@ def _row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
 
 def _read_class_map(map, ignore, use_nodata, classes=None):
     """A whole class map: values, valid pixels, transform, CRS and class names."""
-    with open_raster(map) as src:
+    with open_raster(map) as src, reading(src):
         values = src.read(1)
         valid = values != ignore
         if use_nodata:
@@ -834,7 +841,7 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
 
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    _check_outputs(overwrite, out)
+    _check_outputs(overwrite, [out], [map])
     values, valid, transform, crs, names = _read_class_map(map, ignore, use_nodata, classes)
     if values.dtype.name not in ("uint8", "int16", "uint16", "int32", "float32"):
         values = values.astype(np.int32)

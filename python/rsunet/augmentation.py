@@ -325,9 +325,11 @@ def preview_augmentation(patches, out=None, n=4, versions=3, patch_ids=None, spl
         OutputExistsError: ``out`` exists and ``overwrite`` is False.
         InputError: no such patches or split.
     """
+    from rsunet.io import check_not_input
     from rsunet.patches import _as_patchset, _chosen
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
+    check_not_input(out, patches)
     ps = _as_patchset(patches)
     if split is not None and "split" not in ps.index.columns:
         split = None  # before split_patches every patch is a candidate

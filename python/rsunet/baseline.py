@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rsunet.errors import InputError, ModelFormatError
-from rsunet.io import atomic_path
+from rsunet.errors import InputError, ModelFormatError, OutputExistsError
+from rsunet.io import atomic_path, check_not_input
 
 
 @dataclass
@@ -65,11 +65,20 @@ def load_baseline(path) -> PixelForest:
     """Load a :class:`PixelForest` saved by :meth:`PixelForest.save` (trusted files only)."""
     import joblib
 
+    import hashlib
+
     if not os.path.exists(path):
         raise ModelFormatError(f"baseline model not found: {path}")
-    model = joblib.load(path)
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # joblib/pickle raise many types on a foreign or damaged file
+        raise ModelFormatError(f"{path} is not a model saved by train_baseline() "
+                               f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, PixelForest):
         raise ModelFormatError(f"{path} does not hold an rsunet PixelForest")
+    with open(path, "rb") as f:  # what resuming a prediction compares: the file, not the pickle
+        model.file_digest = hashlib.file_digest(f, "sha256").hexdigest() \
+            if hasattr(hashlib, "file_digest") else hashlib.sha256(f.read()).hexdigest()
     return model
 
 
@@ -139,6 +148,9 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
 
     from rsunet.patches import _as_patchset, scene_record
 
+    check_not_input(out, patches)
+    if out is not None and os.path.exists(out) and not overwrite:  # before training, not after
+        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
     ps, scene = _as_patchset(patches), scene_record(normalize)
     X, y = sample_pixels(ps, "train", n_per_class, seed, normalize)
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,

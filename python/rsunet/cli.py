@@ -5,8 +5,9 @@ positional ones, the others ``--options`` (values are read as YAML, so ``--windo
 ``--classes '{1: forest}'`` and ``--images '[a.tif, b.tif]'`` work), and the help text is
 the function's docstring. The command line therefore never drifts from the API.
 
-Errors are printed as one clear line (``rsunet: error: ...``) and exit with status 2;
-``--traceback`` shows the full Python traceback for bug reports.
+Every error is printed as one line (``rsunet: error: ...``): status 2 for what the user can
+fix (a typed rsunet error, a missing file), status 1 for anything else (an internal error,
+a bug to report); ``--traceback`` shows the full Python traceback for bug reports.
 """
 
 from __future__ import annotations
@@ -206,11 +207,15 @@ def main(argv=None) -> int:
             _show(args.func(**kwargs))
             return 0
         return args.func(args) or 0
-    except (RsunetError, FileNotFoundError) as exc:
+    except Exception as exc:  # every error is one line; --traceback shows the rest
         if args.traceback:
             raise
-        print(f"rsunet: error: {exc}", file=sys.stderr)
-        return 2
+        user = isinstance(exc, (RsunetError, FileNotFoundError))
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if not user:
+            text = f"internal error ({type(exc).__name__}: {text}); rerun with --traceback and report it"
+        print(f"rsunet: error: {text}", file=sys.stderr)
+        return 2 if user else 1
 
 
 if __name__ == "__main__":

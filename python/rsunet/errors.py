@@ -42,6 +42,26 @@ class ModelFormatError(InputError):
     """A file is not a model rsunet can load."""
 
 
+class CorruptFileError(InputError):
+    """A file rsunet reads (patch set, table, raster blocks) is truncated, malformed or incomplete."""
+
+
+class ConfigError(InputError):
+    """A workflow configuration has a syntax error, an unknown key or a bad value."""
+
+
+class EmptyResultError(InputError):
+    """The arguments select nothing (no patch, no pixel): the result would be empty."""
+
+
+class OutputIsInputError(InputError):
+    """An output path is (or lies inside) one of the call's inputs: writing it would destroy it."""
+
+
+class OutputWriteError(RsunetError, OSError):
+    """An output could not be written (disk full, read-only folder, file too large)."""
+
+
 class OutputExistsError(RsunetError, FileExistsError):
     """The output exists already and ``overwrite`` was not asked for: nothing a user made is lost."""
 

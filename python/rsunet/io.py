@@ -21,10 +21,17 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from rsunet.errors import InputError, OutputExistsError, RasterReadError
+from rsunet.errors import (InputError, OutputExistsError, OutputIsInputError, OutputWriteError,
+                           RasterReadError, RsunetError)
 
 __all__ = ["Raster", "read_raster", "write_raster", "write_vector", "raster_info", "atomic_path",
-           "as_window"]
+           "as_window", "check_not_input"]
+
+try:  # GDAL's errors (CPLE_*) are not OSErrors
+    from rasterio._err import CPLE_BaseError as _GDALError
+except ImportError:  # pragma: no cover - another rasterio layout
+    _GDALError = rasterio.errors.RasterioError
+GDAL_ERRORS = (rasterio.errors.RasterioError, _GDALError)
 
 
 @dataclass
@@ -146,9 +153,29 @@ def _read_padded(src, indexes, window, inside):
     r0, c0 = int(inside.row_off - window.row_off), int(inside.col_off - window.col_off)
     rows = slice(r0, r0 + int(inside.height))
     cols = slice(c0, c0 + int(inside.width))
-    data[:, rows, cols] = src.read(indexes, window=inside)
-    valid[rows, cols] = np.all(src.read_masks(indexes, window=inside) > 0, axis=0)
+    with reading(src):
+        data[:, rows, cols] = src.read(indexes, window=inside)
+        valid[rows, cols] = np.all(src.read_masks(indexes, window=inside) > 0, axis=0)
+    valid[rows, cols] &= finite(data[:, rows, cols])
     return data, valid
+
+
+def finite(data) -> np.ndarray | bool:
+    """``(rows, cols)``: True where every band is finite. NaN and +-inf are nodata, always
+    (a float band may hold them without declaring a nodata value)."""
+    if data.dtype.kind != "f":
+        return True
+    return np.isfinite(data).all(axis=0)
+
+
+@contextlib.contextmanager
+def reading(src):
+    """Turn GDAL's failure to read pixels (truncated or corrupt blocks) into a typed error."""
+    try:
+        yield
+    except GDAL_ERRORS as exc:
+        raise RasterReadError(f"cannot read the pixels of {src.name}: {exc}; the file is truncated "
+                              "or corrupt (copy or download it again)") from exc
 
 
 def _intersection(a: Window, b: Window) -> Window | None:
@@ -174,14 +201,82 @@ def atomic_path(path, overwrite=False):
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn a failure to write ``path`` (disk full, read-only folder, file size limit) into
+    :class:`OutputWriteError`; rsunet's own errors pass through."""
+    try:
+        yield
+    except RsunetError:
+        raise
+    except (OSError, *GDAL_ERRORS) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise OutputWriteError(f"cannot write {path}: {reason}; check the free space and the "
+                               f"permissions of {Path(path).parent}") from exc
+
+
+def check_not_input(outputs, inputs, replaces_folder=False):
+    """Refuse outputs that would destroy an input, whatever ``overwrite`` says.
+
+    An output is refused when it resolves (symbolic links, ``..``, a case-insensitive
+    file system: compared by file identity where the file exists) to an input or lies
+    inside an input folder; with ``replaces_folder`` (an output folder replaced
+    wholesale) also when an input lies inside it.
+
+    Args:
+        outputs: paths (or None) the call will write.
+        inputs: paths (or None, or objects that are not paths: skipped) the call reads.
+    """
+    outs, ins = _path_list(outputs), _path_list(inputs)
+    for out in outs:
+        for inp in ins:
+            if _within(out, inp):
+                where = "is" if _same(out, inp) else "lies inside"
+                raise OutputIsInputError(
+                    f"the output {out} {where} the input {inp}: rsunet never writes over an input "
+                    "(overwrite does not change that); choose another output path")
+            if replaces_folder and _within(inp, out):
+                raise OutputIsInputError(
+                    f"the output folder {out} holds the input {inp} and would be replaced: "
+                    "choose an output folder that holds no input")
+
+
+def _path_list(x) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, os.PathLike)):
+        return [os.fspath(x)]
+    if isinstance(x, (list, tuple, set)) or hasattr(x, "values") and callable(x.values):
+        items = x.values() if isinstance(x, dict) else x
+        return [p for item in items for p in _path_list(item)]
+    return []  # a model or a GeoDataFrame in memory: nothing on disk to protect
+
+
+def _same(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _within(a, b) -> bool:
+    """``a`` is ``b`` or lies inside the folder ``b`` (by file identity where they exist)."""
+    if not os.path.exists(b):
+        real_a, real_b = (os.path.normcase(os.path.realpath(p)) for p in (a, b))
+        return real_a == real_b or real_a.startswith(real_b.rstrip(os.sep) + os.sep)
+    real = Path(os.path.realpath(a))
+    return any(p.exists() and _same(p, b) for p in (real, *real.parents))
 
 
 def geotiff_profile(count, height, width, dtype, transform, crs, nodata, blocksize=256,

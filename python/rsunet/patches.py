@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,11 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from rsunet.errors import GridMismatchError, InputError, OutputExistsError, PatchSizeError
+from rsunet.errors import (CorruptFileError, EmptyResultError, GridMismatchError, InputError,
+                           OutputExistsError, PatchSizeError)
 from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, _intersection, _read_padded,
-                       atomic_path, band_percentiles, open_raster, reads_whole, scene_scaling,
-                       write_vector)
+                       atomic_path, band_percentiles, check_not_input, finite, open_raster,
+                       reading, reads_whole, scene_scaling, write_vector, writing)
 from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
@@ -81,10 +83,19 @@ class PatchSet:
         if not meta_file.exists():
             raise InputError(f"{self.path} is not a patch folder (no patches.json); "
                              "make one with make_patches()")
-        self.meta = json.loads(meta_file.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise InputError(f"{meta_file} has format {self.meta.get('format')!r}, expected {FORMAT!r}")
-        self.index = pd.read_csv(self.path / "index.csv", dtype={"patch_id": str, "scene": str})
+        try:
+            self.meta = json.loads(meta_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptFileError(f"{meta_file} is not valid JSON ({exc}): the patch set is damaged; "
+                                   "make it again with make_patches()") from exc
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
+            found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
+            raise InputError(f"{meta_file} has format {found!r}, expected {FORMAT!r}")
+        missing = [k for k in ("size", "ignore_value", "classes", "scenes") if k not in self.meta]
+        if missing:
+            raise CorruptFileError(f"{meta_file} lacks {missing}: the patch set is damaged; make it "
+                                   "again with make_patches()")
+        self.index = _read_index(self.path / "index.csv")
         self._rows = pd.Series(np.arange(len(self.index)), index=self.index["patch_id"])
         self._stacks = {}
 
@@ -122,11 +133,12 @@ class PatchSet:
     def stacks(self, scene):
         """The scene's (images, masks) stacks, memory-mapped read-only."""
         if scene not in self._stacks:
+            if scene not in self.scenes:
+                raise CorruptFileError(f"{self.path / 'index.csv'} names scene {scene!r}, which "
+                                       f"{self.path / 'patches.json'} does not describe")
             s = self.scenes[scene]
-            self._stacks[scene] = (
-                np.load(self.path / s["images_file"], mmap_mode="r"),
-                np.load(self.path / s["masks_file"], mmap_mode="r"),
-            )
+            self._stacks[scene] = tuple(_load_stack(self.path / s[k], s.get("n"))
+                                        for k in ("images_file", "masks_file"))
         return self._stacks[scene]
 
     def read(self, patch_ids):
@@ -196,6 +208,47 @@ class PatchSet:
         return CRS.from_wkt(wkt) if wkt else None
 
 
+INDEX_COLUMNS = ("patch_id", "scene", "slot", "col_off", "row_off", "width", "height")
+
+
+def _read_index(path):
+    """``index.csv`` as a DataFrame, or a :class:`CorruptFileError` saying what is wrong."""
+    if not path.exists():
+        raise CorruptFileError(f"{path} is missing: the patch set is incomplete; make it again "
+                               "with make_patches()")
+    try:
+        # only an empty cell is missing: a scene may be called "nan" or "NA"
+        index = pd.read_csv(path, dtype={"patch_id": str, "scene": str}, keep_default_na=False,
+                            na_values=[""])
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise CorruptFileError(f"{path} is not a patch table ({exc}); make the patch set again "
+                               "with make_patches()") from exc
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise CorruptFileError(f"{path} lacks the column(s) {missing}; make the patch set again "
+                               "with make_patches()")
+    numeric = [c for c in INDEX_COLUMNS[2:] if len(index) and not pd.api.types.is_integer_dtype(index[c])]
+    if numeric:
+        raise CorruptFileError(f"{path}: column(s) {numeric} must hold whole numbers; the table is "
+                               "damaged")
+    return index
+
+
+def _load_stack(path, n):
+    """One ``.npy`` stack, memory-mapped read-only, checked against its recorded length."""
+    try:
+        stack = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise CorruptFileError(f"{path} is missing: the patch set is incomplete; make it again "
+                               "with make_patches()") from None
+    except (OSError, ValueError) as exc:
+        raise CorruptFileError(f"{path} is not a readable .npy stack ({exc}); make the patch set "
+                               "again") from exc
+    if n is not None and len(stack) != int(n):
+        raise CorruptFileError(f"{path} holds {len(stack)} patches, patches.json says {n}")
+    return stack
+
+
 NORMALIZE = ("dataset", "scene")
 
 
@@ -237,6 +290,7 @@ def read_patch(patches, patch_id):
     image, mask = images[0], masks[0]
     nodata = scene["nodata"]
     valid = np.ones(mask.shape, bool) if nodata is None else ~np.any(_is_nodata(image, nodata), axis=0)
+    valid &= finite(image)
     t, crs = ps.transform(patch_id), ps.crs(patch_id)
     return (Raster(image, valid, t, crs, nodata),
             Raster(mask[np.newaxis], mask != ps.ignore_value, t, crs, ps.ignore_value))
@@ -322,6 +376,7 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
         if not 0 <= float(v) <= 1:
             raise InputError(f"{name} must be between 0 and 1, got {v}")
     out_dir = Path(out_dir)
+    check_not_input(out_dir, images + masks, replaces_folder=True)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
     try:
@@ -333,26 +388,43 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
                   min_labelled=float(min_labelled), min_valid=float(min_valid))
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        (tmp / "scenes").mkdir(parents=True)
-        columns, scenes, tags = [], {}, []
-        for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
-            scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
-            columns.append(scene_columns)
-            tags.append((mask, tag))
-        classes = _merge_classes(tags)
-        _check_bands(scenes)
-        index = _index_table(columns, classes)
-        meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
-                    min_labelled=float(min_labelled), min_valid=float(min_valid),
-                    classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
-                    scenes=scenes)
-        (tmp / "patches.json").write_text(json.dumps(meta, indent=1) + "\n")
-        index.to_csv(tmp / "index.csv", index=False)
-        _replace_dir(tmp, out_dir)
+        with writing(out_dir):  # reading errors are typed already: an OSError here is a write
+            (tmp / "scenes").mkdir(parents=True)
+            columns, scenes, tags = [], {}, []
+            for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
+                scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
+                columns.append(scene_columns)
+                tags.append((mask, tag))
+            classes = _merge_classes(tags)
+            _check_bands(scenes)
+            index = _index_table(columns, classes)
+            _check_not_empty(index, scenes, params)
+            meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
+                        min_labelled=float(min_labelled), min_valid=float(min_valid),
+                        classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
+                        scenes=scenes)
+            (tmp / "patches.json").write_text(json.dumps(meta, indent=1) + "\n")
+            index.to_csv(tmp / "index.csv", index=False)
+            _replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
     return index
+
+
+def _check_not_empty(index, scenes, params):
+    """No patch kept is an error that says why: the scenes are too small or the filters too strict."""
+    if len(index):
+        return
+    size = params["size"]
+    small = [f"{name} ({s['width']}x{s['height']})" for name, s in scenes.items()
+             if min(s["width"], s["height"]) < size]
+    why = (f"the scene(s) {small} are smaller than size={size}: with edge='drop' they give no "
+           "window, otherwise windows mostly of padding, which min_valid rejects" if small else
+           f"no window passes the filters (keep, min_labelled={params['min_labelled']}, "
+           f"min_valid={params['min_valid']})")
+    raise EmptyResultError(f"no patch was kept: {why}; use a smaller size, edge='shift' or "
+                           "looser filters")
 
 
 def _as_list(x, what):
@@ -503,11 +575,13 @@ class _Strips:
     def __init__(self, src, msrc, size, cols_off):
         self.src, self.msrc, self.size = src, msrc, size
         self.cols_off = cols_off
-        self.width = max(src.width, int(cols_off[-1]) + size)
+        self.width = max(src.width, int(cols_off[-1]) + size if len(cols_off) else 0)
         self.indexes = list(range(1, src.count + 1))
         self.scene = Window(0, 0, src.width, src.height)
         # where no band has a mask or nodata, every pixel inside the scene is valid
-        self.plain = all(f == [rasterio.enums.MaskFlags.all_valid] for f in src.mask_flag_enums)
+        # (a float band may hold NaN or inf, nodata whatever the flags say)
+        self.plain = all(f == [rasterio.enums.MaskFlags.all_valid] for f in src.mask_flag_enums) \
+            and np.dtype(src.dtypes[0]).kind != "f"
         self.data = np.empty((src.count, size, self.width), src.dtypes[0])
         self.labels = np.empty((size, self.width), np.uint8)
         self.image_stack = np.empty((len(cols_off), src.count, size, size), src.dtypes[0])
@@ -520,14 +594,16 @@ class _Strips:
         window = Window(0, row_off, self.width, self.size)
         inside = _intersection(window, self.scene)
         if self.plain and inside == window:
-            data, valid = self.src.read(self.indexes, window=window, out=self.data), None
+            with reading(self.src):
+                data, valid = self.src.read(self.indexes, window=window, out=self.data), None
         else:
             data, valid = _read_padded(self.src, self.indexes, window, inside)
         labels = self.labels
         if inside != window:
             labels.fill(IGNORE)  # outside the scene the class is unknown, whatever the mask's nodata
         r0 = int(inside.row_off) - row_off
-        self.msrc.read(1, window=inside, out=labels[r0:r0 + int(inside.height), :int(inside.width)])
+        with reading(self.msrc):
+            self.msrc.read(1, window=inside, out=labels[r0:r0 + int(inside.height), :int(inside.width)])
         if valid is not None:
             labels[~valid] = IGNORE
         self._count(row_off, data, valid)
@@ -658,9 +734,9 @@ def _scene_columns(scene, parts, size, coefs):
 
 
 def _check_bands(scenes):
-    kinds = {(s["bands"], s["dtype"]) for s in scenes.values()}
-    if len(kinds) > 1:
-        raise InputError(f"scenes differ in bands/dtype {sorted(kinds)}: one patch set needs one "
+    kinds = {name: f"{s['bands']} x {s['dtype']}" for name, s in scenes.items()}
+    if len(set(kinds.values())) > 1:
+        raise InputError(f"scenes differ in bands/dtype ({kinds}): one patch set needs one "
                          "band layout; make one patch set per sensor")
 
 
@@ -808,6 +884,9 @@ def _shares(fractions) -> dict:
     total = sum(shares.values())
     if any(v < 0 for v in shares.values()) or total <= 0:
         raise InputError(f"fractions must be non-negative and not all 0, got {fractions}")
+    if not np.isclose(total, 1.0):
+        warnings.warn(f"fractions {fractions} sum to {total:g}, not 1: they are rescaled to "
+                      f"{ {k: round(v / total, 4) for k, v in shares.items()} }", stacklevel=3)
     return {k: v / total for k, v in shares.items()}
 
 
@@ -846,6 +925,7 @@ def patch_grid(patches, out=None, crs=None, overwrite=False):
     import geopandas as gpd
     from shapely.geometry import box
 
+    check_not_input(out, patches)
     ps = _as_patchset(patches)
     parts = []
     for scene, rows in ps.index.groupby("scene", sort=False):
@@ -921,6 +1001,7 @@ def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None,
 
     from rsunet.plotting import new_figure, save_figure
 
+    check_not_input(out, patches)
     ps = _as_patchset(patches)
     ids = _chosen(ps, n, patch_ids, split, seed)
     images, masks = ps.read(ids)

@@ -30,9 +30,9 @@ from rasterio.windows import Window
 
 from rsunet import __version__
 from rsunet.errors import (BandMismatchError, InputError, ModelFormatError,
-                           OutputExistsError, PatchSizeError)
-from rsunet.io import (_intersection, _read_padded, atomic_path, band_percentiles, geotiff_profile,
-                       open_raster, scene_scaling)
+                           OutputExistsError, PatchSizeError, RsunetError)
+from rsunet.io import (_intersection, _read_padded, atomic_path, band_percentiles, check_not_input,
+                       geotiff_profile, open_raster, scene_scaling, writing)
 
 __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS"]
 
@@ -93,18 +93,24 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         InputError: another argument is out of range.
         ModelFormatError: ``model`` is not a model rsunet can use.
     """
+    scenes, many = _scenes(image, out, output)
+    check_not_input([t for _, targets in scenes for t in targets.values()],
+                    [model, image] + [p for p, _ in scenes])
     model = as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
     params.update(tta=bool(tta), cog=bool(cog))
-    scenes, many = _scenes(image, out, output)
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
     results = []
     for path, targets in scenes:
-        with rasterio.Env(**_gdal_options()):
-            _predict_scene(model, path, targets, params, resume, progress)
+        try:
+            with rasterio.Env(**_gdal_options()), writing(next(iter(targets.values()))):
+                _predict_scene(model, path, targets, params, resume, progress)
+        except RsunetError:  # a bad input or a full disk: nothing to resume, leave no debris
+            shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
+            raise
         results.append(targets if output == "both" else targets[output])
     return results if many else results[0]
 
@@ -515,6 +521,10 @@ def _fingerprint(model, src, path, params):
 
 
 def _hash_model(h, model):
+    digest = getattr(model, "file_digest", None)
+    if digest:  # loaded from a file: its bytes (a forest pickles differently on every load)
+        h.update(digest.encode())
+        return
     keras_model = getattr(model, "keras_model", None)
     if keras_model is not None:
         h.update(json.dumps(keras_model.get_config(), sort_keys=True, default=str).encode())
@@ -537,8 +547,7 @@ class _PartialStore:
     """
 
     def __init__(self, targets, fingerprint, resume):
-        first = next(iter(targets.values()))
-        self.dir = first.with_name(f".{first.name}.rsunet-partial")
+        self.dir = self.folder(targets)
         self.fingerprint = fingerprint
         self.done = 0
         state = self._read_state() if resume else None
@@ -547,6 +556,11 @@ class _PartialStore:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def folder(targets):
+        first = next(iter(targets.values()))
+        return first.with_name(f".{first.name}.rsunet-partial")
 
     def _read_state(self):
         try:

@@ -26,7 +26,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from rsunet.errors import ClassFieldError, GridMismatchError, InputError, NoOverlapError
-from rsunet.io import open_raster, write_raster
+from rsunet.io import check_not_input, open_raster, write_raster
 
 __all__ = ["make_mask", "VECTOR_SUFFIXES", "IGNORE"]
 
@@ -83,6 +83,7 @@ def make_mask(image, labels, out, field=None, classes=None, unlabelled="backgrou
     if unlabelled not in UNLABELLED:
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     fill = 0 if unlabelled == "background" else IGNORE
+    check_not_input(out, [image, labels])
     if not isinstance(background, str) or not background.strip():
         raise InputError(f"background must be the name of class 0, a non-empty string; got {background!r}")
     with open_raster(image) as src:
@@ -115,17 +116,20 @@ def _from_vector(labels, grid, field, classes, name_field, fill):
     from shapely.geometry import box
 
     gdf = labels if hasattr(labels, "geometry") else _read_vector(labels)
+    source = "the labels" if hasattr(labels, "geometry") else str(labels)
+    if not len(gdf) or gdf.geometry.isna().all() or gdf.geometry.is_empty.all():
+        raise NoOverlapError(f"{source} holds no features: nothing to burn into a mask")
     for f in (field, name_field):
         if f is not None and f not in gdf.columns:
             raise ClassFieldError(f"labels have no field {f!r}; fields: "
                                   f"{[c for c in gdf.columns if c != gdf.geometry.name]}")
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-    gdf = _to_image_crs(gdf, grid["crs"])
+    gdf = _to_image_crs(gdf, grid["crs"], source)
     height, width, transform = grid["height"], grid["width"], grid["transform"]
     extent = box(*rasterio.transform.array_bounds(height, width, transform))
     if not len(gdf) or not gdf.intersects(extent).any():
         raise NoOverlapError(
-            f"no label polygon overlaps the image (labels' bounds {list(gdf.total_bounds)} in the "
+            f"no label polygon of {source} overlaps the image (labels' bounds {list(gdf.total_bounds)} in the "
             f"image CRS; image bounds {list(extent.bounds)}): are they for this scene?")
     raw = gdf[field] if field is not None else gpd.pd.Series(1, index=gdf.index)
     value_map = _value_map(list(raw), classes)
@@ -147,12 +151,12 @@ def _read_vector(path):
         raise InputError(f"cannot read {path} as a vector layer: {exc}") from exc
 
 
-def _to_image_crs(gdf, crs):
+def _to_image_crs(gdf, crs, source="the labels"):
     if crs is None:
-        raise GridMismatchError("the image has no CRS: vector labels cannot be placed on it; "
-                                "georeference the image first")
+        raise GridMismatchError(f"the image has no CRS: vector labels ({source}) cannot be placed "
+                                "on it; georeference the image first")
     if gdf.crs is None:
-        warnings.warn("the labels have no CRS; assuming the image's", stacklevel=3)
+        warnings.warn(f"{source} has no CRS; assuming the image's", stacklevel=3)
         return gdf.set_crs(crs)
     return gdf.to_crs(crs)
 

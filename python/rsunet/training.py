@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.errors import InputError, ModelFormatError, OutputExistsError
-from rsunet.io import atomic_path
+from rsunet.io import atomic_path, check_not_input
 
 METADATA_NAME = "rsunet.json"
 
@@ -108,8 +108,12 @@ def load_model(path) -> RsunetModel:
 
     from rsunet import model as _model  # registers rsunet's losses and metrics
 
-    keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
-                                          custom_objects=_model.custom_objects())
+    try:
+        keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
+                                              custom_objects=_model.custom_objects())
+    except Exception as exc:  # Keras raises ValueError, KeyError, TypeError... on foreign files
+        raise ModelFormatError(f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: "
+                               f"{exc}); safe mode refuses Lambda layers and custom code") from exc
     if meta is None:
         return _plain_model(keras_model)
     return RsunetModel(
@@ -210,8 +214,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     out = Path(out)
     if out.suffix != ".keras":
         raise InputError(f"out must be a .keras file, got {out}")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
+    history_files = [out.with_name(f"{out.stem}_history{ext}") for ext in (".csv", ".png")]
+    check_not_input([out, *history_files], patches)
+    mine = resume and _Run.interrupted(out)  # an interrupted run's own history files
+    for path in [out] + ([] if mine else history_files):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
     ps = _as_patchset(patches)
     train_ids, val_ids = _split_ids(ps)
     aug = AugmentParams.from_any(augmentation)
@@ -231,10 +239,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
     s_train, s_val = ps.scaling(train_ids, normalize), ps.scaling(val_ids, normalize)
+    x_train, y_train, v_train = _read_split(ps, train_ids)  # before _Run: a broken set leaves nothing
+    x_val, y_val, v_val = _read_split(ps, val_ids)
     run = _Run(out, settings, resume)
 
-    x_train, y_train, v_train = _read_split(ps, train_ids)
-    x_val, y_val, v_val = _read_split(ps, val_ids)
     mean, std = _band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
@@ -338,13 +346,17 @@ def _read_split(ps, ids):
     images, labels = ps.read(ids)
     valid = np.ones(labels.shape, bool)
     scenes = ps.index.set_index("patch_id").loc[ids, "scene"].to_numpy()
+    if images.dtype.kind == "f":  # NaN and inf are nodata: never a value the network sees
+        bad = ~np.isfinite(images)
+        valid &= ~bad.any(axis=1)
+        images[bad] = 0
     for scene in np.unique(scenes):
         nodata = ps.scenes[scene]["nodata"]
         if nodata is None:
             continue
         rows = scenes == scene
         bad = np.isnan(images[rows]) if np.isnan(nodata) else images[rows] == nodata
-        valid[rows] = ~bad.any(axis=1)
+        valid[rows] &= ~bad.any(axis=1)
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
@@ -480,6 +492,11 @@ class _Run:
         self.state = state
         self.resumed = bool(state["last"])
 
+    @staticmethod
+    def interrupted(out):
+        """An interrupted run of ``out`` waits in its folder (its history files are its own)."""
+        return (out.with_name(f".{out.stem}.training") / "state.json").exists()
+
     epoch = property(lambda self: int(self.state["epoch"]))
     last_path = property(lambda self: self.dir / self.state["last"])
     best_path = property(lambda self: self.dir / "best.weights.h5")
@@ -577,6 +594,7 @@ def plot_history(history, out=None, overwrite=False):
 
     from rsunet.plotting import new_figure, save_figure
 
+    check_not_input(out, history)
     history = pd.read_csv(history) if isinstance(history, (str, os.PathLike)) else history
     names = [m for m in ("loss", "accuracy", "f1", "iou") if m in history.columns]
     fig = new_figure(figsize=(3.2 * len(names), 3))

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsunet.errors import InputError, OutputExistsError
+from rsunet.config import check_scenes, check_sections, read_text_config
+from rsunet.errors import ConfigError, InputError, OutputExistsError
 
-STEPS = ("make_mask", "make_patches", "split_patches", "unet", "train_unet",
-         "train_baseline", "predict_raster", "assess_map")
+# section -> the function its keys are arguments of (checked before step 1, rsunet.config)
+STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches",
+         "split_patches": "patches.split_patches", "unet": "training.train_unet",
+         "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
+         "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
 # sections that add a step when present
-OPTIONAL = ("cross_validate",)
+OPTIONAL = {"cross_validate": "validation.cross_validate"}
 
 
 def example_config(full: bool = False, quick: bool = False) -> Path:
@@ -44,20 +48,12 @@ def read_config(config) -> dict:
         path = Path(config)
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            cfg = tomllib.loads(text)
-        else:
-            import yaml
-
-            cfg = yaml.safe_load(text) or {}
+        cfg = read_text_config(path)
     unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
     if unknown:
-        raise InputError(f"unknown configuration section(s): {sorted(unknown)}; "
-                         f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
-                         f"{', '.join(OPTIONAL)}")
+        raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
+                          f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
+                          f"{', '.join(OPTIONAL)}")
     return cfg
 
 
@@ -81,6 +77,29 @@ def config_scenes(cfg) -> dict:
             for part in ("train", "test")}
 
 
+def _check_before_running(cfg, config, scenes, out):
+    """Every error a configuration can hold, found before step 1 writes anything."""
+    from rsunet.io import check_not_input
+
+    source = "the configuration" if isinstance(config, dict) else str(config)
+    if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
+        raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
+    check_sections(cfg, {**STEPS, **OPTIONAL}, source)
+    check_scenes(scenes, source)
+    check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
+                    replaces_folder=True)
+
+
+def _continues(out, overwrite) -> bool:
+    """Mark ``out`` as a workflow's; an unfinished run marked so is continued: its own
+    outputs are replaced (training and prediction resume where they stopped)."""
+    marker = out / ".rsunet-workflow"
+    unfinished = marker.exists() and not (out / "summary.csv").exists()
+    out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return overwrite or unfinished
+
+
 class _Log:
     """Prints each step with its duration, so a user sees where the time goes."""
 
@@ -97,7 +116,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     Args:
         config: a YAML or TOML file (see :func:`example_config`), or a dict.
         out: the output folder (default: the configuration's ``out``).
-        overwrite: replace the outputs of an earlier run in ``out``.
+        overwrite: replace the outputs of an earlier run in ``out``. Not needed to continue
+            a run that failed or was stopped: its outputs are replaced, training and
+            prediction resume.
 
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
@@ -126,6 +147,8 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
         raise OutputExistsError(f"{out} holds an earlier run; pass overwrite=True (--overwrite)")
     seed = cfg.get("seed", 0)
     scenes = config_scenes(cfg)
+    _check_before_running(cfg, config, scenes, out)
+    overwrite = _continues(out, overwrite)
     log = _Log()
     opts = {step: dict(cfg.get(step) or {}) for step in STEPS}
 
