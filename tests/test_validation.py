@@ -13,7 +13,7 @@ import rasterio
 
 from conftest import need_module, shared_path, vectors
 from rsunet.assessment import assess_map
-from rsunet.errors import InputError, OutputExistsError
+from rsunet.errors import InputError, OutputExistsError, OutputIsInputError
 from rsunet.example import example_data
 from rsunet.validation import assign_folds, cross_validate
 
@@ -95,6 +95,9 @@ def test_a_rerun_continues_and_other_settings_are_refused(cv):
 
 def test_block_folds_hold_out_blocks_and_purge_the_patches_touching_them(cv, tmp_path):
     block = V["block"]
+    with pytest.raises(OutputIsInputError):  # out holds the source: refused, nothing touched
+        cross_validate(cv.out / "patches", cv.out, folds=2, by="block", config=V["config"])
+    assert (cv.out / "scores.csv").exists()
     res = cross_validate(cv.out / "patches", tmp_path / "blocks", folds=V["folds"], by="block",
                          block=block, models="random_forest", config=V["config"], progress=False)
     cell = block * 128

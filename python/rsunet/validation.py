@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from rsunet.errors import InputError, OutputExistsError
+from rsunet.io import check_not_input
 from rsunet.patches import block_ids
 
 BY = ("scene", "block")
@@ -119,6 +120,8 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
             or a patch folder whose scenes cannot be found.
         OutputExistsError: ``out`` holds a cross-validation with other settings and
             ``overwrite`` is False.
+        OutputIsInputError: ``out`` is, holds or lies inside an input (the patch folder,
+            the configuration file).
     """
     from rsunet.patches import PatchSet
     from rsunet.workflow import read_config
@@ -137,6 +140,8 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
     out = Path(out)
     if not is_patches and by == "scene":
         _check_enough_scenes(cfg, int(folds))
+    check_not_input(out, [source if is_patches else None, _files(config), _files(source)],
+                    replaces_folder=True)
     settings = dict(source=str(Path(source).resolve()) if is_patches else _jsonable(cfg),
                     folds=int(folds), by=by, block=int(block), seed=seed, models=list(models))
     _claim(out, settings, overwrite)
@@ -495,6 +500,11 @@ def _claim(out, settings, overwrite):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(text)
+
+
+def _files(x):
+    """A configuration or patch folder given as a path (not a dict), else None."""
+    return None if x is None or isinstance(x, dict) else x
 
 
 def _jsonable(cfg):
