@@ -66,7 +66,10 @@ def test_quick_configuration_is_complete_and_exclusive():
 
 
 def _tensorflow_start(level):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    # a user's fresh Python: not TF's log level, and not the LD_LIBRARY_PATH that an
+    # earlier test's embedded R (rpy2) put in this process's environment (it puts
+    # Debian's libpython first, which breaks pyenv's ssl module in a child Python)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "LD_LIBRARY_PATH")}
     if level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = level
     code = "import rsunet, tensorflow as tf; print(tf.constant(2).numpy() * 3)"

@@ -195,6 +195,8 @@ def test_validation_batches_are_never_augmented(patches):
 
 
 def test_clear_errors(patches, trained, tmp_path):
+    with pytest.raises(InputError, match="epochs must be a number"):
+        training.train_unet(patches, tmp_path / "n.keras", epochs="ten", **TINY)
     out, _ = trained
     with pytest.raises(OutputExistsError):
         training.train_unet(patches, out, epochs=1, **TINY)

@@ -77,7 +77,11 @@ stage_venv() {
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   export RPY2_CFFI_MODE=ABI
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev]"
+  # editable_mode=compat: the checkout's python/ goes on sys.path through a .pth file, so
+  # a folder named rsunet in the working directory (R CMD check runs the examples beside
+  # the installed R package's rsunet/) cannot shadow it as a namespace package
+  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev]" \
+    --config-settings editable_mode=compat
   echo "$want" > .stamps/venv
 }
 

@@ -211,6 +211,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     from rsunet.augmentation import AugmentParams
     from rsunet.patches import _as_patchset
 
+    _check_numbers(depth=depth, filters=filters, dropout=dropout, epochs=epochs,
+                   batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
     out = Path(out)
     if out.suffix != ".keras":
         raise InputError(f"out must be a .keras file, got {out}")
@@ -294,6 +296,15 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
 
 MONITORS = ("val_loss", "val_accuracy", "val_f1", "val_iou")
+
+
+def _check_numbers(**values):
+    """Numeric settings must be numbers: ``epochs="ten"`` is a typed error, not Python's."""
+    for name, value in values.items():
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{name} must be a number, got {value!r}") from None
 SCHEDULES = ("constant", "cosine")
 
 
