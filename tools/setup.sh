@@ -77,11 +77,12 @@ stage_venv() {
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   export RPY2_CFFI_MODE=ABI
   .venv/bin/python -m pip install -q --upgrade pip
-  # editable_mode=compat: the checkout's python/ goes on sys.path through a .pth file, so
-  # a folder named rsunet in the working directory (R CMD check runs the examples beside
-  # the installed R package's rsunet/) cannot shadow it as a namespace package
-  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev]" \
-    --config-settings editable_mode=compat
+  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev]"
+  # the checkout's python/ as a plain sys.path entry too: the editable install's import
+  # hook comes after sys.path, so a folder named rsunet in the working directory (R CMD
+  # check runs the examples beside the installed R package's rsunet/) would shadow the
+  # package as a namespace package; a regular package on sys.path wins over that
+  echo "$ROOT/python" > "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rsunet-checkout.pth"
   echo "$want" > .stamps/venv
 }
 
