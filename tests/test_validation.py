@@ -163,6 +163,8 @@ def test_clear_errors(tmp_path):
         cross_validate(config(), tmp_path / "b", folds=1)
     with pytest.raises(InputError, match="models"):
         cross_validate(config(), tmp_path / "c", models=["svm"])
+    with pytest.raises(InputError, match="did you mean 'epochs'"):  # checked before anything runs
+        cross_validate(dict(config(), train_unet={"epoch": 3}), tmp_path / "e", folds=2)
     with pytest.raises(InputError, match="5 folds need at least 5 scenes"):
         cross_validate(config(), tmp_path / "d", folds=5, progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything was written

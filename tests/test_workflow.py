@@ -103,6 +103,19 @@ def test_config_errors_are_clear(tmp_path):
         run_workflow({"scenes": {"example": False}}, out=tmp_path / "x")
 
 
+def test_example_configs_pass_the_checks_made_before_step_1():
+    from rsunet.config import check_sections
+    from rsunet.errors import ConfigError
+    from rsunet.workflow import OPTIONAL, STEPS
+
+    for kind in ({}, {"full": True}, {"quick": True}):
+        check_sections(read_config(example_config(**kind)), {**STEPS, **OPTIONAL}, str(kind))
+    cfg = read_config(example_config())
+    cfg["train_unet"]["augmentation"] = {"p_gian": 0.5}  # a misspelt setting, found up front
+    with pytest.raises(ConfigError, match="p_gian"):
+        check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
+
+
 def test_example_configs_name_only_real_arguments():
     import inspect
 

@@ -14,7 +14,7 @@ import inspect
 from importlib import import_module
 from pathlib import Path
 
-from rsunet.errors import ConfigError
+from rsunet.errors import ConfigError, InputError
 
 # arguments the workflow passes itself (with the required ones: inputs and outputs)
 WORKFLOW_OWNED = {"out", "out_dir", "overwrite", "seed", "png", "csv", "callbacks"}
@@ -23,6 +23,9 @@ POSITIVE = {"size", "stride", "epochs", "batch_size", "patience", "window", "fil
             "n_trees", "n_per_class", "block", "sample"}
 NON_NEGATIVE = {"overlap"}
 UNIT_INTERVAL = {"min_labelled", "min_valid", "dropout"}
+# flags that also take a mapping of settings (train_unet's augmentation: True, False or a
+# dict of rsunet.augment's settings, checked here so a misspelt one is found before step 1)
+FLAG_OR_SETTINGS = {"augmentation"}
 
 
 def read_text_config(path: Path) -> dict:
@@ -87,6 +90,9 @@ def _check_key(section, key, params, source):
 def _check_value(section, key, value, default, source):
     name = f"{source}: {section}.{key}"
     if isinstance(default, bool):
+        if key in FLAG_OR_SETTINGS and isinstance(value, dict):
+            _check_augmentation(name, value)
+            return
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         return
@@ -115,3 +121,12 @@ def check_scenes(scenes: dict, source="the configuration"):
             for path in paths:
                 if not Path(path).exists():
                     raise ConfigError(f"{source}: scenes.{part}.{kind}: {path} not found")
+
+
+def _check_augmentation(name, settings):
+    from rsunet.augmentation import AugmentParams
+
+    try:
+        AugmentParams.from_any(settings)
+    except InputError as exc:
+        raise ConfigError(f"{name}: {exc}") from None

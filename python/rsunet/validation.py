@@ -123,8 +123,9 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
         OutputIsInputError: ``out`` is, holds or lies inside an input (the patch folder,
             the configuration file).
     """
+    from rsunet.config import check_sections
     from rsunet.patches import PatchSet
-    from rsunet.workflow import read_config
+    from rsunet.workflow import STEPS, read_config
 
     models = _check_models(models)
     if by not in BY:
@@ -136,6 +137,8 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
         cfg = read_config(config) if config is not None else {}
     else:
         cfg = read_config(source)
+    check_sections(cfg, STEPS, "the configuration" if isinstance(config or source, dict)
+                   else str(config if is_patches else source))
     seed = int(cfg.get("seed", 0) if seed is None else seed)
     out = Path(out)
     if not is_patches and by == "scene":
