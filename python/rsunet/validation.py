@@ -235,15 +235,11 @@ def _touches(index, blocks, block):
 
 
 def _write_folds(ps, assignment, by, block, path):
-    if by == "scene":
-        table = (pd.DataFrame({"scene": ps.index["scene"].astype(str), "fold": assignment})
-                 .drop_duplicates().sort_values(["fold", "scene"]))
-    else:
-        table = (pd.DataFrame({"scene": ps.index["scene"].astype(str),
-                               "block": block_ids(ps.index, block),
-                               "fold": assignment})
-                 .drop_duplicates().sort_values(["fold", "scene", "block"]))
-    _write_csv(table, path)
+    columns = {"scene": ps.index["scene"].astype(str)}
+    if by == "block":
+        columns["block"] = block_ids(ps.index, block)
+    table = pd.DataFrame({**columns, "fold": assignment}).drop_duplicates()
+    _write_csv(table.sort_values(["fold", *columns]), path)
 
 
 def _held_out_text(ps, assignment, k, by):
@@ -266,11 +262,10 @@ def _run_fold(ps, assignment, k, by, block, cfg, models, seed, folder, progress)
     trained = _train(view, models, opts, seed, folder / "models", progress)
     held = view.index["split"] == "test"
     scenes = sorted(view.index.loc[held, "scene"].astype(str).unique())
+    blocks = None if by == "scene" else (_held_blocks(ps.index, assignment, k, block), block * ps.size)
     rows = []
     for name, model in trained.items():
-        maps = [_fold_map(model, ps, scene, folder / "maps" / name / f"{scene}.tif",
-                          None if by == "scene" else (_held_blocks(ps.index, assignment, k, block),
-                                                      block * ps.size),
+        maps = [_fold_map(model, ps, scene, folder / "maps" / name / f"{scene}.tif", blocks,
                           opts["predict_raster"], progress)
                 for scene in scenes]
         result = _assess(maps, [ps.scenes[s]["mask"] for s in scenes], opts["assess_map"])
