@@ -45,7 +45,7 @@ _PUBLIC = {
     "preview_augmentation": "augmentation",
     "unet": "model",
     "train_unet": "training",
-    "load_model": "training",
+    "load_model": "artefact",
     "predict_raster": "prediction",
     "assess_map": "assessment",
     "count_objects": "assessment",

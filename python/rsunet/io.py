@@ -19,13 +19,16 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio import windows
+from rasterio.errors import WindowError
 from rasterio.windows import Window
 
 from rsunet.errors import (InputError, OutputExistsError, OutputIsInputError, OutputWriteError,
                            RasterReadError, RsunetError)
 
 __all__ = ["Raster", "read_raster", "write_raster", "write_vector", "raster_info", "atomic_path",
-           "as_window", "check_not_input"]
+           "as_window", "as_affine", "check_not_input", "is_nodata", "read_padded", "window_intersection",
+           "window_offsets"]
 
 try:  # GDAL's errors (CPLE_*) are not OSErrors
     from rasterio._err import CPLE_BaseError as _GDALError
@@ -126,14 +129,14 @@ def read_raster(path, window=None, bands=None, boundless=False) -> Raster:
             raise InputError(f"{path} has {src.count} bands; cannot read band(s) {bad}")
         full = Window(0, 0, src.width, src.height)
         window = window or full
-        inside = _intersection(window, full)
+        inside = window_intersection(window, full)
         if inside is None or (not boundless and inside != window):
             if not boundless:
                 raise RasterReadError(
                     f"window {_fmt(window)} leaves {path} ({src.width}x{src.height} pixels);"
                     " pass boundless=True to pad it with nodata"
                 )
-        data, valid = _read_padded(src, indexes, window, inside)
+        data, valid = read_padded(src, indexes, window, inside)
         return Raster(
             data=data,
             valid=valid,
@@ -143,7 +146,10 @@ def read_raster(path, window=None, bands=None, boundless=False) -> Raster:
         )
 
 
-def _read_padded(src, indexes, window, inside):
+def read_padded(src, indexes, window, inside):
+    """``(data, valid)`` of ``window`` of an open raster, read where it lies ``inside`` the
+    raster (the window's intersection with it, or None) and padded with nodata (or 0),
+    invalid, beyond."""
     h, w = int(window.height), int(window.width)
     fill = src.nodata if src.nodata is not None else 0
     data = np.full((len(indexes), h, w), fill, dtype=src.dtypes[indexes[0] - 1])
@@ -158,6 +164,14 @@ def _read_padded(src, indexes, window, inside):
         valid[rows, cols] = np.all(src.read_masks(indexes, window=inside) > 0, axis=0)
     valid[rows, cols] &= finite(data[:, rows, cols])
     return data, valid
+
+
+def is_nodata(values, nodata) -> np.ndarray:
+    """True where ``values`` are the ``nodata`` value (a NaN nodata: where they are NaN);
+    all False when there is none."""
+    if nodata is None:
+        return np.zeros(np.shape(values), bool)
+    return np.isnan(values) if np.isnan(nodata) else values == nodata
 
 
 def finite(data) -> np.ndarray | bool:
@@ -178,13 +192,40 @@ def reading(src):
                               "or corrupt (copy or download it again)") from exc
 
 
-def _intersection(a: Window, b: Window) -> Window | None:
-    c0, r0 = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
-    c1 = min(a.col_off + a.width, b.col_off + b.width)
-    r1 = min(a.row_off + a.height, b.row_off + b.height)
-    if c1 <= c0 or r1 <= r0:
+def window_intersection(a: Window, b: Window) -> Window | None:
+    """The pixels two windows share (:func:`rasterio.windows.intersection`), None if none."""
+    try:
+        return windows.intersection(a, b)
+    except WindowError:
         return None
-    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def window_offsets(length, size, stride, edge="shift"):
+    """Start offsets of windows along one axis (patches and prediction slide the same way).
+
+    Args:
+        length: the axis length in pixels.
+        size: window length.
+        stride: step between window starts.
+        edge: what to do where the last window would leave the axis: ``"shift"`` it back
+            to end at the edge (a scene smaller than a window is padded instead),
+            ``"pad"`` (keep it on the stride grid, its outside part padded) or ``"drop"``
+            it (see :mod:`rsunet.patches`).
+
+    Returns:
+        A sorted list of int offsets (may be empty for ``"drop"``).
+    """
+    full = list(range(0, length - size + 1, stride))
+    if edge == "drop":
+        return full
+    if edge == "shift" and length >= size:
+        if full[-1] + size < length:
+            full.append(length - size)
+        return full
+    offsets = [0]  # pad (or shift on a scene smaller than a window)
+    while offsets[-1] + size < length:
+        offsets.append(offsets[-1] + stride)
+    return offsets
 
 
 def _fmt(window: Window) -> str:
@@ -322,7 +363,7 @@ def write_raster(path, data, transform, crs=None, nodata=None, overwrite=False,
         data = data.astype(np.uint8)
     if blocksize % 16:
         raise InputError(f"blocksize must be a multiple of 16, got {blocksize}")
-    transform = _as_affine(transform)
+    transform = as_affine(transform)
     crs = CRS.from_user_input(crs) if crs not in (None, "") else None
     profile = geotiff_profile(*data.shape, data.dtype, transform, crs, nodata, blocksize, compress)
     with atomic_path(path, overwrite) as tmp:
@@ -346,7 +387,8 @@ def write_vector(gdf, path, layer=None, overwrite=False):
     return Path(path)
 
 
-def _as_affine(transform) -> Affine:
+def as_affine(transform) -> Affine:
+    """An :class:`affine.Affine` from one, or from its 6 coefficients (a, b, c, d, e, f) or 9 (3 x 3)."""
     if isinstance(transform, Affine):
         return transform
     values = [float(v) for v in transform]
@@ -403,7 +445,7 @@ def band_percentiles(src, q=SCENE_PERCENTILES, max_pixels=2 ** 22) -> np.ndarray
     indexes = list(range(1, src.count + 1))
     values = BandValues(src.count, src.dtypes[0])
     for w in _sample_windows(src.width, src.height, max_pixels):
-        values.add(*_read_padded(src, indexes, w, w))
+        values.add(*read_padded(src, indexes, w, w))
     return values.percentiles(q, src.name)
 
 

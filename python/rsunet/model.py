@@ -14,11 +14,11 @@ import keras
 from keras import ops
 
 from rsunet.errors import InputError
+from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
            "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU"]
 
-IGNORE = 255
 EPS = 1e-7
 LOSSES = ("bce_dice", "dice", "weighted_ce", "focal")
 

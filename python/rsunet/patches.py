@@ -44,12 +44,13 @@ from rasterio.windows import Window
 
 from rsunet.errors import (CorruptFileError, EmptyResultError, GridMismatchError, InputError,
                            OutputExistsError, PatchSizeError)
-from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, _intersection, _read_padded,
-                       atomic_path, band_percentiles, check_not_input, finite, open_raster,
-                       reading, reads_whole, scene_scaling, write_vector, writing)
+from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, atomic_path, band_percentiles,
+                       check_not_input, finite, is_nodata, open_raster, read_padded, reading, reads_whole,
+                       scene_scaling, window_intersection, window_offsets, write_vector, writing)
+from rsunet.labels import CLASSES_TAG, IGNORE, same_grid
 from rsunet.plotting import class_colormap, stretch
 
-__all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
+__all__ = ["PatchSet", "as_patchset", "make_patches", "read_patch", "split_patches", "patch_grid",
            "class_balance", "plot_patches", "window_offsets", "FORMAT", "EDGES", "SPLITS",
            "EXCLUDED"]
 
@@ -57,7 +58,6 @@ FORMAT = "rsunet-patches/1"
 EDGES = ("shift", "pad", "drop")
 SPLITS = ("train", "validation", "test")
 EXCLUDED = "excluded"  # split of patches purged for sharing pixels with a later split
-IGNORE = 255
 MULTIPLE = 32  # a U-Net of depth 5 halves the size five times
 
 
@@ -185,6 +185,21 @@ class PatchSet:
         offset = np.stack([per_scene[s][1] for s in scenes])
         return scale.reshape(n, bands), offset.reshape(n, bands)
 
+    def chosen(self, n, patch_ids=None, split=None, seed=0) -> list:
+        """The ids of ``patch_ids``, or of ``n`` patches (of ``split``) drawn with ``seed``, in
+        index order: the patches a figure shows."""
+        if patch_ids is not None:
+            return [patch_ids] if isinstance(patch_ids, str) else [str(p) for p in patch_ids]
+        table = self.index
+        if split is not None:
+            if "split" not in table.columns:
+                raise InputError("the patch set has no split yet: run split_patches() first")
+            table = table[table["split"] == split]
+        if not len(table):
+            raise InputError(f"no patches to plot (split={split!r})")
+        pick = np.random.default_rng(int(seed)).choice(len(table), size=min(int(n), len(table)), replace=False)
+        return table["patch_id"].iloc[np.sort(pick)].tolist()
+
     def _check_ids(self, ids):
         missing = [p for p in ids if p not in self._rows.index]
         if missing:
@@ -264,7 +279,8 @@ def scene_record(normalize) -> dict | None:
     return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
 
 
-def _as_patchset(patches) -> PatchSet:
+def as_patchset(patches) -> PatchSet:
+    """``patches`` if it is a :class:`PatchSet`, else the patch folder it names, opened."""
     return patches if isinstance(patches, PatchSet) else PatchSet(patches)
 
 
@@ -284,48 +300,19 @@ def read_patch(patches, patch_id):
     Raises:
         InputError: the folder is not a patch set or has no such patch.
     """
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     images, masks = ps.read([str(patch_id)])
     scene = ps.scenes[ps.row(patch_id)["scene"]]
     image, mask = images[0], masks[0]
     nodata = scene["nodata"]
-    valid = np.ones(mask.shape, bool) if nodata is None else ~np.any(_is_nodata(image, nodata), axis=0)
+    valid = ~np.any(is_nodata(image, nodata), axis=0)
     valid &= finite(image)
     t, crs = ps.transform(patch_id), ps.crs(patch_id)
     return (Raster(image, valid, t, crs, nodata),
             Raster(mask[np.newaxis], mask != ps.ignore_value, t, crs, ps.ignore_value))
 
 
-def _is_nodata(a, nodata):
-    return np.isnan(a) if np.isnan(nodata) else a == nodata
-
-
 # ---- cutting ----------------------------------------------------------------------------
-
-def window_offsets(length, size, stride, edge="shift"):
-    """Start offsets of windows along one axis.
-
-    Args:
-        length: the axis length in pixels.
-        size: window length.
-        stride: step between window starts.
-        edge: ``"shift"``, ``"pad"`` or ``"drop"`` (see the module docstring).
-
-    Returns:
-        A sorted list of int offsets (may be empty for ``"drop"``).
-    """
-    full = list(range(0, length - size + 1, stride))
-    if edge == "drop":
-        return full
-    if edge == "shift" and length >= size:
-        if full[-1] + size < length:
-            full.append(length - size)
-        return full
-    offsets = [0]  # pad (or shift on a scene smaller than a window)
-    while offsets[-1] + size < length:
-        offsets.append(offsets[-1] + stride)
-    return offsets
-
 
 def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_labelled=0.0,
                  min_valid=0.5, edge="shift", overwrite=False, progress=True):
@@ -459,7 +446,7 @@ def _classes_of(masks) -> dict:
     recorded = []
     for m in masks:
         with open_raster(m) as src:
-            recorded.append((m, src.tags().get("RSUNET_CLASSES")))
+            recorded.append((m, src.tags().get(CLASSES_TAG)))
     return _merge_classes(recorded)
 
 
@@ -545,14 +532,12 @@ def _cut_scene(name, image, mask, tmp, params):
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
                     nodata=src.nodata, n=imgs.n, **files,
                     percentiles=dict(q=list(SCENE_PERCENTILES), values=strips.percentiles().tolist()))
-        tag = msrc.tags().get("RSUNET_CLASSES")
+        tag = msrc.tags().get(CLASSES_TAG)
     return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 
 
 def _check_grid(src, msrc, image, mask):
-    same = (src.width, src.height) == (msrc.width, msrc.height) and \
-        src.transform.almost_equals(msrc.transform) and src.crs == msrc.crs
-    if not same:
+    if not same_grid(src, msrc):
         raise GridMismatchError(
             f"mask {mask} ({msrc.width}x{msrc.height}, {msrc.crs}) is not on the grid of "
             f"{image} ({src.width}x{src.height}, {src.crs}); make it with make_mask(image, labels, out)")
@@ -592,12 +577,12 @@ class _Strips:
     def read(self, row_off):
         """(data, valid or None when every pixel is, labels: 255 where invalid or outside)."""
         window = Window(0, row_off, self.width, self.size)
-        inside = _intersection(window, self.scene)
+        inside = window_intersection(window, self.scene)
         if self.plain and inside == window:
             with reading(self.src):
                 data, valid = self.src.read(self.indexes, window=window, out=self.data), None
         else:
-            data, valid = _read_padded(self.src, self.indexes, window, inside)
+            data, valid = read_padded(self.src, self.indexes, window, inside)
         labels = self.labels
         if inside != window:
             labels.fill(IGNORE)  # outside the scene the class is unknown, whatever the mask's nodata
@@ -625,7 +610,7 @@ class _Strips:
             return band_percentiles(self.src)
         if self.counted < self.src.height:  # edge="drop" leaves the last rows uncut
             rest = Window(0, self.counted, self.src.width, self.src.height - self.counted)
-            self.values.add(*_read_padded(self.src, self.indexes, rest, rest))
+            self.values.add(*read_padded(self.src, self.indexes, rest, rest))
         return self.values.percentiles(SCENE_PERCENTILES, self.src.name)
 
     def gather(self, strip, kept, stack):
@@ -926,7 +911,7 @@ def patch_grid(patches, out=None, crs=None, overwrite=False):
     from shapely.geometry import box
 
     check_not_input(out, patches)
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     parts = []
     for scene, rows in ps.index.groupby("scene", sort=False):
         wkt = ps.scenes[scene]["crs"]
@@ -956,7 +941,7 @@ def class_balance(patches, by="split"):
     if isinstance(patches, pd.DataFrame):
         table, names = patches, {}
     else:
-        ps = _as_patchset(patches)
+        ps = as_patchset(patches)
         table, names = ps.index, ps.classes
     ids = sorted(int(c[2:]) for c in table.columns if re.fullmatch(r"n_\d+", c))
     groups = table[by].astype(str) if by in table.columns else pd.Series("all", index=table.index)
@@ -1002,8 +987,8 @@ def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None,
     from rsunet.plotting import new_figure, save_figure
 
     check_not_input(out, patches)
-    ps = _as_patchset(patches)
-    ids = _chosen(ps, n, patch_ids, split, seed)
+    ps = as_patchset(patches)
+    ids = ps.chosen(n, patch_ids, split, seed)
     images, masks = ps.read(ids)
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
@@ -1021,17 +1006,3 @@ def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None,
     handles = [matplotlib.patches.Patch(color=cmap(i), label=f"{i} {name}") for i, name in ps.classes.items()]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
     return save_figure(fig, out, overwrite)
-
-
-def _chosen(ps, n, patch_ids, split, seed):
-    if patch_ids is not None:
-        return [patch_ids] if isinstance(patch_ids, str) else [str(p) for p in patch_ids]
-    table = ps.index
-    if split is not None:
-        if "split" not in table.columns:
-            raise InputError("the patch set has no split yet: run split_patches() first")
-        table = table[table["split"] == split]
-    if not len(table):
-        raise InputError(f"no patches to plot (split={split!r})")
-    pick = np.random.default_rng(int(seed)).choice(len(table), size=min(int(n), len(table)), replace=False)
-    return table["patch_id"].iloc[np.sort(pick)].tolist()

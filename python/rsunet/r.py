@@ -410,7 +410,7 @@ def raster_to_r(raster, transform=None, crs=None, nodata=None):
 def _raster_from_array(data, transform, crs, nodata):
     from rasterio.crs import CRS
 
-    from rsunet.io import Raster, _as_affine
+    from rsunet.io import Raster, as_affine, is_nodata
 
     data = np.asarray(data)
     if data.ndim == 2:
@@ -421,12 +421,11 @@ def _raster_from_array(data, transform, crs, nodata):
         raise InputError("an array needs its transform (affine.Affine) to become a SpatRaster")
     valid = np.ones(data.shape[1:], bool)
     if nodata is not None:
-        missing = np.isnan(data) if np.isnan(nodata) else data == nodata
-        valid = ~missing.any(axis=0)
+        valid = ~is_nodata(data, nodata).any(axis=0)
     elif data.dtype.kind == "f":
         valid = ~np.isnan(data).any(axis=0)
     crs = CRS.from_user_input(crs) if crs not in (None, "") else None
-    return Raster(data, valid, _as_affine(transform), crs, nodata)
+    return Raster(data, valid, as_affine(transform), crs, nodata)
 
 
 def raster_from_r(x, dtype=None):

@@ -1,9 +1,7 @@
-"""Training a U-Net on a patch set, and the self-describing model artefact.
+"""Training a U-Net on a patch set: the training loop, its checkpoints and its history.
 
-A trained model is one ``.keras`` file; rsunet adds ``rsunet.json`` inside the same zip
-with what prediction needs (bands, normalisation, classes, patch size, depth, ignore
-value). :func:`load_model` reads that file, or a plain Keras ``.keras`` model, in Keras'
-safe mode.
+What it writes, the self-describing ``.keras`` model, is :mod:`rsunet.artefact`'s
+(:func:`load_model`, :func:`save_model` and :class:`RsunetModel` are re-exported here).
 """
 
 from __future__ import annotations
@@ -13,130 +11,16 @@ import json
 import os
 import shutil
 import time
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rsunet.errors import InputError, ModelFormatError, OutputExistsError
-from rsunet.io import atomic_path, check_not_input
+from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
+from rsunet.errors import InputError, OutputExistsError
+from rsunet.io import atomic_path, check_not_input, is_nodata
 
-METADATA_NAME = "rsunet.json"
+__all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
-
-@dataclass
-class RsunetModel:
-    """A Keras model with what it takes to apply it to raw pixels.
-
-    Attributes:
-        keras_model: the Keras model, ``(n, rows, cols, bands)`` in.
-        bands: number of input bands.
-        classes: ``{class id: name}``.
-        patch_size: training patch size (None for a plain Keras model).
-        depth: number of poolings; windows must be multiples of ``2**depth``.
-        ignore_value: the mask value that means unknown.
-        normalization: ``{"mean": [...], "std": [...]}`` per band, or None.
-        meta: everything recorded in ``rsunet.json``.
-    """
-
-    keras_model: object
-    bands: int
-    classes: dict
-    patch_size: int | None = None
-    depth: int | None = None
-    ignore_value: int = 255
-    normalization: dict | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def multiple(self) -> int:
-        """Window sizes must be multiples of this."""
-        return 2 ** self.depth if self.depth else 1
-
-    def normalize(self, batch: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(n, rows, cols, bands)`` -> float32 model input."""
-        x = np.asarray(batch, dtype=np.float32)
-        if self.normalization:
-            mean = np.asarray(self.normalization["mean"], np.float32)
-            std = np.asarray(self.normalization["std"], np.float32)
-            x = (x - mean) / std
-        return x
-
-    def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(n, rows, cols, K)`` for raw pixels ``(n, rows, cols, bands)``.
-
-        A single sigmoid output ``p`` becomes two classes ``[1 - p, p]``. Runs Keras'
-        compiled ``predict_on_batch`` (about 1.6x faster on a CPU than an eager call).
-        """
-        y = np.asarray(self.keras_model.predict_on_batch(self.normalize(batch)), dtype=np.float32)
-        if y.shape[-1] == 1:
-            y = np.concatenate([1.0 - y, y], axis=-1)
-        return y
-
-
-def read_metadata(path) -> dict | None:
-    """The ``rsunet.json`` stored in a ``.keras`` file, or None for a plain Keras model."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            if METADATA_NAME not in z.namelist():
-                return None
-            return json.loads(z.read(METADATA_NAME))
-    except zipfile.BadZipFile as exc:
-        raise ModelFormatError(f"{path} is not a .keras model file: {exc}") from exc
-
-
-def load_model(path) -> RsunetModel:
-    """Load a model saved by :func:`train_unet`, or a plain Keras ``.keras`` model.
-
-    Loading uses Keras' safe mode: no arbitrary code is deserialised.
-
-    Raises:
-        ModelFormatError: the file is missing or not a ``.keras`` model.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFormatError(f"model not found: {path}")
-    if not path.endswith(".keras"):
-        raise ModelFormatError(f"{path}: expected a .keras file (Keras 3 format)")
-    meta = read_metadata(path)
-    import keras
-
-    from rsunet import model as _model  # registers rsunet's losses and metrics
-
-    try:
-        keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
-                                              custom_objects=_model.custom_objects())
-    except Exception as exc:  # Keras raises ValueError, KeyError, TypeError... on foreign files
-        raise ModelFormatError(f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: "
-                               f"{exc}); safe mode refuses Lambda layers and custom code") from exc
-    if meta is None:
-        return _plain_model(keras_model)
-    return RsunetModel(
-        keras_model=keras_model,
-        bands=int(meta["bands"]),
-        classes={int(k): v for k, v in meta["classes"].items()},
-        patch_size=meta.get("patch_size"),
-        depth=meta.get("depth"),
-        ignore_value=int(meta.get("ignore_value", 255)),
-        normalization=meta.get("normalization"),
-        meta=meta,
-    )
-
-
-def _plain_model(keras_model) -> RsunetModel:
-    bands = int(keras_model.input_shape[-1])
-    k = int(keras_model.output_shape[-1])
-    k = 2 if k == 1 else k
-    return RsunetModel(keras_model=keras_model, bands=bands,
-                       classes={i: str(i) for i in range(k)})
-
-
-# ---- training ----------------------------------------------------------------------------
 
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
@@ -209,7 +93,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
     from rsunet import model as _model
     from rsunet.augmentation import AugmentParams
-    from rsunet.patches import _as_patchset
+    from rsunet.patches import as_patchset
 
     _check_numbers(depth=depth, filters=filters, dropout=dropout, epochs=epochs,
                    batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
@@ -222,7 +106,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     for path in [out] + ([] if mine else history_files):
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     train_ids, val_ids = _split_ids(ps)
     aug = AugmentParams.from_any(augmentation)
     n_classes = max(max(ps.classes), _max_label_column(ps.index)) + 1
@@ -317,18 +201,6 @@ def _learning_rate(learning_rate, schedule, total_steps):
         return float(learning_rate)
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
                                                   alpha=0.01)
-FORMAT = "rsunet-model/1"
-
-
-def save_model(keras_model, out, meta, overwrite=False):
-    """Save a Keras model as ``out`` (.keras) with ``rsunet.json`` inside the zip, atomically."""
-    with atomic_path(out, overwrite) as tmp:
-        keras_model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr(METADATA_NAME, json.dumps(meta, indent=1))
-    return Path(out)
-
-
 def _split_ids(ps):
     index = ps.index
     if "split" not in index.columns:
@@ -366,7 +238,7 @@ def _read_split(ps, ids):
         if nodata is None:
             continue
         rows = scenes == scene
-        bad = np.isnan(images[rows]) if np.isnan(nodata) else images[rows] == nodata
+        bad = is_nodata(images[rows], nodata)
         valid[rows] &= ~bad.any(axis=1)
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
