@@ -21,7 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from rsunet.errors import ModelFormatError
-from rsunet.io import atomic_path, band_percentiles, scene_scaling
+from rsunet.io import atomic_path
+from rsunet.normalization import band_percentiles, scene_scaling
 
 __all__ = ["PixelModel", "RsunetModel", "load_model", "save_model", "read_metadata", "plain_model",
            "as_model", "for_scene", "for_raster", "scene_normalised", "SceneModel", "fill_values",
@@ -218,7 +219,7 @@ def for_scene(model, percentiles):
         model: an :class:`RsunetModel` or a
             :class:`rsunet.baseline.PixelForest` trained with ``normalize="scene"``.
         percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
-            ``rsunet.io.band_percentiles(scene, model.normalization["scene"]["q"])``.
+            ``rsunet.normalization.band_percentiles(scene, model.normalization["scene"]["q"])``.
     """
     return SceneModel(model, *scene_scaling(percentiles))
 

@@ -146,7 +146,8 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    from rsunet.patches import as_patchset, scene_record
+    from rsunet.normalization import scene_record
+    from rsunet.patches import as_patchset
 
     check_not_input(out, patches)
     if out is not None and os.path.exists(out) and not overwrite:  # before training, not after

@@ -44,10 +44,12 @@ from rasterio.windows import Window
 
 from rsunet.errors import (CorruptFileError, EmptyResultError, GridMismatchError, InputError,
                            OutputExistsError, PatchSizeError)
-from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, atomic_path, band_percentiles,
-                       check_not_input, finite, is_nodata, open_raster, read_padded, reading, reads_whole,
-                       scene_scaling, window_intersection, window_offsets, write_vector, writing)
+from rsunet.io import (Raster, atomic_path, check_not_input, finite, is_nodata, open_raster,
+                       read_padded, reading, window_intersection, window_offsets, write_vector,
+                       writing)
 from rsunet.labels import CLASSES_TAG, IGNORE, same_grid
+from rsunet.normalization import (SCENE_PERCENTILES, BandValues, band_percentiles, check_normalize,
+                                  reads_whole, scene_scaling)
 from rsunet.plotting import class_colormap, stretch
 
 __all__ = ["PatchSet", "as_patchset", "make_patches", "read_patch", "split_patches", "patch_grid",
@@ -169,7 +171,7 @@ class PatchSet:
         """Per-patch ``(scale, offset)``, each ``(n, bands)`` float32, applied before any other
         normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` maps each
         scene's 2 and 98 % band percentiles (recorded by :func:`make_patches`) to 0 and 1."""
-        _check_normalize(normalize)
+        check_normalize(normalize)
         scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"]
         n, bands = len(scenes), self.bands
         if normalize == "dataset":
@@ -262,21 +264,6 @@ def _load_stack(path, n):
     if n is not None and len(stack) != int(n):
         raise CorruptFileError(f"{path} holds {len(stack)} patches, patches.json says {n}")
     return stack
-
-
-NORMALIZE = ("dataset", "scene")
-
-
-def _check_normalize(normalize):
-    if normalize not in NORMALIZE:
-        raise InputError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
-
-
-def scene_record(normalize) -> dict | None:
-    """What a model trained with ``normalize`` records so prediction scales each scene as
-    its patches were: ``{"q": [2, 98]}`` for ``"scene"``, None for ``"dataset"``."""
-    _check_normalize(normalize)
-    return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
 
 
 def as_patchset(patches) -> PatchSet:
@@ -552,7 +539,7 @@ class _Strips:
 
     One read per strip and file instead of one per patch; the patches are sliced out.
     The strips' pixels also give the scene's band percentiles (what
-    :func:`rsunet.io.band_percentiles` returns, bit for bit) without reading the scene a
+    :func:`rsunet.normalization.band_percentiles` returns, bit for bit) without reading the scene a
     second time: each scene row is counted once, and rows no strip reached are read at
     the end. A scene too large for band_percentiles to read whole gets its sampled read.
     """
@@ -605,7 +592,7 @@ class _Strips:
         self.counted = end
 
     def percentiles(self):
-        """The scene's band percentiles (2, 98 %), as :func:`rsunet.io.band_percentiles`."""
+        """The scene's band percentiles (2, 98 %), as :func:`rsunet.normalization.band_percentiles`."""
         if self.values is None:
             return band_percentiles(self.src)
         if self.counted < self.src.height:  # edge="drop" leaves the last rows uncut

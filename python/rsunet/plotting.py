@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsunet.io import SCENE_PERCENTILES, atomic_path, is_nodata, scene_scaling
+from rsunet.io import atomic_path, is_nodata
+from rsunet.normalization import SCENE_PERCENTILES, scene_scaling
 
 
 def new_figure(**kwargs):

@@ -18,6 +18,7 @@ import numpy as np
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
 from rsunet.errors import InputError, OutputExistsError
 from rsunet.io import atomic_path, check_not_input, is_nodata
+from rsunet.normalization import band_stats, normalization_record
 
 __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
@@ -129,7 +130,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     x_val, y_val, v_val = _read_split(ps, val_ids)
     run = _Run(out, settings, resume)
 
-    mean, std = _band_stats(x_train, v_train, s_train)
+    mean, std = band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
     steps = -(-len(train_ids) // int(batch_size))
@@ -163,7 +164,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     best = history.loc[history["epoch"] == run.state["best_epoch"]].iloc[0]
     meta = dict(format=FORMAT, bands=ps.bands, band_names=None,
                 dtype=next(iter(ps.scenes.values()))["dtype"],
-                normalization=_normalization(mean, std, normalize),
+                normalization=normalization_record(mean, std, normalize),
                 classes={str(i): ps.classes.get(i, str(i)) for i in range(n_classes)},
                 patch_size=ps.size, depth=int(depth), multiple=2 ** int(depth),
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
@@ -241,31 +242,6 @@ def _read_split(ps, ids):
         bad = is_nodata(images[rows], nodata)
         valid[rows] &= ~bad.any(axis=1)
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
-
-
-def _normalization(mean, std, normalize):
-    from rsunet.patches import scene_record
-
-    norm, scene = dict(mean=mean.tolist(), std=std.tolist()), scene_record(normalize)
-    return norm if scene is None else dict(norm, scene=scene)
-
-
-def _band_stats(x, valid, scaling):
-    """Per-band mean and standard deviation over valid pixels (float64 sums), each patch
-    first scaled by its ``(scale, offset)``."""
-    bands = x.shape[-1]
-    total, sq, n = np.zeros(bands), np.zeros(bands), 0
-    for i in range(0, len(x), 64):
-        scale, offset = (s[i:i + 64, None, None, :] for s in scaling)
-        v = (x[i:i + 64] * scale + offset)[valid[i:i + 64]].astype(np.float64)
-        total += v.sum(axis=0)
-        sq += (v * v).sum(axis=0)
-        n += len(v)
-    if n == 0:
-        raise InputError("the training patches hold no valid pixel")
-    mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
-    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def _class_weights(class_weights, labels, n_classes):
