@@ -112,13 +112,8 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
 
 
 def _split_ids(ps, split):
-    index = ps.index
-    if split is None:
-        return list(index["patch_id"])
-    if "split" not in index:
-        raise InputError("the patch set has no split: run split_patches() first")
-    ids = list(index.loc[index["split"] == split, "patch_id"])
-    if not ids:
+    ids = ps.ids(split)
+    if split is not None and not ids:
         raise InputError(f"no patches in split {split!r}")
     return ids
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
 from rsunet.errors import InputError, OutputExistsError
-from rsunet.io import atomic_path, check_not_input, is_nodata
+from rsunet.io import atomic_path, check_not_input
 from rsunet.normalization import band_stats, normalization_record
 
 __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
@@ -110,7 +110,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     ps = as_patchset(patches)
     train_ids, val_ids = _split_ids(ps)
     aug = AugmentParams.from_any(augmentation)
-    n_classes = max(max(ps.classes), _max_label_column(ps.index)) + 1
+    seen = [i for i, n in ps.pixel_counts().items() if n > 0]
+    n_classes = max(max(ps.classes), max(seen, default=1)) + 1
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
@@ -203,22 +204,14 @@ def _learning_rate(learning_rate, schedule, total_steps):
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
                                                   alpha=0.01)
 def _split_ids(ps):
-    index = ps.index
-    if "split" not in index.columns:
+    if not ps.has_split:
         raise InputError(f"the patch set {ps.path} has no 'split' column: run "
                          "split_patches(patches) first to choose training and validation patches")
-    train = index.loc[index["split"] == "train", "patch_id"].astype(str).tolist()
-    val = index.loc[index["split"] == "validation", "patch_id"].astype(str).tolist()
+    train, val = ps.ids("train"), ps.ids("validation")
     if not train or not val:
         raise InputError(f"the patch set needs training and validation patches; it has {len(train)} "
                          f"and {len(val)}: run split_patches() with a validation share")
     return train, val
-
-
-def _max_label_column(index):
-    ids = [int(c[2:]) for c in index.columns if c.startswith("n_") and c[2:].isdigit()]
-    ids = [i for i in ids if index[f"n_{i}"].sum() > 0]
-    return max(ids) if ids else 1
 
 
 def _digest(ids):
@@ -228,19 +221,9 @@ def _digest(ids):
 def _read_split(ps, ids):
     """-> images (n, rows, cols, bands) native dtype, labels (n, rows, cols) uint8, valid bool."""
     images, labels = ps.read(ids)
-    valid = np.ones(labels.shape, bool)
-    scenes = ps.index.set_index("patch_id").loc[ids, "scene"].to_numpy()
+    valid = ps.valid(ids, images)
     if images.dtype.kind == "f":  # NaN and inf are nodata: never a value the network sees
-        bad = ~np.isfinite(images)
-        valid &= ~bad.any(axis=1)
-        images[bad] = 0
-    for scene in np.unique(scenes):
-        nodata = ps.scenes[scene]["nodata"]
-        if nodata is None:
-            continue
-        rows = scenes == scene
-        bad = is_nodata(images[rows], nodata)
-        valid[rows] &= ~bad.any(axis=1)
+        images[~np.isfinite(images)] = 0
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
