@@ -60,3 +60,12 @@ def test_the_check_finds_private_imports():
               "samples._key(1)\n_model.unet()\n_model._hidden\n")
     assert private_imports(source) == ["line 1: from rsunet.io import _read_padded",
                                        "line 5: samples._key", "line 7: _model._hidden"]
+
+
+def test_both_kinds_of_model_satisfy_the_interface_prediction_needs():
+    from rsunet.artefact import PixelModel, RsunetModel
+    from rsunet.baseline import PixelForest
+
+    assert isinstance(RsunetModel(keras_model=None, bands=3, classes={0: "a", 1: "b"}), PixelModel)
+    assert isinstance(PixelForest(forest=None, bands=3, classes={0: "a", 1: "b"}), PixelModel)
+    assert not isinstance(object(), PixelModel)
