@@ -63,6 +63,7 @@
 #' a <- assess_map(map, reference, png = file.path(dir, "confusion.png"))
 #' a$overall[c("overall_accuracy", "kappa")]
 #' a$per_class
+#' @export
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
@@ -80,18 +81,14 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     prediction <- .as_raster_path(prediction)
     reference <- .as_labels_path(reference)
   }
-  res <- .py_call(.py("assessment")$assess_map(
-    prediction, reference, field = field,
-    where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
-    seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
-    unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),
-    block_rows = if (is.null(block_rows)) NULL else as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
-    overwrite = isTRUE(overwrite)
-  ))
+  res <- .py_call(do.call(.py("assessment")$assess_map, c(
+    list(prediction, reference, field = field, where = .as_where(where),
+         classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled),
+    .py_args(flags = c("use_nodata", "overwrite"), ints = c("sample", "seed", "ignore", "block_rows"),
+             paths = c("png", "csv"))
+  )))
   .assessment_from_py(.r(res$as_dict()))
 }
-
-.out_path <- function(x) if (is.null(x)) NULL else path.expand(x)
 
 # where: sf / SpatVector / vector file -> a GeoPackage path; a data.frame of boxes -> CSV.
 .as_where <- function(where) {
@@ -133,6 +130,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
 #' @rdname assess_map
 #' @param x an `rsunet_assessment`, as `assess_map()` returns.
 #' @param ... ignored.
+#' @export
 print.rsunet_assessment <- function(x, ...) {
   o <- x$overall
   cat(sprintf("rsunet assessment of %s pixels: OA %.4f, kappa %.4f, quantity %.4f, allocation %.4f\n",
@@ -171,14 +169,13 @@ print.rsunet_assessment <- function(x, ...) {
 #' # clearings (class 0) of at least 20 pixels
 #' clearings <- count_objects(mask, cls = 0, min_pixels = 20)
 #' attr(clearings, "summary")$objects_per_ha
+#' @export
 count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 255,
                           use_nodata = TRUE, keep_labels = FALSE) {
   path <- .as_raster_path(map)
-  res <- .py_call(.py("assessment")$count_objects(
-    path, as.integer(cls), connectivity = as.integer(connectivity),
-    min_pixels = as.integer(min_pixels), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), keep_labels = isTRUE(keep_labels)
-  ))
+  res <- .py_call(do.call(.py("assessment")$count_objects, c(list(path), .py_args(
+    flags = c("use_nodata", "keep_labels"), ints = c("cls", "connectivity", "min_pixels", "ignore")
+  ))))
   d <- .r(res$as_dict())  # plain lists: no pandas conversion through reticulate
   cols <- d$objects
   num <- function(x) as.numeric(unlist(x))
@@ -212,22 +209,22 @@ count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 2
 #' @param overwrite replace an existing `out` (otherwise an error of class
 #'   `rsunet_output_exists_error`).
 #' @return The polygons read back from `out`: an `sf` object if the 'sf' package is
-#'   installed, else a terra SpatVector; columns `class_id`, `class`, `area` (CRS
-#'   units squared).
+#'   installed, else a terra SpatVector; columns `class_id`, `class`, `area_m2` (square
+#'   metres: planar in a projected CRS, geodesic on the ellipsoid in a geographic one).
 #' @examplesIf rsunet_available()
 #' ex <- example_data()
 #' mask <- make_mask(ex$test$images[1], ex$test$masks[1], tempfile(fileext = ".tif"),
 #'                   classes = c("1" = "forest", "2" = "background"))
 #' p <- polygonize(mask, tempfile(fileext = ".gpkg"))
 #' p
+#' @export
 polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
                        use_nodata = TRUE, overwrite = FALSE) {
   out <- path.expand(out)
   # the GeoDataFrame Python returns stays there (.py_raw); R reads the file
-  .py_call(.py_raw("assessment")$polygonize(
-    .as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes),
-    connectivity = as.integer(connectivity), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), overwrite = isTRUE(overwrite)
-  ))
+  .py_call(do.call(.py_raw("assessment")$polygonize, c(
+    list(.as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes)),
+    .py_args(flags = c("use_nodata", "overwrite"), ints = c("connectivity", "ignore"))
+  )))
   if (requireNamespace("sf", quietly = TRUE)) sf::st_read(out, quiet = TRUE) else terra::vect(out)
 }

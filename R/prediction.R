@@ -44,19 +44,19 @@
 #' map <- predict_raster(model, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
 #'                       overlap = 32, blend = "hann", progress = FALSE)
 #' terra::plot(map)
+#' @export
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
                            batch_size = 4, cog = FALSE, overwrite = FALSE, resume = TRUE,
                            progress = TRUE) {
   images <- .as_scenes(image)
   model <- if (is.character(model)) path.expand(model) else model
-  result <- .py_call(.py("prediction")$predict_raster(
-    model, images$value, path.expand(out), window = .as_count(window, "window"),
-    overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
-    output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
-    cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
-    progress = isTRUE(progress)
-  ))
+  result <- .py_call(do.call(.py("prediction")$predict_raster, c(
+    list(model, images$value), .py_args(flags = c("tta", "cog", "overwrite", "resume", "progress"),
+                                        paths = "out"),
+    list(window = .as_count(window, "window"), overlap = .as_count(overlap, "overlap"), blend = blend,
+         output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"))
+  )))
   result <- .r(result)
   as_paths <- function(x) .py_paths(if (output == "both") x else list(x))
   if (!images$many) return(terra::rast(unname(as_paths(result))))
