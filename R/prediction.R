@@ -28,6 +28,10 @@
 #'   class) or `"both"` (probabilities in `<out name>_probabilities.tif`).
 #' @param prob_dtype `"float32"` or `"uint8"` (probability times 254, nodata 255).
 #' @param batch_size windows per model call.
+#' @param precision what a Keras model computes in: `"float32"`, `"bfloat16"` or `"auto"`
+#'   (bfloat16 on a CPU with native bfloat16 arithmetic, AVX512_BF16 or AMX: about 1.7
+#'   times faster, labels 99.97 % identical or more; float32 elsewhere). `"float32"` gives
+#'   maps that match the model's own predictions bit for bit. Baselines ignore it.
 #' @param cog write Cloud-Optimized GeoTIFFs.
 #' @param overwrite replace existing outputs (otherwise error class
 #'   `rsunet_output_exists_error`).
@@ -46,15 +50,15 @@
 #' terra::plot(map)
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
-                           batch_size = 4, cog = FALSE, overwrite = FALSE, resume = TRUE,
-                           progress = TRUE) {
+                           batch_size = 4, precision = "auto", cog = FALSE, overwrite = FALSE,
+                           resume = TRUE, progress = TRUE) {
   images <- .as_scenes(image)
   model <- if (is.character(model)) path.expand(model) else model
   result <- .py_call(.py("prediction")$predict_raster(
     model, images$value, path.expand(out), window = .as_count(window, "window"),
     overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
     output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
-    cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
+    precision = precision, cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
     progress = isTRUE(progress)
   ))
   result <- .r(result)

@@ -17,6 +17,7 @@ bytes an uninterrupted run would. The output's own name appears only once it is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,8 +52,8 @@ _after_band = None
 
 
 def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=False,
-                   output="classes", prob_dtype="float32", batch_size=4, cog=False,
-                   overwrite=False, resume=True, progress=True):
+                   output="classes", prob_dtype="float32", batch_size=4, precision="auto",
+                   cog=False, overwrite=False, resume=True, progress=True):
     """Predict a whole scene (or many) with sliding windows and write a blended GeoTIFF.
 
     Args:
@@ -77,6 +78,11 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
             band per class) or ``"both"`` (probabilities go to ``<out stem>_probabilities.tif``).
         prob_dtype: ``"float32"`` (nodata NaN) or ``"uint8"`` (``round(p * 254)``, nodata 255).
         batch_size: windows per model call.
+        precision: what a Keras model computes in: ``"float32"``, ``"bfloat16"`` or
+            ``"auto"``: bfloat16 on a CPU with native bfloat16 arithmetic (AVX512_BF16,
+            AMX; about 1.7x faster, labels 99.97 % identical or more), float32 elsewhere
+            (see :func:`rsunet.model.resolve_precision`). Pass ``"float32"`` for maps
+            that match the model's own ``predict`` bit for bit. Other models ignore it.
         cog: write a Cloud-Optimized GeoTIFF (with overviews).
         overwrite: replace an existing output.
         resume: continue an interrupted run of the same call; False starts afresh.
@@ -98,11 +104,12 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
                     [model, image] + [p for p, _ in scenes])
     model = as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
-    params.update(tta=bool(tta), cog=bool(cog))
+    params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model))
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
+    model = _at_precision(model, params["precision"])
     results = []
     for path, targets in scenes:
         try:
@@ -136,6 +143,26 @@ def as_model(model):
         return _plain_model(model)
     raise ModelFormatError(
         f"model must be a .keras path, an RsunetModel or a Keras model, got {type(model).__name__}")
+
+
+def _resolved(precision, model):
+    """float32 or bfloat16; float32 for a model without a Keras network of rsunet's."""
+    if getattr(model, "keras_model", None) is None or not dataclasses.is_dataclass(model):
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
+        return "float32"
+    from rsunet.model import resolve_precision
+
+    return resolve_precision(precision)
+
+
+def _at_precision(model, precision):
+    """The model with its Keras network computing in ``precision`` (others unchanged)."""
+    if precision == "float32":
+        return model
+    from rsunet.model import with_precision
+
+    return dataclasses.replace(model, keras_model=with_precision(model.keras_model, precision))
 
 
 def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size):

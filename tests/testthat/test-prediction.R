@@ -101,3 +101,21 @@ test_that("bad inputs are classed errors", {
                class = "rsunet_output_exists_error")
   expect_equal(readLines(existing), "mine")
 })
+
+test_that("bfloat16 maps keep the float32 labels on the bundled test chips", {
+  skip_if_no_rsunet()
+  case <- vectors("precision")$bfloat16
+  model <- file.path(vectors_dir(), case$model)
+  root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
+  for (chip in unlist(case$chips)) {
+    maps <- lapply(c(float32 = "float32", bfloat16 = "bfloat16"), function(p)
+      terra::values(predict_raster(model, file.path(root, chip), tempfile(fileext = ".tif"),
+                                   window = case$window, overlap = case$overlap,
+                                   precision = p, progress = FALSE))[, 1])
+    expect_true(all(c(0, 1) %in% maps$float32))
+    expect_gte(mean(maps$bfloat16 == maps$float32), case$min_agreement)
+  }
+  expect_error(predict_raster(model, file.path(root, case$chips[[1]]), tempfile(fileext = ".tif"),
+                              window = 256, precision = "half", progress = FALSE),
+               class = "rsunet_input_error")
+})
