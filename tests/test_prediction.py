@@ -466,3 +466,81 @@ def test_an_unknown_precision_is_refused_before_any_work(tmp_path, pixel_model):
         prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
                                   precision="half", progress=False)
     assert not (tmp_path / "m.tif").exists()
+
+
+# ---- uncertainty -----------------------------------------------------------------------
+
+def by_hand_probabilities():
+    """The shared per-pixel model's probabilities (rows, cols, K) and validity, in numpy."""
+    data = read(VECTORS / VEC["image"]).astype(np.float64)
+    logits = np.einsum("bhw,bk->hwk", data, np.array(VEC["kernel"])) + np.array(VEC["bias"])
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True), np.all(data != VEC["nodata"], axis=0)
+
+
+def entropy_by_hand(p):
+    return -(p * np.log(p)).sum(-1) / np.log(p.shape[-1])
+
+
+def margin_by_hand(p):
+    top = np.sort(p, axis=-1)
+    return 1 - (top[..., -1] - top[..., -2])
+
+
+@pytest.mark.parametrize("kind,by_hand", [("entropy", entropy_by_hand), ("margin", margin_by_hand)])
+@pytest.mark.parametrize("case", VEC["cases"][:3], ids=lambda c: "{window}-{overlap}-{blend}-{tta}".format(**c))
+def test_uncertainty_layers_equal_numpy_on_the_whole_array(tmp_path, kind, by_hand, case):
+    probs, valid = by_hand_probabilities()
+    outs = prediction.predict_raster(VECTORS / VEC["model"], VECTORS / VEC["image"],
+                                     tmp_path / "map.tif", uncertainty=kind, progress=False, **case)
+    assert set(outs) == {"classes", "uncertainty"}
+    with rasterio.open(outs["uncertainty"]) as src:
+        u = src.read(1)
+        assert src.descriptions == (f"uncertainty_{kind}",) and src.tags()["RSUNET_UNCERTAINTY"] == kind
+        assert src.crs == rasterio.open(VECTORS / VEC["image"]).crs
+    assert np.isnan(u[~valid]).all()
+    np.testing.assert_allclose(u[valid], by_hand(probs[valid]), rtol=0, atol=1e-5)
+    assert 0 <= u[valid].min() and u[valid].max() <= 1 and u[valid].std() > 0.01  # informative
+
+
+def test_uint8_uncertainty_is_scaled_like_probabilities(tmp_path, pixel_model):
+    data = random_image(np.random.default_rng(4), 3, 50, 60)
+    image = write_image(tmp_path / "s.tif", data)
+    f = prediction.predict_raster(pixel_model, image, tmp_path / "f.tif", window=16, overlap=4,
+                                  uncertainty="margin", progress=False)
+    q = prediction.predict_raster(pixel_model, image, tmp_path / "q.tif", window=16, overlap=4,
+                                  uncertainty="margin", prob_dtype="uint8", progress=False)
+    exact, scaled = read(f["uncertainty"])[0], read(q["uncertainty"])[0]
+    valid = ~np.isnan(exact)
+    np.testing.assert_array_equal(scaled[valid], np.rint(exact[valid] * 254).astype(np.uint8))
+    assert (scaled[~valid] == 255).all()
+
+
+def test_tta_uncertainty_measures_disagreement_between_the_views(tmp_path, pixel_model):
+    rng = np.random.default_rng(6)
+    data = rng.integers(1, 256, size=(3, 48, 56)).astype(np.uint8)
+    image = write_image(tmp_path / "s.tif", data)
+    args = dict(window=32, overlap=8, tta=True, output="probabilities", progress=False)
+    # a per-pixel model gives the same answer in every view: no disagreement anywhere
+    flat = prediction.predict_raster(pixel_model, image, tmp_path / "p.tif", uncertainty="tta", **args)
+    assert np.nanmax(read(flat["uncertainty"])) < 1e-5
+    # a U-Net sees different neighbourhoods once rotated: disagreement, in 0..1, and the
+    # probabilities themselves are those of a TTA run without the uncertainty layer
+    unet = small_unet()
+    with_u = prediction.predict_raster(unet, image, tmp_path / "u.tif", uncertainty="tta",
+                                       precision="float32", **args)
+    plain = prediction.predict_raster(unet, image, tmp_path / "plain.tif", precision="float32", **args)
+    u = read(with_u["uncertainty"])[0]
+    assert u.max() > 0.01 and u.min() >= 0 and u.max() <= 1
+    np.testing.assert_array_equal(read(with_u["probabilities"]), read(plain))
+
+
+def test_uncertainty_arguments_are_checked_before_any_work(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="pass tta=True"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="tta", progress=False)
+    with pytest.raises(InputError, match="uncertainty must be one of"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="variance", progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.tif"]
