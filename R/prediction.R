@@ -36,8 +36,12 @@
 #'   in 0..1 (0 = sure) from the same pass: `"entropy"` (entropy of the blended class
 #'   probabilities over log K), `"margin"` (`1 - (p1 - p2)` of the two most likely classes)
 #'   or, with `tta = TRUE`, `"tta"` (how much the 8 flips and rotations disagree: the
-#'   class probabilities' variance over the views, averaged over classes, times 4).
+#'   class probabilities' variance over the views, averaged over classes, times 4), or
+#'   `"mc_dropout"` (Monte Carlo dropout: `mc_passes` predictions with the model's dropout
+#'   on, their disagreement measured as for `"tta"`; the map is then their mean; for models
+#'   trained with `dropout > 0`; repeatable, since the random masks follow the pixels).
 #'   Written as float32, or as uint8 (times 254, nodata 255) with `prob_dtype = "uint8"`.
+#' @param mc_passes stochastic passes for `uncertainty = "mc_dropout"`.
 #' @param cog write Cloud-Optimized GeoTIFFs.
 #' @param overwrite replace existing outputs (otherwise error class
 #'   `rsunet_output_exists_error`).
@@ -57,7 +61,8 @@
 #' terra::plot(map)
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
-                           batch_size = 4, precision = "auto", uncertainty = NULL, cog = FALSE,
+                           batch_size = 4, precision = "auto", uncertainty = NULL, mc_passes = 8,
+                           cog = FALSE,
                            overwrite = FALSE, resume = TRUE, progress = TRUE) {
   images <- .as_scenes(image)
   model <- if (is.character(model)) path.expand(model) else model
@@ -65,7 +70,8 @@ predict_raster <- function(model, image, out, window = 512, overlap = 64, blend 
     model, images$value, path.expand(out), window = .as_count(window, "window"),
     overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
     output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
-    precision = precision, uncertainty = uncertainty, cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
+    precision = precision, uncertainty = uncertainty,
+    mc_passes = .as_count(mc_passes, "mc_passes"), cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
     progress = isTRUE(progress)
   ))
   result <- .r(result)

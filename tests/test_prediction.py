@@ -544,3 +544,52 @@ def test_uncertainty_arguments_are_checked_before_any_work(tmp_path, pixel_model
         prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
                                   uncertainty="variance", progress=False)
     assert list(tmp_path.iterdir()) == [tmp_path / "s.tif"]
+
+
+def dropout_unet(seed=3):
+    """A tiny U-Net with dropout, as unet(dropout=...) builds it, sharpened like small_unet."""
+    from rsunet import unet
+
+    keras.utils.set_random_seed(seed)
+    net = unet(3, classes=2, depth=2, filters=4, batch_norm=False, dropout=0.3)
+    return RsunetModel(keras_model=net, bands=3, classes={0: "a", 1: "b"}, depth=2)
+
+
+def test_mc_dropout_disagreement_is_repeatable_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    image = write_image(tmp_path / "s.tif", rng.integers(1, 256, size=(3, 80, 64)).astype(np.uint8))
+    model = dropout_unet()
+    args = dict(window=32, overlap=8, uncertainty="mc_dropout", mc_passes=4, output="both",
+                precision="float32", progress=False)
+    first = prediction.predict_raster(model, image, tmp_path / "a.tif", **args)
+    again = prediction.predict_raster(model, image, tmp_path / "b.tif", **args)
+    u = read(first["uncertainty"])[0]
+    assert u.max() > 0.001 and u.min() >= 0 and u.max() <= 1  # the passes differ
+    for kind in first:  # the masks follow the pixels: the same call gives the same bytes
+        assert first[kind].read_bytes() == again[kind].read_bytes(), kind
+    # the probabilities are the mean of the passes: not those of the deterministic model
+    plain = prediction.predict_raster(model, image, tmp_path / "plain.tif", window=32, overlap=8,
+                                      output="probabilities", precision="float32", progress=False)
+    assert not np.array_equal(read(first["probabilities"]), read(plain))
+
+    def explode(j):
+        if j == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    with pytest.raises(KeyboardInterrupt):
+        prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    monkeypatch.setattr(prediction, "_after_band", None)
+    resumed = prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    for kind in first:
+        assert resumed[kind].read_bytes() == first[kind].read_bytes(), kind
+
+
+def test_mc_dropout_needs_a_model_with_dropout(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="no dropout layer"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", progress=False)
+    with pytest.raises(InputError, match="mc_passes must be a positive integer"):
+        prediction.predict_raster(dropout_unet(), image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", mc_passes=0, progress=False)
+    assert not (tmp_path / "m.tif").exists()

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from itertools import groupby
 from pathlib import Path
 
@@ -39,7 +40,8 @@ __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
 BLENDS = ("hann", "centre", "average")
 OUTPUTS = ("classes", "probabilities", "both")
-UNCERTAINTIES = (None, "entropy", "margin", "tta")
+UNCERTAINTIES = (None, "entropy", "margin", "tta", "mc_dropout")
+SPREADS = ("tta", "mc_dropout")  # uncertainties blended as one more channel beside the classes
 PROB_DTYPES = ("float32", "uint8")
 CLASS_NODATA = 255
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is nodata
@@ -54,7 +56,8 @@ _after_band = None
 
 def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=False,
                    output="classes", prob_dtype="float32", batch_size=4, precision="auto",
-                   uncertainty=None, cog=False, overwrite=False, resume=True, progress=True):
+                   uncertainty=None, mc_passes=8, cog=False, overwrite=False, resume=True,
+                   progress=True):
     """Predict a whole scene (or many) with sliding windows and write a blended GeoTIFF.
 
     Args:
@@ -92,8 +95,14 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
             ``tta=True``, ``"tta"`` (how much the 8 flips and rotations disagree: the
             variance of each class's probability over the views, averaged over the
             classes and scaled by 4, its largest value, so views split evenly between 0
-            and 1 give 1). Entropy and margin cost a few percent of the run; ``"tta"``
-            needs the TTA run itself and adds little to it. None writes none.
+            and 1 give 1), or ``"mc_dropout"`` (Monte Carlo dropout: ``mc_passes``
+            predictions with the model's dropout layers on, their disagreement measured
+            as for ``"tta"``; the class map and probabilities are then the mean of the
+            passes; ``mc_passes`` times the cost; for models trained with dropout > 0; the
+            random masks depend only on the pixels, so a resumed run gives the same bytes).
+            Entropy and margin cost a few percent of the run; ``"tta"`` needs the TTA run
+            itself and adds little to it. None writes none.
+        mc_passes: stochastic passes for ``uncertainty="mc_dropout"``.
         cog: write a Cloud-Optimized GeoTIFF (with overviews).
         overwrite: replace an existing output.
         resume: continue an interrupted run of the same call; False starts afresh.
@@ -117,12 +126,16 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
     model = as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
     params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model),
-                  uncertainty=_check_uncertainty(uncertainty, tta))
+                  uncertainty=_check_uncertainty(uncertainty, tta, model))
+    if uncertainty == "mc_dropout":
+        params["mc_passes"] = _check_count(mc_passes, "mc_passes")
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
     model = _at_precision(model, params["precision"])
+    if uncertainty == "mc_dropout":
+        model = _MonteCarloModel(model, params["mc_passes"])
     results = []
     for path, targets in scenes:
         try:
@@ -199,13 +212,46 @@ def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
                 prob_dtype=prob_dtype, batch_size=int(batch_size))
 
 
-def _check_uncertainty(uncertainty, tta):
+def _check_uncertainty(uncertainty, tta, model):
     if uncertainty not in UNCERTAINTIES:
         raise InputError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
     if uncertainty == "tta" and not tta:
         raise InputError("uncertainty='tta' measures how the test-time augmentation views "
                          "disagree: pass tta=True too, or use 'entropy' or 'margin'")
+    if uncertainty == "mc_dropout" and (getattr(model, "keras_model", None) is None
+                                        or not dataclasses.is_dataclass(model)):
+        raise InputError("uncertainty='mc_dropout' needs a Keras model with dropout layers "
+                         f"(a U-Net trained with dropout > 0), not a {type(model).__name__}")
     return uncertainty
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class _MonteCarloModel:
+    """``passes`` predictions with dropout on: their mean, and their disagreement as one
+    more channel (as for TTA). The masks are seeded from the batch's own pixels."""
+
+    def __init__(self, model, passes):
+        from rsunet.model import with_dropout_at_inference
+
+        net, self.states = with_dropout_at_inference(model.keras_model)
+        self.model, self.passes = dataclasses.replace(model, keras_model=net), passes
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict_probabilities(self, batch):
+        key = zlib.crc32(np.ascontiguousarray(batch, np.float32).data)  # same pixels, same masks
+        views = []
+        for p in range(self.passes):
+            for state in self.states:
+                state.assign(np.array([key, p], np.int64))
+            views.append(np.asarray(self.model.predict_probabilities(batch), np.float32))
+        return _mean_and_spread(views)
 
 
 def _scenes(image, out, output, uncertainty=None):
@@ -284,7 +330,7 @@ def _predict_scene(model, path, targets, params, resume, progress):
         k = _n_outputs(model, src.count, fill)
         store = _PartialStore(targets, _fingerprint(model, src, path, params), resume)
         # with uncertainty="tta" the views' disagreement is blended as one more channel
-        channels = k + (params["uncertainty"] == "tta")
+        channels = k + (params["uncertainty"] in SPREADS)
         acc = _Accumulator(channels, w, max(width, col_offs[-1] + w), params["blend"])
         if store.done:
             acc.load(store.carry())
@@ -442,17 +488,21 @@ def _predict(predict, x, tta, spread=False):
     disagreement (see :func:`predict_raster`'s ``uncertainty="tta"``) as channel K+1."""
     if not tta:
         return np.asarray(predict(x), np.float32)
-    total = squares = None
-    for t in range(8):
-        y = predict(np.ascontiguousarray(_dihedral(x, t)))
-        y = _undo_dihedral(np.asarray(y, np.float32), t)
-        total = y if total is None else total + y
-        if spread:
-            squares = y * y if squares is None else squares + y * y
-    mean = total / np.float32(8)
-    if not spread:
-        return mean
-    variance = np.maximum(squares / np.float32(8) - mean * mean, 0)
+    views = (_undo_dihedral(np.asarray(predict(np.ascontiguousarray(_dihedral(x, t))), np.float32), t)
+             for t in range(8))
+    if spread:
+        return _mean_and_spread(list(views))
+    total = next(views)
+    for y in views:  # one view at a time: a batch's memory, not eight
+        total = total + y
+    return total / np.float32(8)
+
+
+def _mean_and_spread(views):
+    """The views' mean ``(..., K)`` and, as channel K+1, their variance averaged over the
+    classes, times 4: 0 where they agree, 1 where two classes split them evenly."""
+    mean = sum(views[1:], views[0]) / np.float32(len(views))
+    variance = sum((y - mean) ** 2 for y in views) / np.float32(len(views))
     return np.concatenate([mean, variance.mean(axis=-1, keepdims=True) * np.float32(4)], axis=-1)
 
 
@@ -553,7 +603,7 @@ def _encode(p, ok, params):
     """The band's outputs, ready to write: {kind: (bands, rows, cols) array}."""
     out = {}
     if params["uncertainty"]:
-        p, spread = (p[:-1], p[-1]) if params["uncertainty"] == "tta" else (p, None)
+        p, spread = (p[:-1], p[-1]) if params["uncertainty"] in SPREADS else (p, None)
         u = spread if spread is not None else _uncertainty(p, params["uncertainty"])
         out["uncertainty"] = _as_probability(u[None], ok, params)
     if params["output"] in ("classes", "both"):

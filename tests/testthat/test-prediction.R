@@ -141,6 +141,9 @@ test_that("uncertainty layers equal entropy and margin computed by hand", {
   expect_error(predict_raster(file.path(vectors_dir(), v$model), image, tempfile(fileext = ".tif"),
                               window = 16, overlap = 4, uncertainty = "tta", progress = FALSE),
                class = "rsunet_input_error")
+  expect_error(predict_raster(file.path(vectors_dir(), v$model), image, tempfile(fileext = ".tif"),
+                              window = 16, overlap = 4, uncertainty = "mc_dropout", progress = FALSE),
+               class = "rsunet_input_error", regexp = "no dropout layer")
   folder <- tempfile()
   both <- predict_raster(file.path(vectors_dir(), v$model), list(image), folder, window = 16,
                          overlap = 4, uncertainty = "margin", progress = FALSE)
