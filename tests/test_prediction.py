@@ -27,7 +27,7 @@ from rsunet import prediction
 from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
 
 keras = need_module("keras")
-from rsunet.training import RsunetModel, _plain_model, load_model  # noqa: E402
+from rsunet.artefact import RsunetModel, load_model, plain_model as _plain_model  # noqa: E402
 
 hypothesis = need_module("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -404,7 +404,7 @@ def test_window_offsets_cover_every_pixel():
     for length in range(1, 60):
         for window in (1, 7, 16):
             for overlap in range(window):
-                offs = prediction.offsets(length, window, window - overlap)
+                offs = prediction.window_offsets(length, window, window - overlap)
                 covered = np.zeros(max(length, window), bool)
                 for o in offs:
                     covered[o:o + window] = True

@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from rsunet.errors import InputError
+from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
            "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision",
@@ -25,7 +26,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 # CPU flags of native bfloat16 arithmetic (oneDNN then runs convolutions in bfloat16)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
-IGNORE = 255
 EPS = 1e-7
 LOSSES = ("bce_dice", "dice", "weighted_ce", "focal")
 

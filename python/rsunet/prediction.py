@@ -31,10 +31,10 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet import __version__
-from rsunet.errors import (BandMismatchError, InputError, ModelFormatError,
-                           OutputExistsError, PatchSizeError, RsunetError)
-from rsunet.io import (_intersection, _read_padded, atomic_path, band_percentiles, check_not_input,
-                       geotiff_profile, open_raster, scene_scaling, writing)
+from rsunet.artefact import as_model, fill_values, for_raster, for_scene, scene_normalised
+from rsunet.errors import BandMismatchError, InputError, OutputExistsError, PatchSizeError, RsunetError
+from rsunet.io import (atomic_path, check_not_input, geotiff_profile, open_raster, read_padded,
+                       window_intersection, window_offsets, writing)
 
 __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
@@ -63,7 +63,7 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
     Args:
         model: a trained model: a ``.keras`` path (rsunet's, with its normalisation and
             classes, or a plain Keras model), a ``.joblib`` baseline, an
-            :class:`~rsunet.training.RsunetModel`, a Keras model, or any object with
+            :class:`~rsunet.artefact.RsunetModel`, a Keras model, or any object with
             ``predict_probabilities``, ``bands`` and ``classes``. A model trained with
             ``normalize="scene"`` sees each scene scaled by that scene's own band
             percentiles (from at most 4 Mpixels of it, see :func:`for_scene`).
@@ -149,27 +149,6 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
 
 
 # ---- arguments ---------------------------------------------------------------------
-
-def as_model(model):
-    """A model with ``predict_probabilities``, from a path, a Keras model or a model object."""
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if path.endswith(".joblib"):
-            from rsunet.baseline import load_baseline
-
-            return load_baseline(path)
-        from rsunet.training import load_model
-
-        return load_model(path)
-    if hasattr(model, "predict_probabilities"):
-        return model
-    if hasattr(model, "input_shape") and hasattr(model, "output_shape"):
-        from rsunet.training import _plain_model
-
-        return _plain_model(model)
-    raise ModelFormatError(
-        f"model must be a .keras path, an RsunetModel or a Keras model, got {type(model).__name__}")
-
 
 def _resolved(precision, model):
     """float32 or bfloat16; float32 for a model without a Keras network of rsunet's."""
@@ -295,7 +274,7 @@ def _check_bands(model, src, path):
             "stack or select the bands the model was trained on")
     meta = getattr(model, "meta", None) or {}
     want = meta.get("dtype") or meta.get("input_dtype")
-    if want and src.dtypes[0] != want and not _scene_normalised(model):  # scale-free input
+    if want and src.dtypes[0] != want and not scene_normalised(model):  # scale-free input
         raise BandMismatchError(
             f"{path} is {src.dtypes[0]} but the model was trained on {want} pixels; "
             "convert the image to the same data type and scale")
@@ -308,25 +287,17 @@ def _gdal_options():
 
 # ---- one scene ---------------------------------------------------------------------
 
-def offsets(length, window, stride):
-    """Window offsets covering ``[0, length)``: a regular stride, the last flush with the end."""
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
 def _predict_scene(model, path, targets, params, resume, progress):
     from tqdm.auto import tqdm
 
     w = params["window"]
     with open_raster(path) as src:
         _check_bands(model, src, path)
-        model = _scaled_for(model, src)
+        model = for_raster(model, src)
         height, width = src.height, src.width
         stride = w - params["overlap"]
-        row_offs, col_offs = offsets(height, w, stride), offsets(width, w, stride)
-        fill = _fill_values(model, src.count)
+        row_offs, col_offs = window_offsets(height, w, stride), window_offsets(width, w, stride)
+        fill = fill_values(model, src.count)
         k = _n_outputs(model, src.count, fill)
         store = _PartialStore(targets, _fingerprint(model, src, path, params), resume)
         # with uncertainty="tta" the views' disagreement is blended as one more channel
@@ -353,52 +324,6 @@ def _predict_scene(model, path, targets, params, resume, progress):
                     _after_band(j)
         profile = dict(height=height, width=width, transform=src.transform, crs=src.crs)
     _assemble(store, targets, profile, model, k, params, len(row_offs))
-
-
-def _scene_normalised(model):
-    return (getattr(model, "normalization", None) or {}).get("scene")
-
-
-def _scaled_for(model, src):
-    """The model bound to this scene's band percentiles if it was trained with them."""
-    scene = _scene_normalised(model)
-    return for_scene(model, band_percentiles(src, scene["q"])) if scene else model
-
-
-def for_scene(model, percentiles):
-    """A model trained with ``normalize="scene"``, bound to one scene's band percentiles.
-
-    Its ``predict_probabilities`` takes that scene's raw pixels. :func:`predict_raster`
-    binds every scene it maps; call this to apply such a model to arrays yourself.
-
-    Args:
-        model: an :class:`rsunet.training.RsunetModel` or a
-            :class:`rsunet.baseline.PixelForest` trained with ``normalize="scene"``.
-        percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
-            ``rsunet.io.band_percentiles(scene, model.normalization["scene"]["q"])``.
-    """
-    return _SceneModel(model, *scene_scaling(percentiles))
-
-
-class _SceneModel:
-    """Scales raw pixels by one scene's percentiles, then hands them to the model."""
-
-    def __init__(self, model, scale, offset):
-        self.model, self.scale, self.offset = model, scale, offset
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    @property
-    def normalization(self):
-        # what raw value becomes the model's band mean: fill for nodata and padding
-        norm = dict(self.model.normalization)
-        if norm.get("mean") is not None:
-            norm["mean"] = ((np.asarray(norm["mean"]) - self.offset) / self.scale).tolist()
-        return norm
-
-    def predict_probabilities(self, batch):
-        return self.model.predict_probabilities(np.asarray(batch, np.float32) * self.scale + self.offset)
 
 
 def _n_outputs(model, bands, fill):
@@ -436,14 +361,6 @@ def _predicted_windows(src, predict, row_offs, col_offs, first_row, fill, params
                 yield i // n_cols, col_offs[i % n_cols], p, v
 
 
-def _fill_values(model, bands):
-    """What invalid or padded pixels are fed to the model: the band means (0 once normalised)."""
-    norm = getattr(model, "normalization", None)
-    if norm and norm.get("mean") is not None:
-        return np.asarray(norm["mean"], np.float32).reshape(-1)[:bands]
-    return np.zeros(bands, np.float32)
-
-
 def _read_batch(src, indexes, row_offs, col_offs, batch, w, fill):
     """The windows numbered ``batch`` (row-major) and their validity, one read per row."""
     n_cols = len(col_offs)
@@ -462,8 +379,8 @@ def _read_windows(src, indexes, row, cols, w, fill):
     ``fill`` so nodata values never reach the model.
     """
     span = Window(cols[0], row, cols[-1] + w - cols[0], w)
-    inside = _intersection(span, Window(0, 0, src.width, src.height))
-    data, valid = _read_padded(src, indexes, span, inside)
+    inside = window_intersection(span, Window(0, 0, src.width, src.height))
+    data, valid = read_padded(src, indexes, span, inside)
     data = np.moveaxis(data, 0, -1).astype(np.float32)
     data[~valid] = fill
     x = np.stack([data[:, c - cols[0]:c - cols[0] + w] for c in cols])

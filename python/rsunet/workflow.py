@@ -304,10 +304,10 @@ def _plot_uncertainty(images, maps, uncertainty, kind, path):
 def _classes_of(mask_path) -> dict:
     import rasterio
 
-    from rsunet.assessment import _parse_classes_tag
+    from rsunet.labels import read_classes_tag
 
     with rasterio.open(mask_path) as src:
-        return _parse_classes_tag(src.tags()) or {0: "0", 1: "1"}
+        return read_classes_tag(src.tags()) or {0: "0", 1: "1"}
 
 
 def _report(out, summary):
