@@ -581,7 +581,7 @@ def vectors_workflow(out: Path) -> dict:
         "unet": {"depth": 2, "filters": 4, "batch_norm": False},
         "train_unet": {"epochs": 1, "batch_size": 8, "progress": False},
         "train_baseline": {"n_per_class": 300, "n_trees": 5},
-        "predict_raster": {"window": 256, "overlap": 32, "progress": False},
+        "predict_raster": {"window": 256, "overlap": 32, "uncertainty": "margin", "progress": False},
         "assess_map": {},
         "cross_validate": {"folds": 2, "models": ["random_forest"]},
     }}
@@ -600,10 +600,42 @@ def vectors_validation(out: Path) -> dict:
                                        "learning_rate": 0.01, "seed": 0}}}
 
 
+def vectors_precision(out: Path) -> dict:
+    """A small U-Net trained on three bundled chips, to map the three bundled test chips
+    in float32 and in bfloat16: the labels must stay 99.9 % identical (issue 13)."""
+    import tempfile
+
+    from rsunet.example import example_data
+    from rsunet.patches import make_patches, split_patches
+    from rsunet.samples import make_mask
+    import keras
+
+    from rsunet.training import load_model, save_model, train_unet
+
+    data = example_data()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images = data["train"]["images"][:3]
+        masks = [make_mask(i, m, tmp / f"{i.stem}.tif", classes={1: "forest", 2: "background"})["path"]
+                 for i, m in zip(images, data["train"]["masks"])]
+        make_patches(images, masks, tmp / "patches", size=64, stride=64, progress=False)
+        split_patches(tmp / "patches", fractions=(0.8, 0.2), method="random", seed=0)
+        train_unet(tmp / "patches", tmp / "unet.keras", depth=3, filters=8, epochs=8,
+                   batch_size=8, learning_rate=0.01, seed=0, progress=False)
+        trained = load_model(tmp / "unet.keras")
+        net = keras.models.clone_model(trained.keras_model)  # uncompiled: no optimizer state
+        net.set_weights(trained.keras_model.get_weights())
+        save_model(net, out / "precision_unet.keras", trained.meta, overwrite=True)
+    chips = [f"test/images/{p.name}" for p in data["test"]["images"]]
+    return {"bfloat16": {"model": "precision_unet.keras", "chips": chips, "window": 256,
+                         "overlap": 32, "min_agreement": 0.999}}
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
           "assessment": vectors_assessment, "augmentation": vectors_augmentation,
-          "model": vectors_model, "workflow": vectors_workflow, "validation": vectors_validation}
+          "model": vectors_model, "workflow": vectors_workflow, "validation": vectors_validation,
+          "precision": vectors_precision}
 
 
 def main(argv):
