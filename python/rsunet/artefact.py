@@ -187,8 +187,6 @@ def as_model(model):
             from rsunet.baseline import load_baseline
 
             return load_baseline(path)
-        from rsunet.training import load_model
-
         return load_model(path)
     if hasattr(model, "predict_probabilities"):
         return model

@@ -237,6 +237,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
     import matplotlib.patches
     import numpy as np
     from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
@@ -249,7 +250,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
         axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         layers = [references[i]] + [paths[i] for paths in maps.values()]
         for j, layer in enumerate(layers, start=1):
-            values = np.ma.masked_equal(read_raster(layer).data[0], 255)
+            values = np.ma.masked_equal(read_raster(layer).data[0], IGNORE)
             axes[i, j].imshow(values, cmap=cmap, vmin=-0.5, vmax=max(classes) + 0.5,
                               interpolation="nearest")
         for j, name in enumerate(maps, start=2):
@@ -272,6 +273,7 @@ def _plot_uncertainty(images, maps, uncertainty, kind, path):
     """One row per held-aside scene: the image, then each model's map beside its uncertainty."""
     import numpy as np
     from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image"] + [f"{name.replace('_', ' ')}{part}" for name in uncertainty
@@ -284,7 +286,7 @@ def _plot_uncertainty(images, maps, uncertainty, kind, path):
         axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
         for j, name in enumerate(uncertainty):
-            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], 255)
+            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], IGNORE)
             axes[i, 1 + 2 * j].imshow(labels, cmap=class_colormap(k), vmin=-0.5, vmax=k - 0.5,
                                       interpolation="nearest")
             u = read_raster(uncertainty[name][i]).data[0]
@@ -311,7 +313,7 @@ def _classes_of(mask_path) -> dict:
 
 
 def _report(out, summary):
-    from rsunet.training import read_metadata
+    from rsunet.artefact import read_metadata
 
     history = pd.read_csv(out / "models" / "unet_history.csv").set_index("epoch", drop=False)
     best = history.loc[read_metadata(out / "models" / "unet.keras")["best_epoch"]]
