@@ -62,7 +62,7 @@ _after_band = None
 
 def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=False,
                    output="classes", prob_dtype="float32", batch_size=4, cog=False,
-                   overwrite=False, resume=True, progress=True):
+                   overwrite=False, resume=True, progress=True, cluster=None):
     """Predict a whole scene (or many) with sliding windows and write a blended GeoTIFF.
 
     Args:
@@ -90,7 +90,14 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         cog: write a Cloud-Optimized GeoTIFF (with overviews).
         overwrite: replace an existing output.
         resume: continue an interrupted run of the same call; False starts afresh.
-        progress: show a progress bar over bands (of blocks).
+        progress: show a progress bar over bands (of blocks); on a cluster, over blocks
+            or scenes, and print the dashboard's address.
+        cluster: where to compute: None (this process), ``"local"`` or ``"local:N"`` (N
+            worker processes on this machine, one thread each), a dask scheduler's address
+            (``"tcp://host:8786"``) or a ``distributed.Client``. Many scenes are one task
+            each, one scene one task per block of windows; the output's bytes are the same
+            as in one process. Workers read the model and images and write beside ``out``
+            under the same paths: a shared file system (see ``docs/scale-out.md``).
 
     Returns:
         The output path (:class:`pathlib.Path`); for ``output="both"`` a dict
@@ -102,27 +109,39 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         OutputExistsError: an output exists and ``overwrite`` is False.
         InputError: another argument is out of range.
         ModelFormatError: ``model`` is not a model rsunet can use.
+        WorkerPathError: a cluster worker cannot read an input or write beside ``out``.
+        DependencyError: ``cluster`` is set but dask.distributed is not installed.
     """
     scenes, many = _scenes(image, out, output)
     check_not_input([t for _, targets in scenes for t in targets.values()],
                     [model, image] + [p for p, _ in scenes])
-    model = as_model(model)
+    model_arg, model = model, as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
     params.update(tta=bool(tta), cog=bool(cog))
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
-    results = []
-    for path, targets in scenes:
-        try:
-            with rasterio.Env(**_gdal_options()), writing(next(iter(targets.values()))):
-                _predict_scene(model, path, targets, params, resume, progress)
-        except RsunetError:  # a bad input or a full disk: nothing to resume, leave no debris
-            shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
-            raise
-        results.append(targets if output == "both" else targets[output])
+    if cluster is not None:
+        from rsunet.cluster import predict_on_cluster
+
+        done = predict_on_cluster(cluster, model_arg, model, scenes, params, resume, progress)
+    else:
+        done = [_predict_one(model, path, targets, params, resume, progress)
+                for path, targets in scenes]
+    results = [targets if output == "both" else targets[output] for targets in done]
     return results if many else results[0]
+
+
+def _predict_one(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene into ``targets``; a bad input or a full disk leaves no debris."""
+    try:
+        with rasterio.Env(**_gdal_options()), writing(next(iter(targets.values()))):
+            _predict_scene(model, path, targets, params, resume, progress, blocks)
+    except RsunetError:  # nothing to resume
+        shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
+        raise
+    return targets
 
 
 # ---- arguments ---------------------------------------------------------------------
@@ -227,24 +246,30 @@ def offsets(length, window, stride):
     return starts + [length - window]
 
 
-def _predict_scene(model, path, targets, params, resume, progress):
+def _predict_scene(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene block by block; ``blocks`` (a cluster's runner) computes the
+    unfinished blocks elsewhere instead of here, one after another."""
     from tqdm.auto import tqdm
 
     with open_raster(path) as src:
         _check_bands(model, src, path)
         model = _scaled_for(model, src)
         layout = _Layout.of(src.height, src.width, params["window"], params["overlap"],
-                            BLOCK_ROWS, BLOCK_COLUMNS)
+                            BLOCK_ROWS or getattr(blocks, "block_rows", None), BLOCK_COLUMNS)
         fill = _fill_values(model, src.count)
         k = _n_outputs(model, src.count, fill)
         store = _PartialStore(targets, _fingerprint(model, src, path, params, layout), resume)
         done = [store.block_done(b) for b in range(len(layout.blocks))]
-        bar = tqdm(total=layout.total_rows(), initial=sum(done), unit="band",
-                   desc=Path(path).name, disable=not progress, leave=False)
-        with bar:
-            for b in range(len(layout.blocks)):
-                _predict_block(src, model, layout, b, store, fill, k, params,
-                               lambda j: bar.update(1))
+        todo = [b for b, n in enumerate(done) if n < len(layout.window_rows(b))]
+        if blocks is not None:
+            blocks.run(path, layout, store, fill, k, params, todo)
+        else:
+            bar = tqdm(total=layout.total_rows(), initial=sum(done), unit="band",
+                       desc=Path(path).name, disable=not progress, leave=False)
+            with bar:
+                for b in todo:
+                    _predict_block(src, model, layout, b, store, fill, k, params,
+                                   lambda j: bar.update(1))
         profile = dict(height=src.height, width=src.width, transform=src.transform, crs=src.crs)
     _assemble(store, targets, profile, model, k, params, layout)
 
