@@ -264,12 +264,12 @@ class _MonteCarloModel:
 
     def predict_probabilities(self, batch):
         key = zlib.crc32(np.ascontiguousarray(batch, np.float32).data)  # same pixels, same masks
-        views = []
-        for p in range(self.passes):
-            for state in self.states:
-                state.assign(np.array([key, p], np.int64))
-            views.append(np.asarray(self.model.predict_probabilities(batch), np.float32))
-        return _mean_and_spread(views)
+        return _mean_and_spread(self._pass(batch, key, p) for p in range(self.passes))
+
+    def _pass(self, batch, key, p):
+        for state in self.states:
+            state.assign(np.array([key, p], np.int64))
+        return np.asarray(self.model.predict_probabilities(batch), np.float32)
 
 
 def _scenes(image, out, output, uncertainty=None):
@@ -549,7 +549,7 @@ def _predict(predict, x, tta, spread=False):
     views = (_undo_dihedral(np.asarray(predict(np.ascontiguousarray(_dihedral(x, t))), np.float32), t)
              for t in range(8))
     if spread:
-        return _mean_and_spread(list(views))
+        return _mean_and_spread(views)
     total = next(views)
     for y in views:  # one view at a time: a batch's memory, not eight
         total = total + y
@@ -558,9 +558,16 @@ def _predict(predict, x, tta, spread=False):
 
 def _mean_and_spread(views):
     """The views' mean ``(..., K)`` and, as channel K+1, their variance averaged over the
-    classes, times 4: 0 where they agree, 1 where two classes split them evenly."""
-    mean = sum(views[1:], views[0]) / np.float32(len(views))
-    variance = sum((y - mean) ** 2 for y in views) / np.float32(len(views))
+    classes, times 4: 0 where they agree, 1 where two classes split them evenly.
+
+    ``views`` may be a generator: one view is held at a time, with running sums of the
+    values and their squares (values in 0..1, so float32 loses nothing that matters).
+    """
+    n = total = squares = 0
+    for y in views:
+        total, squares, n = total + y, squares + y * y, n + 1
+    mean = total / np.float32(n)
+    variance = np.maximum(squares / np.float32(n) - mean * mean, 0)
     return np.concatenate([mean, variance.mean(axis=-1, keepdims=True) * np.float32(4)], axis=-1)
 
 
