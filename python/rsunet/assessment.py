@@ -48,6 +48,7 @@ IGNORE = 255
 N_VALUES = 256  # class ids are 0..254 (uint8 values); 255 is ignore
 BLOCK_PIXELS = 2 ** 19  # pixels per block read by default (~50 bytes each at the peak)
 UNLABELLED = ("background", "ignore")
+DESIGNS = ("census", "stratified")
 
 
 # ---- results --------------------------------------------------------------------------
@@ -196,8 +197,15 @@ def _nanmean(x) -> float:
 
 def assess_map(prediction, reference, field=None, where=None, sample=None, seed=0,
                classes=None, unlabelled="background", ignore=IGNORE, use_nodata=True,
-               block_rows=None, png=None, csv=None, overwrite=False) -> Assessment:
+               block_rows=None, png=None, csv=None, overwrite=False, design="census"):
     """Assess a class map against a reference: confusion matrix and accuracy figures.
+
+    With ``design="stratified"`` the reference is a stratified random sample of points
+    (strata = map classes, e.g. from :func:`rsunet.sample_points`, labelled) and the
+    result is an :class:`rsunet.estimation.AreaEstimate`: user's, producer's and
+    overall accuracy with 95 % confidence intervals, the error matrix in area
+    proportions and each class's area in hectares with its 95 % interval, by the
+    estimators of Olofsson et al. (2014) (:mod:`rsunet.estimation`).
 
     Args:
         prediction: the class map (a single-band integer GeoTIFF, e.g. from
@@ -241,10 +249,15 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         csv: optional path of the confusion matrix as CSV (reference classes in rows,
             predicted in columns, names as labels).
         overwrite: replace existing ``png`` / ``csv`` files.
+        design: ``"census"`` (every pixel, or ``sample`` pixels, counted as they are)
+            or ``"stratified"``: ``reference`` is then points with their reference
+            class in column ``field`` (default ``"reference"``), ``where`` and
+            ``sample`` do not apply, ``png`` is the area figure and ``csv`` the table.
 
     Returns:
         An :class:`Assessment` (``.confusion``, ``.per_class``, ``.overall``,
-        ``.per_scene``, ``.table()``).
+        ``.per_scene``, ``.table()``); with ``design="stratified"`` an
+        :class:`rsunet.estimation.AreaEstimate`.
 
     Raises:
         GridMismatchError: the reference cannot be placed on the map's grid (CRS or
@@ -255,6 +268,17 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             valid in both, or an argument is out of range.
         OutputExistsError: ``png`` or ``csv`` exists and ``overwrite`` is False.
     """
+    if design not in DESIGNS:
+        raise InputError(f"design must be one of {DESIGNS}, got {design!r}")
+    if design == "stratified":
+        if where is not None or sample is not None:
+            raise InputError("design='stratified' takes its sample from the reference points: "
+                             "leave where and sample unset")
+        from rsunet.estimation import stratified_assessment
+
+        return stratified_assessment(prediction, reference, field=field, classes=classes,
+                                     ignore=ignore, use_nodata=use_nodata, block_rows=block_rows,
+                                     png=png, csv=csv, overwrite=overwrite)
     _check_outputs(overwrite, [png, csv], [prediction, reference, where])
     if unlabelled not in UNLABELLED:
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
