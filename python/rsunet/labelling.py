@@ -33,6 +33,8 @@ def suggest_labels(uncertainty, out, n, min_distance, shape="point", size=None, 
     row blocks; each block keeps only the most uncertain pixel of every cell of
     ``min_distance / 2`` pixels (two pixels of such a cell can never both be taken),
     and at most ``max_candidates`` candidates are kept overall, the most uncertain ones.
+    So when fewer than ``n`` places fit, every valid pixel lies within
+    ``min_distance * 1.71`` of a proposal (within ``min_distance`` for an exhaustive greedy).
 
     Args:
         uncertainty: a single-band raster (any numeric dtype) where higher values mean
