@@ -255,3 +255,18 @@ def test_block_bootstrap_covers_the_true_difference_at_the_nominal_rate(tmp_path
             covered[block] += oa["lower"] <= truth <= oa["upper"]
     assert covered[24] >= 68, covered
     assert covered[1] <= replicates // 2, covered
+
+
+def test_command_line(tmp_path, capsys):
+    from rsunet.cli import main
+
+    o, s = V["olofsson"], V["strata"]
+    assert main(["assess", str(VECTORS / o["map"]), str(VECTORS / o["points"]), "--design", "stratified"]) == 0
+    assert "stable non-forest" in capsys.readouterr().out
+    assert main(["sample", str(VECTORS / s["map"]), str(tmp_path / "p.gpkg"), "--allocation", "{0: 4, 2: 3}"]) == 0
+    assert (tmp_path / "p.gpkg").exists()
+    m = V["mcnemar"]
+    assert main(["compare", str(VECTORS / m["a"]), str(VECTORS / m["b"]), str(VECTORS / m["reference"]),
+                 "--block", "8", "--n-boot", "50"]) == 0
+    assert "McNemar" in capsys.readouterr().out
+    assert main(["sample", str(VECTORS / s["map"]), str(tmp_path / "q.gpkg")]) == 2   # no n: a user error

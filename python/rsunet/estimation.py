@@ -328,6 +328,11 @@ class AreaEstimate:
                     error_matrix=self.error_matrix.to_numpy(float).tolist(),
                     confusion=self.confusion.to_numpy(np.int64).tolist())
 
+    def __str__(self) -> str:
+        cols = ["class", "mapped_ha", "n", "users_accuracy", "users_ci", "producers_accuracy",
+                "producers_ci", "area_ha", "area_ci_ha"]
+        return f"{self!r}\n{self.per_class[cols].to_string(index=False, float_format=lambda v: f'{v:.4g}')}"
+
     def __repr__(self) -> str:
         o = self.overall
         return (f"AreaEstimate(n={int(o['n'])}, overall_accuracy={o['overall_accuracy']:.4f} "
@@ -582,6 +587,12 @@ class Comparison:
         """Plain lists and dicts (for R and JSON)."""
         return dict(table={c: self.table[c].tolist() for c in self.table.columns},
                     mcnemar=dict(self.mcnemar), settings=dict(self.settings))
+
+    def __str__(self) -> str:
+        m = self.mcnemar
+        return (f"{self!r}\n{self.table.to_string(index=False, float_format=lambda v: f'{v:+.4f}')}\n"
+                f"McNemar on {m['n']} thinned pixels: {m['a_only']} only a right, {m['b_only']} only b "
+                f"right, chi2 = {m['statistic']:.3f}, exact p = {m['p_value']:.4g}")
 
     def __repr__(self) -> str:
         oa = self.table.set_index("metric").loc["overall_accuracy"]
