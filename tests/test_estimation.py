@@ -212,6 +212,19 @@ def test_mcnemar_on_the_hand_computed_table(tmp_path):
     assert E.mcnemar_test(0, 0)["p_value"] == 1.0
 
 
+def test_several_scenes_pool_their_blocks():
+    m = V["mcnemar"]
+    a, b, ref = (VECTORS / m[k] for k in ("a", "b", "reference"))
+    one = E.compare_maps(a, b, ref, block=8, thin=m["thin"], n_boot=50)
+    two = E.compare_maps([a, a], [b, b], [ref, ref], block=8, thin=m["thin"], n_boot=50)
+    np.testing.assert_allclose(two.table[["a", "b", "difference"]], one.table[["a", "b", "difference"]],
+                               rtol=1e-12)
+    assert two.settings["n_blocks"] == 2 * one.settings["n_blocks"] and two.settings["n"] == 2 * one.settings["n"]
+    assert two.mcnemar["a_only"] == 2 * m["a_only"] and len(two.disagreement) == 2
+    with pytest.raises(InputError, match="three lists"):
+        E.compare_maps([a, a], [b], [ref, ref])
+
+
 def test_compare_maps_refusals(tmp_path):
     m = V["mcnemar"]
     with pytest.raises(GridMismatchError):

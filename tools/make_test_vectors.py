@@ -584,6 +584,7 @@ def vectors_workflow(out: Path) -> dict:
         "predict_raster": {"window": 256, "overlap": 32, "progress": False},
         "assess_map": {},
         "cross_validate": {"folds": 2, "models": ["random_forest"]},
+        "compare_maps": {"block": 64, "n_boot": 200},
     }}
 
 

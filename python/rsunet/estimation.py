@@ -573,15 +573,15 @@ class Comparison:
             chi-square with continuity correction), ``p_value`` (the exact two-sided
             binomial test of ``a_only`` among ``a_only + b_only``).
         settings: dict: ``block``, ``n_blocks``, ``n_boot``, ``thin``, ``seed``,
-            ``n`` (pixels valid in both maps and the reference).
-        disagreement: a decimated ``(rows, cols)`` uint8 image: 0 not assessed, 1 both
-            right, 2 only a right, 3 only b right, 4 both wrong (for the figure).
+            ``n`` (pixels valid in both maps and the reference), ``scenes``.
+        disagreement: per scene, a decimated ``(rows, cols)`` uint8 image: 0 not
+            assessed, 1 both right, 2 only a right, 3 only b right, 4 both wrong.
     """
 
     table: pd.DataFrame
     mcnemar: dict
     settings: dict
-    disagreement: np.ndarray | None = None
+    disagreement: list | None = None
 
     def as_dict(self) -> dict:
         """Plain lists and dicts (for R and JSON)."""
@@ -617,7 +617,9 @@ def compare_maps(map_a, map_b, reference, block=64, n_boot=500, seed=0, thin=Non
     are then roughly independent. The maps are streamed in strips of ``block`` rows.
 
     Args:
-        map_a: the first class map (e.g. the U-Net's).
+        map_a: the first class map (e.g. the U-Net's), or a list of maps of several
+            scenes, whose blocks are pooled (``map_b`` and ``reference`` are then lists
+            of as many, scene by scene).
         map_b: the second class map (e.g. the Random Forest's), on the grid of ``map_a``.
         reference: the truth, as for :func:`rsunet.assess_map` (a label raster on any
             grid, or polygons with ``field``).
@@ -641,78 +643,104 @@ def compare_maps(map_a, map_b, reference, block=64, n_boot=500, seed=0, thin=Non
         GridMismatchError: the two maps are not on one grid.
         InputError: an argument is out of range, or no pixel is valid in all three.
     """
-    from rsunet.assessment import _ReferenceReader, _check_outputs, _same_grid
+    from rsunet.assessment import _check_outputs
 
     block, n_boot = _int_arg(block, "block"), _int_arg(n_boot, "n_boot")
     thin = block if thin is None else _int_arg(thin, "thin")
     if block < 1 or n_boot < 1 or thin < 1:
         raise InputError(f"block, n_boot and thin must be positive; got {block}, {n_boot}, {thin}")
+    scenes = _scene_triples(map_a, map_b, reference)
     _check_outputs(overwrite, [png], [map_a, map_b, reference])
-    with _open_class_map(map_a) as a, _open_class_map(map_b) as b, \
-            _ReferenceReader(reference, a, field, unlabelled, ignore, use_nodata) as ref:
-        if not _same_grid(a, b):
-            raise GridMismatchError(f"{map_b} ({b.width}x{b.height}) is not on the grid of {map_a} "
-                                    f"({a.width}x{a.height}): compare maps of one scene on one grid")
-        scan = _scan_pair(a, b, ref, block, thin, ignore, use_nodata)
-        names = _class_names(classes, a)
-    ids, mats = scan["ids"], scan["mats"]
+    scans, names = [], {}
+    for a_path, b_path, ref_input in scenes:
+        scans.append(_scan_pair(a_path, b_path, ref_input, block, thin, field, unlabelled,
+                                ignore, use_nodata))
+        names = {**scans[-1]["names"], **names}
+    names.update({int(k): str(v) for k, v in dict(classes or {}).items()})
+    ids, mats = _block_matrices(scans)
     if not mats.size or not mats.sum():
         raise EmptyResultError(f"no pixel is valid in {map_a}, {map_b} and the reference together")
     labels = [names.get(i, f"class_{i}") for i in ids]
     point = _figures(mats.sum(axis=0))
     boots = _block_bootstrap(mats, n_boot, np.random.default_rng(seed))
-    table = _comparison_table(point, boots, labels)
-    result = Comparison(table=table, mcnemar=mcnemar_test(scan["a_only"], scan["b_only"],
-                                                           scan["both_right"], scan["both_wrong"]),
+    thinned = np.sum([s["thinned"] for s in scans], axis=0)
+    result = Comparison(table=_comparison_table(point, boots, labels),
+                        mcnemar=mcnemar_test(thinned[1], thinned[2], thinned[0], thinned[3]),
                         settings=dict(block=block, n_blocks=int(mats.shape[0]), n_boot=n_boot,
-                                      thin=thin, seed=seed, n=float(mats[:, 0].sum())),
-                        disagreement=scan["disagreement"])
+                                      thin=thin, seed=seed, n=float(mats[:, 0].sum()),
+                                      scenes=len(scenes)),
+                        disagreement=[s["picture"] for s in scans])
     if png is not None:
         plot_comparison(result, png, overwrite=overwrite)
     return result
 
 
-def _scan_pair(a, b, ref, block, thin, ignore, use_nodata):
-    """Per spatial block, the confusion matrices of both maps; McNemar's thinned counts;
-    a decimated disagreement image. One pass in strips of ``block`` rows."""
-    nbx = -(-a.width // block)
-    step = max(1, -(-max(a.height, a.width) // 800))  # decimation of the figure's image
-    keys, counts, thinned, picture = [], [], np.zeros(4, np.int64), []
-    strip = block * max(1, BLOCK_PIXELS // max(1, a.width * block))
-    for (r0, va, ok_a), (_, vb, ok_b) in zip(_map_blocks(a, ignore, use_nodata, strip),
-                                            _map_blocks(b, ignore, use_nodata, strip)):
-        h = va.shape[0]
-        vr, ok_r = ref.read(Window(0, r0, a.width, h))
-        ok = ok_a & ok_b & ok_r
-        if ok.any() and (vr[ok].min() < 0 or vr[ok].max() >= IGNORE):
-            raise InputError(f"the reference holds values outside 0..254 besides {ignore}")
-        rows, cols = np.indices(ok.shape)
-        blk = ((rows + r0) // block) * nbx + cols // block
-        for which, vm in ((0, va), (1, vb)):
-            key = ((blk[ok] * 2 + which) * IGNORE + vr[ok]) * IGNORE + vm[ok]
-            u, c = np.unique(key, return_counts=True)
-            keys.append(u)
-            counts.append(c)
-        right_a, right_b = ok & (va == vr), ok & (vb == vr)
-        grid = ok & (((rows + r0) % thin) == thin // 2) & ((cols % thin) == thin // 2)
-        thinned += [int((grid & right_a & right_b).sum()), int((grid & right_a & ~right_b).sum()),
-                    int((grid & ~right_a & right_b).sum()), int((grid & ~right_a & ~right_b).sum())]
-        code = np.where(~ok, 0, np.where(right_a, np.where(right_b, 1, 2), np.where(right_b, 3, 4)))
-        picture.append(code[(rows[:, 0] + r0) % step == 0][:, ::step].astype(np.uint8))
-    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
-    pred, rest = key % IGNORE, key // IGNORE
-    refc, rest = rest % IGNORE, rest // IGNORE
-    which, blk = rest % 2, rest // 2
+def _scene_triples(map_a, map_b, reference) -> list:
+    """``[(a, b, reference), ...]``: one scene, or several whose blocks are pooled."""
+    if not isinstance(map_a, (list, tuple)):
+        return [(map_a, map_b, reference)]
+    lists = [x for x in (map_b, reference) if isinstance(x, (list, tuple))]
+    if len(lists) != 2 or not len(map_a) == len(map_b) == len(reference) or not map_a:
+        raise InputError("several scenes need three lists of as many maps: map_a, map_b and reference")
+    return list(zip(map_a, map_b, reference))
+
+
+def _scan_pair(map_a, map_b, reference, block, thin, field, unlabelled, ignore, use_nodata):
+    """One scene in strips of ``block`` rows: the pixel counts per (spatial block, map,
+    reference class, map class), McNemar's thinned counts, a decimated disagreement image."""
+    from rsunet.assessment import _ReferenceReader, _same_grid
+
+    with _open_class_map(map_a) as a, _open_class_map(map_b) as b, \
+            _ReferenceReader(reference, a, field, unlabelled, ignore, use_nodata) as ref:
+        if not _same_grid(a, b):
+            raise GridMismatchError(f"{map_b} ({b.width}x{b.height}) is not on the grid of {map_a} "
+                                    f"({a.width}x{a.height}): compare maps of one scene on one grid")
+        nbx = -(-a.width // block)
+        step = max(1, -(-max(a.height, a.width) // 800))  # decimation of the figure's image
+        keys, counts, thinned, picture = [], [], np.zeros(4, np.int64), []
+        strip = block * max(1, BLOCK_PIXELS // max(1, a.width * block))
+        for (r0, va, ok_a), (_, vb, ok_b) in zip(_map_blocks(a, ignore, use_nodata, strip),
+                                                _map_blocks(b, ignore, use_nodata, strip)):
+            vr, ok_r = ref.read(Window(0, r0, a.width, va.shape[0]))
+            ok = ok_a & ok_b & ok_r
+            if ok.any() and (vr[ok].min() < 0 or vr[ok].max() >= IGNORE):
+                raise InputError(f"the reference {reference} holds values outside 0..254 besides {ignore}")
+            rows, cols = np.indices(ok.shape)
+            blk = ((rows + r0) // block) * nbx + cols // block
+            for which, vm in ((0, va), (1, vb)):
+                key = ((blk[ok] * 2 + which) * IGNORE + vr[ok]) * IGNORE + vm[ok]
+                u, c = np.unique(key, return_counts=True)
+                keys.append(u)
+                counts.append(c)
+            right_a, right_b = ok & (va == vr), ok & (vb == vr)
+            grid = ok & (((rows + r0) % thin) == thin // 2) & ((cols % thin) == thin // 2)
+            thinned += [int((grid & right_a & right_b).sum()), int((grid & right_a & ~right_b).sum()),
+                        int((grid & ~right_a & right_b).sum()), int((grid & ~right_a & ~right_b).sum())]
+            code = np.where(~ok, 0, np.where(right_a, np.where(right_b, 1, 2), np.where(right_b, 3, 4)))
+            picture.append(code[(rows[:, 0] + r0) % step == 0][:, ::step].astype(np.uint8))
+        names = _class_names(None, a)
+    return dict(keys=np.concatenate(keys) if keys else np.zeros(0, np.int64),
+                counts=np.concatenate(counts) if counts else np.zeros(0, np.int64),
+                thinned=thinned, picture=np.concatenate(picture) if picture else None, names=names)
+
+
+def _block_matrices(scans):
+    """The class ids and ``(blocks, 2, k, k)`` confusion counts of every block holding a
+    valid pixel, over all scenes (map 0 = a, 1 = b; rows reference)."""
+    parts = []
+    for scene, scan in enumerate(scans):
+        key = scan["keys"]
+        pred, rest = key % IGNORE, key // IGNORE
+        refc, rest = rest % IGNORE, rest // IGNORE
+        parts.append((np.full(key.size, scene), rest // 2, rest % 2, refc, pred, scan["counts"]))
+    scene, blk, which, refc, pred, count = (np.concatenate(x) for x in zip(*parts))
     ids = np.union1d(pred, refc).astype(int).tolist()
-    pos = np.searchsorted(ids, np.arange(IGNORE)) if ids else None
-    used, slot = np.unique(blk, return_inverse=True)
-    mats = np.zeros((used.size, 2, len(ids), len(ids)), np.int64)
-    if ids:
-        np.add.at(mats, (slot, which, pos[refc], pos[pred]), count)
-    return dict(ids=ids, mats=mats, both_right=int(thinned[0]), a_only=int(thinned[1]),
-                b_only=int(thinned[2]), both_wrong=int(thinned[3]),
-                disagreement=np.concatenate(picture) if picture else None)
+    pos = np.searchsorted(ids, np.arange(IGNORE))
+    _, slot = np.unique(np.stack([scene, blk]), axis=1, return_inverse=True)
+    slot = slot.ravel()
+    mats = np.zeros((slot.max() + 1 if slot.size else 0, 2, len(ids), len(ids)), np.int64)
+    np.add.at(mats, (slot, which, pos[refc], pos[pred]), count)
+    return ids, mats
 
 
 def _figures(m) -> dict:
@@ -781,7 +809,8 @@ def mcnemar_test(a_only, b_only, both_right=0, both_wrong=0) -> dict:
                 statistic=float(statistic), p_value=float(p_value))
 
 
-def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a", "b")):
+def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a", "b"),
+                    max_scenes=3):
     """Where two maps disagree, and the differences (a - b) with their 95 % intervals.
 
     Args:
@@ -789,6 +818,7 @@ def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a",
         path: the PNG to write (None: write nothing).
         overwrite: replace an existing file.
         labels: the names of the two maps in the figure.
+        max_scenes: the most scenes whose disagreement is drawn.
 
     Returns:
         The :class:`matplotlib.figure.Figure`.
@@ -798,14 +828,17 @@ def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a",
 
     from rsunet.plotting import new_figure, save_figure
 
-    fig = new_figure(figsize=(10, 4.2), dpi=100)
-    ax_map, ax_bar = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1.2, 1]))
+    pictures = [p for p in (result.disagreement or []) if p is not None][:max_scenes]
+    k = max(1, len(pictures))
+    fig = new_figure(figsize=(4 * k + 5, 4.2), dpi=100)
+    axes = fig.subplots(1, k + 1, gridspec_kw=dict(width_ratios=[1.2] * k + [1.6]))
+    ax_bar = axes[-1]
     colours = ["white", "#d9d9d9", "#1b9e77", "#d95f02", "#252525"]
-    if result.disagreement is not None:
-        ax_map.imshow(result.disagreement, cmap=ListedColormap(colours), vmin=0, vmax=4,
-                      interpolation="nearest")
-    ax_map.set_axis_off()
-    ax_map.legend(handles=[Patch(color=c, label=t) for c, t in zip(colours[1:], [
+    for ax, picture in zip(axes[:-1], pictures):
+        ax.imshow(picture, cmap=ListedColormap(colours), vmin=0, vmax=4, interpolation="nearest")
+    for ax in axes[:-1]:
+        ax.set_axis_off()
+    axes[0].legend(handles=[Patch(color=c, label=t) for c, t in zip(colours[1:], [
         "both right", f"only {labels[0]} right", f"only {labels[1]} right", "both wrong"])],
         loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8)
     t = result.table
