@@ -283,3 +283,28 @@ def test_command_line(tmp_path, capsys):
                  "--block", "8", "--n-boot", "50"]) == 0
     assert "McNemar" in capsys.readouterr().out
     assert main(["sample", str(VECTORS / s["map"]), str(tmp_path / "q.gpkg")]) == 2   # no n: a user error
+
+
+def test_accuracy_page_runs(tmp_path, monkeypatch):
+    """Every Python block of docs/accuracy.md, in order, in an empty folder."""
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "accuracy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, block in enumerate(blocks):
+            exec(compile(block, f"accuracy.md[block {i}]", "exec"), namespace)
+    for name in ("area.png", "area.csv", "comparison.png", "to_label.gpkg", "points.gpkg"):
+        assert (tmp_path / name).exists(), name
+    area, census = namespace["area"], namespace["census"]
+    # the census accuracy lies within the sample estimate's interval (a 95 % interval: this
+    # seed's draw is one where it does)
+    o = area.overall
+    assert abs(o["overall_accuracy"] - census.overall["overall_accuracy"]) <= o["overall_accuracy_ci"]
+    assert len(namespace["boxes"]) == 10
