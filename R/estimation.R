@@ -101,7 +101,8 @@ print.rsunet_area_estimate <- function(x, ...) {
 #' to one pixel every `thin` rows and columns. The maps are streamed in strips.
 #'
 #' @param map_a,map_b the two class maps (paths or SpatRasters) on one grid, e.g. the
-#'   U-Net's and the Random Forest's.
+#'   U-Net's and the Random Forest's; or lists (or character vectors) of the maps of
+#'   several scenes, whose blocks are pooled, with `reference` a list of as many.
 #' @param reference the truth, as for [assess_map()]: a label raster (any grid) or
 #'   polygons with `field`.
 #' @param block the side of the bootstrap's blocks, in pixels.
@@ -129,13 +130,15 @@ print.rsunet_area_estimate <- function(x, ...) {
 #' set.seed(1)
 #' terra::values(a) <- ifelse(stats::runif(length(v)) < 0.05, 1 - v, v)
 #' terra::values(b) <- ifelse(stats::runif(length(v)) < 0.15, 1 - v, v)
-#' cmp <- compare_maps(a, b, truth, block = 32, n_boot = 200)
+#' cmp <- compare_maps(a, b, truth, block = 32, n_boot = 200,
+#'                     classes = c("0" = "background", "1" = "forest"))
 #' cmp
 compare_maps <- function(map_a, map_b, reference, block = 64, n_boot = 500, seed = 0,
                          thin = NULL, field = NULL, unlabelled = "background", classes = NULL,
                          ignore = 255, use_nodata = TRUE, png = NULL, overwrite = FALSE) {
   res <- .py_call(.py("estimation")$compare_maps(
-    .as_raster_path(map_a), .as_raster_path(map_b), .as_labels_path(reference),
+    .scene_paths(map_a, .as_raster_path), .scene_paths(map_b, .as_raster_path),
+    .scene_paths(reference, .as_labels_path),
     block = as.integer(block), n_boot = as.integer(n_boot), seed = as.integer(seed),
     thin = .int_or_null(thin), field = field, unlabelled = unlabelled,
     classes = if (is.null(classes)) NULL else as.list(classes), ignore = as.integer(ignore),
@@ -144,6 +147,13 @@ compare_maps <- function(map_a, map_b, reference, block = 64, n_boot = 500, seed
   d <- .r(res$as_dict())
   structure(list(table = .df_from_lists(d$table), mcnemar = d$mcnemar, settings = d$settings),
             class = "rsunet_comparison")
+}
+
+# One path, or a list of them for several scenes (a character vector or a list).
+.scene_paths <- function(x, convert) {
+  many <- (is.character(x) && length(x) > 1) ||
+    (is.list(x) && !inherits(x, c("SpatRaster", "SpatVector", "data.frame")))
+  if (many) unname(lapply(x, convert)) else convert(x)
 }
 
 #' @rdname compare_maps

@@ -134,6 +134,20 @@ test_that("compare_maps: McNemar on the hand-computed table, accuracies as table
                class = "rsunet_grid_mismatch_error")
 })
 
+test_that("several scenes pool their blocks", {
+  skip_if_no_rsunet()
+  m <- EV()$mcnemar
+  f <- vapply(c(m$a, m$b, m$reference), efile, "")
+  one <- compare_maps(f[[1]], f[[2]], f[[3]], block = 8, thin = m$thin, n_boot = 50)
+  two <- compare_maps(list(f[[1]], f[[1]]), list(f[[2]], f[[2]]), list(f[[3]], f[[3]]), block = 8,
+                      thin = m$thin, n_boot = 50)
+  expect_equal(two$table[c("a", "b", "difference")], one$table[c("a", "b", "difference")], tolerance = 1e-12)
+  expect_equal(two$settings$n_blocks, 2 * one$settings$n_blocks)
+  expect_equal(two$mcnemar$a_only, 2 * m$a_only)
+  expect_error(compare_maps(list(f[[1]], f[[1]]), list(f[[2]]), list(f[[3]], f[[3]])),
+               "three lists", class = "rsunet_input_error")
+})
+
 test_that("the block bootstrap covers the true difference at about the nominal rate", {
   # 30 simulated pairs (96 x 96 pixels, errors in 8 x 8 patches, expected OA 0.9 and 0.8):
   # the 95 % interval (24-pixel blocks) must cover the true 0.1 in at least 24 of 30
