@@ -544,15 +544,18 @@ def plot_area_estimates(result: AreaEstimate, path=None, overwrite=False):
     ax = fig.subplots()
     x = np.arange(k)
     colours = class_colormap(int(max(pc["class_id"])) + 1)(pc["class_id"].to_numpy())
-    ax.bar(x - 0.2, pc["mapped_ha"], width=0.4, color=colours, alpha=0.4, label="mapped (pixel count)")
-    ax.bar(x + 0.2, pc["area_ha"], width=0.4, color=colours, yerr=pc["area_ci_ha"], capsize=4,
-           label="estimated, 95 % CI")
+    ax.bar(x - 0.2, pc["mapped_ha"], width=0.4, color=colours, alpha=0.35)
+    ax.bar(x + 0.2, pc["area_ha"], width=0.4, color=colours, yerr=pc["area_ci_ha"], capsize=4)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="grey", alpha=0.35, label="mapped (pixels)"),
+               Patch(color="grey", label="estimated, with 95 % interval")]
     ax.set_xticks(x, list(pc["class"]), rotation=30, ha="right")
     ax.set_ylabel("area (ha)")
     o = result.overall
     ax.set_title(f"overall accuracy {o['overall_accuracy']:.3f} ± {o['overall_accuracy_ci']:.3f} "
                  f"(n = {int(o['n'])})", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path, overwrite)
 
