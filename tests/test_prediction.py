@@ -27,7 +27,7 @@ from rsunet import prediction
 from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
 
 keras = need_module("keras")
-from rsunet.training import RsunetModel, _plain_model, load_model  # noqa: E402
+from rsunet.artefact import RsunetModel, load_model, plain_model as _plain_model  # noqa: E402
 
 hypothesis = need_module("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -404,7 +404,7 @@ def test_window_offsets_cover_every_pixel():
     for length in range(1, 60):
         for window in (1, 7, 16):
             for overlap in range(window):
-                offs = prediction.offsets(length, window, window - overlap)
+                offs = prediction.window_offsets(length, window, window - overlap)
                 covered = np.zeros(max(length, window), bool)
                 for o in offs:
                     covered[o:o + window] = True
@@ -466,3 +466,223 @@ def test_an_unknown_precision_is_refused_before_any_work(tmp_path, pixel_model):
         prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
                                   precision="half", progress=False)
     assert not (tmp_path / "m.tif").exists()
+
+
+# ---- uncertainty -----------------------------------------------------------------------
+
+def by_hand_probabilities():
+    """The shared per-pixel model's probabilities (rows, cols, K) and validity, in numpy."""
+    data = read(VECTORS / VEC["image"]).astype(np.float64)
+    logits = np.einsum("bhw,bk->hwk", data, np.array(VEC["kernel"])) + np.array(VEC["bias"])
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True), np.all(data != VEC["nodata"], axis=0)
+
+
+def entropy_by_hand(p):
+    return -(p * np.log(p)).sum(-1) / np.log(p.shape[-1])
+
+
+def margin_by_hand(p):
+    top = np.sort(p, axis=-1)
+    return 1 - (top[..., -1] - top[..., -2])
+
+
+@pytest.mark.parametrize("kind,by_hand", [("entropy", entropy_by_hand), ("margin", margin_by_hand)])
+@pytest.mark.parametrize("case", VEC["cases"][:3], ids=lambda c: "{window}-{overlap}-{blend}-{tta}".format(**c))
+def test_uncertainty_layers_equal_numpy_on_the_whole_array(tmp_path, kind, by_hand, case):
+    probs, valid = by_hand_probabilities()
+    outs = prediction.predict_raster(VECTORS / VEC["model"], VECTORS / VEC["image"],
+                                     tmp_path / "map.tif", uncertainty=kind, progress=False, **case)
+    assert set(outs) == {"classes", "uncertainty"}
+    with rasterio.open(outs["uncertainty"]) as src:
+        u = src.read(1)
+        assert src.descriptions == (f"uncertainty_{kind}",) and src.tags()["RSUNET_UNCERTAINTY"] == kind
+        assert src.crs == rasterio.open(VECTORS / VEC["image"]).crs
+    assert np.isnan(u[~valid]).all()
+    np.testing.assert_allclose(u[valid], by_hand(probs[valid]), rtol=0, atol=1e-5)
+    assert 0 <= u[valid].min() and u[valid].max() <= 1 and u[valid].std() > 0.01  # informative
+
+
+def test_uint8_uncertainty_is_scaled_like_probabilities(tmp_path, pixel_model):
+    data = random_image(np.random.default_rng(4), 3, 50, 60)
+    image = write_image(tmp_path / "s.tif", data)
+    f = prediction.predict_raster(pixel_model, image, tmp_path / "f.tif", window=16, overlap=4,
+                                  uncertainty="margin", progress=False)
+    q = prediction.predict_raster(pixel_model, image, tmp_path / "q.tif", window=16, overlap=4,
+                                  uncertainty="margin", prob_dtype="uint8", progress=False)
+    exact, scaled = read(f["uncertainty"])[0], read(q["uncertainty"])[0]
+    valid = ~np.isnan(exact)
+    np.testing.assert_array_equal(scaled[valid], np.rint(exact[valid] * 254).astype(np.uint8))
+    assert (scaled[~valid] == 255).all()
+
+
+def test_tta_uncertainty_measures_disagreement_between_the_views(tmp_path, pixel_model):
+    rng = np.random.default_rng(6)
+    data = rng.integers(1, 256, size=(3, 48, 56)).astype(np.uint8)
+    image = write_image(tmp_path / "s.tif", data)
+    args = dict(window=32, overlap=8, tta=True, output="probabilities", progress=False)
+    # a per-pixel model gives the same answer in every view: no disagreement anywhere
+    flat = prediction.predict_raster(pixel_model, image, tmp_path / "p.tif", uncertainty="tta", **args)
+    assert np.nanmax(read(flat["uncertainty"])) < 1e-5
+    # a U-Net sees different neighbourhoods once rotated: disagreement, in 0..1, and the
+    # probabilities themselves are those of a TTA run without the uncertainty layer
+    unet = small_unet()
+    with_u = prediction.predict_raster(unet, image, tmp_path / "u.tif", uncertainty="tta",
+                                       precision="float32", **args)
+    plain = prediction.predict_raster(unet, image, tmp_path / "plain.tif", precision="float32", **args)
+    u = read(with_u["uncertainty"])[0]
+    assert u.max() > 0.01 and u.min() >= 0 and u.max() <= 1
+    np.testing.assert_array_equal(read(with_u["probabilities"]), read(plain))
+
+
+def test_uncertainty_arguments_are_checked_before_any_work(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="pass tta=True"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="tta", progress=False)
+    with pytest.raises(InputError, match="uncertainty must be one of"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="variance", progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.tif"]
+
+
+def dropout_unet(seed=3):
+    """A tiny U-Net with dropout, as unet(dropout=...) builds it, sharpened like small_unet."""
+    from rsunet import unet
+
+    keras.utils.set_random_seed(seed)
+    net = unet(3, classes=2, depth=2, filters=4, batch_norm=False, dropout=0.3)
+    return RsunetModel(keras_model=net, bands=3, classes={0: "a", 1: "b"}, depth=2)
+
+
+def test_mc_dropout_disagreement_is_repeatable_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    image = write_image(tmp_path / "s.tif", rng.integers(1, 256, size=(3, 80, 64)).astype(np.uint8))
+    model = dropout_unet()
+    args = dict(window=32, overlap=8, uncertainty="mc_dropout", mc_passes=4, output="both",
+                precision="float32", progress=False)
+    first = prediction.predict_raster(model, image, tmp_path / "a.tif", **args)
+    again = prediction.predict_raster(model, image, tmp_path / "b.tif", **args)
+    u = read(first["uncertainty"])[0]
+    assert u.max() > 0.001 and u.min() >= 0 and u.max() <= 1  # the passes differ
+    for kind in first:  # the masks follow the pixels: the same call gives the same bytes
+        assert first[kind].read_bytes() == again[kind].read_bytes(), kind
+    # the probabilities are the mean of the passes: not those of the deterministic model
+    plain = prediction.predict_raster(model, image, tmp_path / "plain.tif", window=32, overlap=8,
+                                      output="probabilities", precision="float32", progress=False)
+    assert not np.array_equal(read(first["probabilities"]), read(plain))
+
+    def explode(j):
+        if j == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    with pytest.raises(KeyboardInterrupt):
+        prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    monkeypatch.setattr(prediction, "_after_band", None)
+    resumed = prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    for kind in first:
+        assert resumed[kind].read_bytes() == first[kind].read_bytes(), kind
+
+
+def test_mc_dropout_needs_a_model_with_dropout(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="no dropout layer"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", progress=False)
+    with pytest.raises(InputError, match="mc_passes must be a positive integer"):
+        prediction.predict_raster(dropout_unet(), image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", mc_passes=0, progress=False)
+    assert not (tmp_path / "m.tif").exists()
+
+
+# ---- blocks of whole windows ------------------------------------------------------------
+
+def _blocked(monkeypatch, rows, cols):
+    monkeypatch.setattr(prediction, "BLOCK_ROWS", rows)
+    monkeypatch.setattr(prediction, "BLOCK_COLUMNS", cols)
+
+
+def _blocks_image(tmp_path):
+    rng = np.random.default_rng(11)
+    base = rng.integers(1, 256, size=(3, 23, 30)).astype(np.float32)
+    data = np.clip(np.kron(base, np.ones((4, 4))) + rng.normal(0, 8, (3, 92, 120)), 0, 255)
+    data = data.astype(np.uint8)
+    data[:, :9, :13] = 0  # a nodata corner
+    return write_image(tmp_path / "s.tif", data)
+
+
+@pytest.fixture(scope="module")
+def unet_model():
+    return small_unet()
+
+
+@pytest.mark.parametrize("blend,tta,prob_dtype", [
+    ("hann", False, "float32"), ("centre", False, "uint8"), ("average", False, "float32"),
+    ("hann", True, "uint8"), ("centre", True, "float32")])
+def test_blocks_give_the_bytes_of_one_pass(tmp_path, monkeypatch, unet_model, blend, tta,
+                                          prob_dtype):
+    image = _blocks_image(tmp_path)
+    kw = dict(window=16, overlap=6, blend=blend, tta=tta, output="both",
+              prob_dtype=prob_dtype, batch_size=3, progress=False)
+    _blocked(monkeypatch, None, None)  # one block: the single pass over the scene
+    ref = prediction.predict_raster(unet_model, image, tmp_path / "ref.tif", **kw)
+    layouts = []
+    real = prediction._Layout.of
+    monkeypatch.setattr(prediction._Layout, "of",
+                        staticmethod(lambda *a: layouts.append(real(*a)) or layouts[-1]))
+    _blocked(monkeypatch, 30, 35)
+    outs = prediction.predict_raster(unet_model, image, tmp_path / "out.tif", **kw)
+    assert len(layouts[0].blocks) >= 9 and len(layouts[0].row_groups) >= 3
+    for kind in ("classes", "probabilities"):
+        assert outs[kind].read_bytes() == ref[kind].read_bytes(), kind
+
+
+def test_an_interrupted_blocked_run_recomputes_only_unfinished_blocks(tmp_path, monkeypatch,
+                                                                     pixel_model):
+    image = _blocks_image(tmp_path)
+    kw = dict(KW, window=16, overlap=6, output="both")
+    _blocked(monkeypatch, None, None)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", **kw)
+    _blocked(monkeypatch, 30, 35)
+    bands = []
+
+    def explode(j):
+        bands.append(j)
+        if len(bands) == 40:
+            raise Boom()
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    out = tmp_path / "out.tif"
+    with pytest.raises(Boom):
+        prediction.predict_raster(pixel_model, image, out, **kw)
+    assert not out.exists()
+    store = tmp_path / ".out.tif.rsunet-partial"
+    finished = sorted(p.name for p in store.glob("block_*.json"))
+    again = []
+    monkeypatch.setattr(prediction, "_after_band", again.append)
+    outs = prediction.predict_raster(pixel_model, image, out, **kw)
+    layout = prediction._Layout.of(92, 120, 16, 6, 30, 35)
+    total = sum(len(layout.window_rows(b)) for b in range(len(layout.blocks)))
+    assert len(bands) == 40 < total
+    assert len(bands) + len(again) == total  # nothing finished was computed twice
+    assert len(finished) >= 3
+    for kind in ("classes", "probabilities"):
+        assert outs[kind].read_bytes() == ref[kind].read_bytes(), kind
+    assert not store.exists()
+
+
+def test_layout_cores_tile_the_scene_and_halos_reach_every_window():
+    for height, width, window, overlap, rows, cols in [(92, 120, 16, 6, 30, 35),
+                                                       (10, 7, 16, 4, 3, 2), (300, 50, 32, 0, 64, 1)]:
+        layout = prediction._Layout.of(height, width, window, overlap, rows, cols)
+        owner = np.zeros((height, width), int)
+        for b, ((ja, jb), (ma, mb)) in enumerate(layout.blocks):
+            r0, r1 = layout.row_offs[ja], layout.edge(layout.row_offs, height, jb - 1)
+            c0, c1 = layout.core_cols(b)
+            owner[r0:r1, c0:c1] += 1
+            # every window touching the core is in the block, and only those
+            for i, r in enumerate(layout.row_offs):
+                touches = r < r1 and r + window > r0
+                assert (i in layout.window_rows(b)) == touches
+            for m, c in enumerate(layout.col_offs):
+                assert (m in layout.window_cols(b)) == (c < c1 and c + window > c0)
+        assert (owner == 1).all()

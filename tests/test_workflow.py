@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import rasterio
@@ -46,7 +47,12 @@ def test_workflow_writes_maps_metrics_and_figures(tiny_run):
                     rasterio.open(image) as src:
                 assert m.crs == src.crs and m.transform == src.transform
                 assert m.shape == src.shape and m.dtypes[0] == "uint8" and m.nodata == 255
-    for fig in ("maps.png", "patches.png", "confusion_unet.png", "confusion_random_forest.png"):
+            with rasterio.open(out / "maps" / model / f"{image.stem}_uncertainty.tif") as u:
+                values = u.read(1)  # the shared config asks for margin
+                assert u.tags()["RSUNET_UNCERTAINTY"] == "margin" and u.transform == m.transform
+                assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+    for fig in ("maps.png", "patches.png", "confusion_unet.png", "confusion_random_forest.png",
+                "uncertainty.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG", fig
     assert (out / "models" / "unet.keras").exists()
     assert (out / "models" / "unet_history.png").exists()

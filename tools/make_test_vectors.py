@@ -581,7 +581,7 @@ def vectors_workflow(out: Path) -> dict:
         "unet": {"depth": 2, "filters": 4, "batch_norm": False},
         "train_unet": {"epochs": 1, "batch_size": 8, "progress": False},
         "train_baseline": {"n_per_class": 300, "n_trees": 5},
-        "predict_raster": {"window": 256, "overlap": 32, "progress": False},
+        "predict_raster": {"window": 256, "overlap": 32, "uncertainty": "margin", "progress": False},
         "assess_map": {},
         "cross_validate": {"folds": 2, "models": ["random_forest"]},
         "compare_maps": {"block": 64, "n_boot": 200},

@@ -41,13 +41,14 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet.errors import ClassFieldError, EmptyResultError, GridMismatchError, InputError
-from rsunet.io import check_not_input, open_raster, reading, write_vector
+from rsunet.io import open_raster, reading, write_vector
+from rsunet.labels import (IGNORE, class_ids_of, is_missing, is_vector, read_classes_tag,
+                           read_vector, same_grid, to_image_crs)
 
 __all__ = ["sample_points", "estimate_stratified", "stratified_assessment", "AreaEstimate",
            "class_areas", "compare_maps", "Comparison", "mcnemar_test", "plot_area_estimates",
            "plot_comparison", "Z95"]
 
-IGNORE = 255
 Z95 = 1.96  # the half-width of a 95 % interval in standard errors, as Olofsson et al. print it
 BLOCK_PIXELS = 2 ** 19
 ALLOCATIONS = ("proportional", "equal")
@@ -100,9 +101,9 @@ def class_areas(src, ignore=IGNORE, use_nodata=True, block_rows=None):
     Areas are planar in a projected CRS and geodesic on the CRS's ellipsoid, row by row,
     in a geographic one (as :func:`rsunet.count_objects`); the third value says which.
     """
-    from rsunet.assessment import _row_areas
+    from rsunet.assessment import row_areas
 
-    row_area, method = _row_areas(src.transform, src.crs, src.height)
+    row_area, method = row_areas(src.transform, src.crs, src.height)
     pixels, area = np.zeros(IGNORE, np.int64), np.zeros(IGNORE)
     for r, values, valid in _map_blocks(src, ignore, use_nodata, block_rows):
         weights = np.broadcast_to(row_area[r:r + values.shape[0], None], values.shape)
@@ -112,10 +113,8 @@ def class_areas(src, ignore=IGNORE, use_nodata=True, block_rows=None):
 
 
 def _class_names(classes, src) -> dict:
-    from rsunet.assessment import _tag_classes
-
     names = {int(k): str(v) for k, v in dict(classes or {}).items()}
-    for k, v in _tag_classes(src).items():
+    for k, v in read_classes_tag(src.tags()).items():
         names.setdefault(k, v)
     return names
 
@@ -164,9 +163,9 @@ def sample_points(map, out, n=None, allocation="proportional", seed=0, reference
     """
     import geopandas as gpd
 
-    from rsunet.assessment import _check_outputs
+    from rsunet.assessment import check_outputs
 
-    _check_outputs(overwrite, [out], [map, reference])
+    check_outputs(overwrite, [out], [map, reference])
     rng = np.random.default_rng(seed)
     with _open_class_map(map) as src:
         pixels, _, _ = class_areas(src, ignore, use_nodata, block_rows)
@@ -198,7 +197,7 @@ def _allocate(pixels, n, allocation, name) -> np.ndarray:
     if isinstance(allocation, dict):
         wanted = np.zeros(IGNORE, np.int64)
         for key, count in allocation.items():
-            cid, k = _int_arg(key, "an allocation's class id"), _int_arg(count, "an allocation's count")
+            cid, k = whole_number(key, "an allocation's class id"), whole_number(count, "an allocation's count")
             if not 0 <= cid < IGNORE or k < 0:
                 raise InputError(f"allocation {{{key}: {count}}}: class ids are 0..254 and counts >= 0")
             if k and not present[cid]:
@@ -208,7 +207,7 @@ def _allocate(pixels, n, allocation, name) -> np.ndarray:
         if n is not None and int(n) != wanted.sum():
             raise InputError(f"n = {n} but the allocation's counts sum to {wanted.sum()}: give one or the other")
     elif allocation in ALLOCATIONS:
-        n = _int_arg(n, "n (the sample size)")
+        n = whole_number(n, "n (the sample size)")
         if n < 1:
             raise InputError(f"n must be a positive sample size, got {n}")
         share = pixels / pixels.sum() if allocation == "proportional" else present / present.sum()
@@ -223,7 +222,9 @@ def _allocate(pixels, n, allocation, name) -> np.ndarray:
     return np.minimum(wanted, pixels)
 
 
-def _int_arg(value, what) -> int:
+def whole_number(value, what) -> int:
+    """``value`` as an int if it is a whole number (``5``, ``5.0``, ``"5"``), else an
+    :class:`InputError` naming ``what``."""
     if isinstance(value, bool) or value is None:
         raise InputError(f"{what} must be a whole number, got {value!r}")
     try:
@@ -263,9 +264,7 @@ def _reference_at(reference, gdf, src, ignore, use_nodata):
     """The class of a label raster at each point (nullable Int64; NA where unknown)."""
     from rasterio.warp import transform as warp_points
 
-    from rsunet.assessment import _open
-
-    with _open(reference) as ref:
+    with open_raster(reference) as ref:
         if ref.count != 1:
             raise InputError(f"the reference raster {reference} has {ref.count} bands; it needs one")
         xs, ys = gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy()
@@ -436,11 +435,11 @@ def stratified_assessment(prediction, reference, field=None, classes=None, ignor
     (``field`` defaults to ``"reference"``, the column :func:`sample_points` writes;
     ``csv`` receives :meth:`AreaEstimate.table`, ``png`` :func:`plot_area_estimates`).
     """
-    from rsunet.assessment import _check_outputs
+    from rsunet.assessment import check_outputs
 
     if isinstance(prediction, (list, tuple)):
         raise InputError("design='stratified' assesses one map: its strata are that map's classes")
-    _check_outputs(overwrite, [png, csv], [prediction, reference])
+    check_outputs(overwrite, [png, csv], [prediction, reference])
     field = field or "reference"
     with _open_class_map(prediction) as src:
         points = _reference_points(reference, field, src)
@@ -466,14 +465,11 @@ def stratified_assessment(prediction, reference, field=None, classes=None, ignor
 
 
 def _reference_points(reference, field, src):
-    from rsunet.assessment import _is_vector
-    from rsunet.samples import _read_vector, _to_image_crs
-
-    if not _is_vector(reference):
+    if not is_vector(reference):
         raise InputError(f"design='stratified' needs reference points (a GeoPackage or GeoDataFrame "
                          f"with a class column, e.g. from sample_points), got {reference!r}; "
                          "a full-coverage reference raster is a census: use design='census'")
-    gdf = reference if hasattr(reference, "geometry") else _read_vector(reference)
+    gdf = reference if hasattr(reference, "geometry") else read_vector(reference)
     if field not in gdf.columns:
         raise ClassFieldError(f"the reference points {_label(reference)} have no column {field!r} "
                               f"(columns: {[c for c in gdf.columns if c != gdf.geometry.name]}); "
@@ -482,7 +478,7 @@ def _reference_points(reference, field, src):
     if len(gdf) and not (gdf.geom_type == "Point").all():
         raise InputError(f"the reference {_label(reference)} holds {sorted(set(gdf.geom_type))} "
                          "geometries; design='stratified' needs points (one per sampled pixel)")
-    return _to_image_crs(gdf, src.crs, _label(reference)).reset_index(drop=True)
+    return to_image_crs(gdf, src.crs, _label(reference)).reset_index(drop=True)
 
 
 def _label(x) -> str:
@@ -491,13 +487,10 @@ def _label(x) -> str:
 
 def _classes_at_points(points, field, src, ignore, use_nodata, name):
     """Map and reference class ids of the usable points (two int64 arrays)."""
-    from rsunet.assessment import _class_ids_of
-    from rsunet.samples import _is_missing
-
-    missing = np.array([_is_missing(v) or v is pd.NA for v in points[field]], bool)
+    missing = np.array([is_missing(v) or v is pd.NA for v in points[field]], bool)
     ref = np.full(len(points), IGNORE, np.int64)
     if (~missing).any():
-        ref[~missing] = _class_ids_of(points[field][~missing], _class_names(None, src))
+        ref[~missing] = class_ids_of(points[field][~missing], _class_names(None, src))
     rows, cols = rasterio.transform.rowcol(src.transform, points.geometry.x.to_numpy(),
                                            points.geometry.y.to_numpy())
     rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
@@ -646,14 +639,14 @@ def compare_maps(map_a, map_b, reference, block=64, n_boot=500, seed=0, thin=Non
         GridMismatchError: the two maps are not on one grid.
         InputError: an argument is out of range, or no pixel is valid in all three.
     """
-    from rsunet.assessment import _check_outputs
+    from rsunet.assessment import check_outputs
 
-    block, n_boot = _int_arg(block, "block"), _int_arg(n_boot, "n_boot")
-    thin = block if thin is None else _int_arg(thin, "thin")
+    block, n_boot = whole_number(block, "block"), whole_number(n_boot, "n_boot")
+    thin = block if thin is None else whole_number(thin, "thin")
     if block < 1 or n_boot < 1 or thin < 1:
         raise InputError(f"block, n_boot and thin must be positive; got {block}, {n_boot}, {thin}")
     scenes = _scene_triples(map_a, map_b, reference)
-    _check_outputs(overwrite, [png], [map_a, map_b, reference])
+    check_outputs(overwrite, [png], [map_a, map_b, reference])
     scans, names = [], {}
     for a_path, b_path, ref_input in scenes:
         scans.append(_scan_pair(a_path, b_path, ref_input, block, thin, field, unlabelled,
@@ -691,11 +684,11 @@ def _scene_triples(map_a, map_b, reference) -> list:
 def _scan_pair(map_a, map_b, reference, block, thin, field, unlabelled, ignore, use_nodata):
     """One scene in strips of ``block`` rows: the pixel counts per (spatial block, map,
     reference class, map class), McNemar's thinned counts, a decimated disagreement image."""
-    from rsunet.assessment import _ReferenceReader, _same_grid
+    from rsunet.assessment import ReferenceReader
 
     with _open_class_map(map_a) as a, _open_class_map(map_b) as b, \
-            _ReferenceReader(reference, a, field, unlabelled, ignore, use_nodata) as ref:
-        if not _same_grid(a, b):
+            ReferenceReader(reference, a, field, unlabelled, ignore, use_nodata) as ref:
+        if not same_grid(a, b):
             raise GridMismatchError(f"{map_b} ({b.width}x{b.height}) is not on the grid of {map_a} "
                                     f"({a.width}x{a.height}): compare maps of one scene on one grid")
         nbx = -(-a.width // block)

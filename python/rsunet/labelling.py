@@ -66,10 +66,10 @@ def suggest_labels(uncertainty, out, n, min_distance, shape="point", size=None, 
     import geopandas as gpd
     from shapely.geometry import Point, box
 
-    from rsunet.assessment import _check_outputs
-    from rsunet.estimation import _int_arg
+    from rsunet.assessment import check_outputs
+    from rsunet.estimation import whole_number
 
-    n = _int_arg(n, "n")
+    n = whole_number(n, "n")
     if n < 1:
         raise InputError(f"n must be a positive number of places, got {n}")
     try:
@@ -81,12 +81,12 @@ def suggest_labels(uncertainty, out, n, min_distance, shape="point", size=None, 
     if shape not in SHAPES:
         raise InputError(f"shape must be one of {SHAPES}, got {shape!r}")
     if shape == "box":
-        if size is None or _int_arg(size, "size") < 1:
+        if size is None or whole_number(size, "size") < 1:
             raise InputError(f"shape='box' needs size, the box side in pixels (e.g. the patch size); got {size!r}")
-        size = _int_arg(size, "size")
-    _check_outputs(overwrite, [out], [uncertainty])
+        size = whole_number(size, "size")
+    check_outputs(overwrite, [out], [uncertainty])
     with open_raster(uncertainty) as src:
-        band = _int_arg(band, "band")
+        band = whole_number(band, "band")
         if not 1 <= band <= src.count:
             raise InputError(f"{uncertainty} has {src.count} band(s); band {band} does not exist")
         values, rows, cols = _candidates(src, band, min_distance, int(max_candidates), block_rows)

@@ -16,16 +16,16 @@ import keras
 from keras import ops
 
 from rsunet.errors import InputError
+from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
            "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision",
-           "with_precision"]
+           "with_precision", "with_dropout_at_inference"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 # CPU flags of native bfloat16 arithmetic (oneDNN then runs convolutions in bfloat16)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
-IGNORE = 255
 EPS = 1e-7
 LOSSES = ("bce_dice", "dice", "weighted_ce", "focal")
 
@@ -169,6 +169,39 @@ def _rebuilt(net, precision):
         raise InputError(f"model {net.name!r} cannot compute in {precision}: {exc}; "
                          "pass precision='float32'") from exc
     return copy
+
+
+class _DropoutAtInference(keras.layers.Dropout):
+    """Dropout that also drops when predicting (Monte Carlo dropout); never saved."""
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=True)
+
+
+def with_dropout_at_inference(net):
+    """A copy of Keras model ``net`` (same weights) whose dropout layers also drop at
+    prediction, for Monte Carlo dropout, and the seed states of those layers.
+
+    Setting every state to the same ``(a, b)`` pair before a call makes its random
+    masks repeatable: the same input and pair give the same output.
+
+    Raises:
+        InputError: ``net`` has no dropout layer with a rate above 0.
+    """
+    if not any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in net.layers):
+        raise InputError(f"model {net.name!r} has no dropout layer: Monte Carlo dropout needs a "
+                         "model trained with dropout > 0 (unet(dropout=0.1)); use 'entropy' instead")
+
+    def rebuilt(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            return _DropoutAtInference.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(net, clone_function=rebuilt)
+    copy.set_weights(net.get_weights())
+    states = [layer.seed_generator.state for layer in copy.layers
+              if isinstance(layer, _DropoutAtInference) and layer.rate > 0]
+    return copy, states
 
 
 def _block(x, n, batch_norm, dropout, dtype, name):

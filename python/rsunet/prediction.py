@@ -7,12 +7,16 @@ scenes smaller than a window are padded), predicts the windows in batches (optio
 with the 8 flips and rotations of test-time augmentation), blends overlapping
 predictions and writes one georeferenced GeoTIFF.
 
-Memory stays flat in the scene's height: only the rows of the windows in flight are held
-(an accumulator ``window`` rows high and one scene wide, and one batch of windows, which
-may reach into the next row of windows so that model calls stay full). Each finished row
-band is kept in a hidden folder beside the output, with a small state file; a killed run,
-called again the same way, continues from the last finished band and writes the same
-bytes an uninterrupted run would. The output's own name appears only once it is complete.
+Memory stays flat in the scene's height and width: the scene is cut into blocks of whole
+windows (column blocks of at most ``BLOCK_COLUMNS`` pixels, and row blocks if set), each
+computed from every window touching it, the neighbours' overlapping windows included, so
+that each of its pixels gets exactly the bits a single pass over the whole scene gives.
+Within a block only the rows of the windows in flight are held (an accumulator ``window``
+rows high and as wide as the block's windows, and one batch of windows). Each finished
+band of a block is kept in a hidden folder beside the output, with a small state file per
+block; a killed run, called again the same way, continues from each block's last finished
+band and writes the same bytes an uninterrupted run would. Blocks are independent, the
+unit of work for many processes. The output's own name appears only once it is complete.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from itertools import groupby
 from pathlib import Path
 
@@ -30,19 +35,27 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet import __version__
-from rsunet.errors import (BandMismatchError, InputError, ModelFormatError,
-                           OutputExistsError, PatchSizeError, RsunetError)
-from rsunet.io import (_intersection, _read_padded, atomic_path, band_percentiles, check_not_input,
-                       geotiff_profile, open_raster, scene_scaling, writing)
+from rsunet.artefact import as_model, fill_values, for_raster, for_scene, scene_normalised
+from rsunet.errors import BandMismatchError, InputError, OutputExistsError, PatchSizeError, RsunetError
+from rsunet.io import (atomic_path, check_not_input, geotiff_profile, open_raster, read_padded,
+                       window_intersection, window_offsets, writing)
 
-__all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS"]
+__all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
 BLENDS = ("hann", "centre", "average")
 OUTPUTS = ("classes", "probabilities", "both")
+UNCERTAINTIES = (None, "entropy", "margin", "tta", "mc_dropout")
+SPREADS = ("tta", "mc_dropout")  # uncertainties blended as one more channel beside the classes
 PROB_DTYPES = ("float32", "uint8")
 CLASS_NODATA = 255
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is nodata
 COLUMN_CHUNK = 2048  # columns blended and encoded at a time
+# Blocks of whole windows (see _Layout), in pixels of core: at most this many columns
+# (memory flat in width: the accumulator spans a block and its halo, not the scene) and,
+# when set, rows. Each block's halo windows are predicted again, about window/BLOCK_COLUMNS
+# more model work on scenes wider than a block.
+BLOCK_COLUMNS = 2048
+BLOCK_ROWS = None
 GDAL_CACHE_MB = 128  # GDAL's block cache during a run (its default, 5 % of RAM, grows with the scene)
 EPSILON = 1e-3  # weight floor: pixels at a window's edge still count where nothing else covers them
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -53,13 +66,14 @@ _after_band = None
 
 def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=False,
                    output="classes", prob_dtype="float32", batch_size=4, precision="auto",
-                   cog=False, overwrite=False, resume=True, progress=True):
+                   uncertainty=None, mc_passes=8, cog=False, overwrite=False, resume=True,
+                   progress=True, cluster=None):
     """Predict a whole scene (or many) with sliding windows and write a blended GeoTIFF.
 
     Args:
         model: a trained model: a ``.keras`` path (rsunet's, with its normalisation and
             classes, or a plain Keras model), a ``.joblib`` baseline, an
-            :class:`~rsunet.training.RsunetModel`, a Keras model, or any object with
+            :class:`~rsunet.artefact.RsunetModel`, a Keras model, or any object with
             ``predict_probabilities``, ``bands`` and ``classes``. A model trained with
             ``normalize="scene"`` sees each scene scaled by that scene's own band
             percentiles (from at most 4 Mpixels of it, see :func:`for_scene`).
@@ -77,20 +91,44 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         output: ``"classes"`` (uint8 class ids, nodata 255), ``"probabilities"`` (one
             band per class) or ``"both"`` (probabilities go to ``<out stem>_probabilities.tif``).
         prob_dtype: ``"float32"`` (nodata NaN) or ``"uint8"`` (``round(p * 254)``, nodata 255).
+            Uncertainty layers are written in the same type and scale.
         batch_size: windows per model call.
         precision: what a Keras model computes in: ``"float32"``, ``"bfloat16"`` or
             ``"auto"``: bfloat16 on a CPU with native bfloat16 arithmetic (AVX512_BF16,
             AMX; about 1.7x faster, labels 99.97 % identical or more), float32 elsewhere
             (see :func:`rsunet.model.resolve_precision`). Pass ``"float32"`` for maps
             that match the model's own ``predict`` bit for bit. Other models ignore it.
+        uncertainty: also write ``<out stem>_uncertainty.tif``, one band in 0..1 (0 = sure)
+            from the same pass: ``"entropy"`` (entropy of the blended class probabilities
+            divided by log K: 1 when every class is equally likely), ``"margin"``
+            (``1 - (p1 - p2)``, the two most likely classes: 1 where they tie) or, with
+            ``tta=True``, ``"tta"`` (how much the 8 flips and rotations disagree: the
+            variance of each class's probability over the views, averaged over the
+            classes and scaled by 4, its largest value, so views split evenly between 0
+            and 1 give 1), or ``"mc_dropout"`` (Monte Carlo dropout: ``mc_passes``
+            predictions with the model's dropout layers on, their disagreement measured
+            as for ``"tta"``; the class map and probabilities are then the mean of the
+            passes; ``mc_passes`` times the cost; for models trained with dropout > 0; the
+            random masks depend only on the pixels, so a resumed run gives the same bytes).
+            Entropy and margin cost a few percent of the run; ``"tta"`` needs the TTA run
+            itself and adds little to it. None writes none.
+        mc_passes: stochastic passes for ``uncertainty="mc_dropout"``.
         cog: write a Cloud-Optimized GeoTIFF (with overviews).
         overwrite: replace an existing output.
         resume: continue an interrupted run of the same call; False starts afresh.
-        progress: show a progress bar over row bands.
+        progress: show a progress bar over bands (of blocks); on a cluster, over blocks
+            or scenes, and print the dashboard's address.
+        cluster: where to compute: None (this process), ``"local"`` or ``"local:N"`` (N
+            worker processes on this machine, one thread each), a dask scheduler's address
+            (``"tcp://host:8786"``) or a ``distributed.Client``. Many scenes are one task
+            each, one scene one task per block of windows; the output's bytes are the same
+            as in one process. Workers read the model and images and write beside ``out``
+            under the same paths: a shared file system (see ``docs/scale-out.md``).
 
     Returns:
-        The output path (:class:`pathlib.Path`); for ``output="both"`` a dict
-        ``{"classes": path, "probabilities": path}``; for many scenes a list of those.
+        The output path (:class:`pathlib.Path`); for ``output="both"`` or an ``uncertainty``
+        a dict ``{"classes": path, "probabilities": path, "uncertainty": path}`` of the
+        files written; for many scenes a list of those.
 
     Raises:
         BandMismatchError: an image's band count or dtype differs from the model's.
@@ -98,52 +136,48 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         OutputExistsError: an output exists and ``overwrite`` is False.
         InputError: another argument is out of range.
         ModelFormatError: ``model`` is not a model rsunet can use.
+        WorkerPathError: a cluster worker cannot read an input or write beside ``out``.
+        DependencyError: ``cluster`` is set but dask.distributed is not installed.
     """
-    scenes, many = _scenes(image, out, output)
+    scenes, many = _scenes(image, out, output, uncertainty)
     check_not_input([t for _, targets in scenes for t in targets.values()],
                     [model, image] + [p for p, _ in scenes])
-    model = as_model(model)
+    model_arg, model = model, as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
-    params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model))
+    params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model),
+                  uncertainty=_check_uncertainty(uncertainty, tta, model))
+    if uncertainty == "mc_dropout":
+        params["mc_passes"] = _check_count(mc_passes, "mc_passes")
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
-    model = _at_precision(model, params["precision"])
-    results = []
-    for path, targets in scenes:
-        try:
-            with rasterio.Env(**_gdal_options()), writing(next(iter(targets.values()))):
-                _predict_scene(model, path, targets, params, resume, progress)
-        except RsunetError:  # a bad input or a full disk: nothing to resume, leave no debris
-            shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
-            raise
-        results.append(targets if output == "both" else targets[output])
+    # the model as run (the workers prepare theirs alike): one fingerprint for the partial files
+    loaded, model = model, prepared(model, params)
+    if cluster is not None:
+        from rsunet.cluster import predict_on_cluster
+
+        source = model_arg if isinstance(model_arg, (str, os.PathLike)) else loaded
+        done = predict_on_cluster(cluster, source, model, scenes, params, resume, progress)
+    else:
+        done = [predict_one(model, path, targets, params, resume, progress)
+                for path, targets in scenes]
+    results = [targets if len(targets) > 1 else targets[output] for targets in done]
     return results if many else results[0]
 
 
+def predict_one(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene into ``targets``; a bad input or a full disk leaves no debris."""
+    try:
+        with rasterio.Env(**gdal_options()), writing(next(iter(targets.values()))):
+            _predict_scene(model, path, targets, params, resume, progress, blocks)
+    except RsunetError:  # nothing to resume
+        shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
+        raise
+    return targets
+
+
 # ---- arguments ---------------------------------------------------------------------
-
-def as_model(model):
-    """A model with ``predict_probabilities``, from a path, a Keras model or a model object."""
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if path.endswith(".joblib"):
-            from rsunet.baseline import load_baseline
-
-            return load_baseline(path)
-        from rsunet.training import load_model
-
-        return load_model(path)
-    if hasattr(model, "predict_probabilities"):
-        return model
-    if hasattr(model, "input_shape") and hasattr(model, "output_shape"):
-        from rsunet.training import _plain_model
-
-        return _plain_model(model)
-    raise ModelFormatError(
-        f"model must be a .keras path, an RsunetModel or a Keras model, got {type(model).__name__}")
-
 
 def _resolved(precision, model):
     """float32 or bfloat16; float32 for a model without a Keras network of rsunet's."""
@@ -154,6 +188,16 @@ def _resolved(precision, model):
     from rsunet.model import resolve_precision
 
     return resolve_precision(precision)
+
+
+def prepared(model, params):
+    """The model as ``params`` run it: its network in their precision and, for
+    ``uncertainty="mc_dropout"``, its passes with dropout on (a cluster's workers call
+    this on the model they load)."""
+    model = _at_precision(model, params["precision"])
+    if params["uncertainty"] == "mc_dropout":
+        model = _MonteCarloModel(model, params["mc_passes"])
+    return model
 
 
 def _at_precision(model, precision):
@@ -186,11 +230,53 @@ def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
                 prob_dtype=prob_dtype, batch_size=int(batch_size))
 
 
-def _scenes(image, out, output):
+def _check_uncertainty(uncertainty, tta, model):
+    if uncertainty not in UNCERTAINTIES:
+        raise InputError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
+    if uncertainty == "tta" and not tta:
+        raise InputError("uncertainty='tta' measures how the test-time augmentation views "
+                         "disagree: pass tta=True too, or use 'entropy' or 'margin'")
+    if uncertainty == "mc_dropout" and (getattr(model, "keras_model", None) is None
+                                        or not dataclasses.is_dataclass(model)):
+        raise InputError("uncertainty='mc_dropout' needs a Keras model with dropout layers "
+                         f"(a U-Net trained with dropout > 0), not a {type(model).__name__}")
+    return uncertainty
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class _MonteCarloModel:
+    """``passes`` predictions with dropout on: their mean, and their disagreement as one
+    more channel (as for TTA). The masks are seeded from the batch's own pixels."""
+
+    def __init__(self, model, passes):
+        from rsunet.model import with_dropout_at_inference
+
+        net, self.states = with_dropout_at_inference(model.keras_model)
+        self.model, self.passes = dataclasses.replace(model, keras_model=net), passes
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict_probabilities(self, batch):
+        key = zlib.crc32(np.ascontiguousarray(batch, np.float32).data)  # same pixels, same masks
+        return _mean_and_spread(self._pass(batch, key, p) for p in range(self.passes))
+
+    def _pass(self, batch, key, p):
+        for state in self.states:
+            state.assign(np.array([key, p], np.int64))
+        return np.asarray(self.model.predict_probabilities(batch), np.float32)
+
+
+def _scenes(image, out, output, uncertainty=None):
     """[(image path, {kind: output path})], and whether many scenes were given."""
     many = not isinstance(image, (str, os.PathLike)) or Path(image).is_dir()
     if not many:
-        return [(Path(image), _targets(Path(out), output))], False
+        return [(Path(image), _targets(Path(out), output, uncertainty))], False
     if isinstance(image, (str, os.PathLike)):
         images = sorted(p for p in Path(image).iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
         if not images:
@@ -205,14 +291,18 @@ def _scenes(image, out, output):
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise InputError("two images share a file name; their outputs would collide")
-    return [(p, _targets(out / f"{p.stem}.tif", output)) for p in images], True
+    return [(p, _targets(out / f"{p.stem}.tif", output, uncertainty)) for p in images], True
 
 
-def _targets(out, output):
-    probs = out.with_name(f"{out.stem}_probabilities{out.suffix or '.tif'}")
-    if output == "both":
-        return {"classes": out, "probabilities": probs}
-    return {output: out}
+def _targets(out, output, uncertainty=None):
+    def beside(kind):
+        return out.with_name(f"{out.stem}_{kind}{out.suffix or '.tif'}")
+
+    targets = {"classes": out, "probabilities": beside("probabilities")} if output == "both" \
+        else {output: out}
+    if uncertainty:
+        targets["uncertainty"] = beside("uncertainty")
+    return targets
 
 
 def _check_bands(model, src, path):
@@ -223,108 +313,158 @@ def _check_bands(model, src, path):
             "stack or select the bands the model was trained on")
     meta = getattr(model, "meta", None) or {}
     want = meta.get("dtype") or meta.get("input_dtype")
-    if want and src.dtypes[0] != want and not _scene_normalised(model):  # scale-free input
+    if want and src.dtypes[0] != want and not scene_normalised(model):  # scale-free input
         raise BandMismatchError(
             f"{path} is {src.dtypes[0]} but the model was trained on {want} pixels; "
             "convert the image to the same data type and scale")
 
 
-def _gdal_options():
+def gdal_options():
     """A bounded block cache, unless the user set GDAL_CACHEMAX."""
     return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
 
 
 # ---- one scene ---------------------------------------------------------------------
 
-def offsets(length, window, stride):
-    """Window offsets covering ``[0, length)``: a regular stride, the last flush with the end."""
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
-
-
-def _predict_scene(model, path, targets, params, resume, progress):
+def _predict_scene(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene block by block; ``blocks`` (a cluster's runner) computes the
+    unfinished blocks elsewhere instead of here, one after another."""
     from tqdm.auto import tqdm
 
-    w = params["window"]
     with open_raster(path) as src:
         _check_bands(model, src, path)
-        model = _scaled_for(model, src)
-        height, width = src.height, src.width
-        stride = w - params["overlap"]
-        row_offs, col_offs = offsets(height, w, stride), offsets(width, w, stride)
-        fill = _fill_values(model, src.count)
+        model = for_raster(model, src)
+        layout = _Layout.of(src.height, src.width, params["window"], params["overlap"],
+                            BLOCK_ROWS or getattr(blocks, "block_rows", None), BLOCK_COLUMNS)
+        fill = fill_values(model, src.count)
         k = _n_outputs(model, src.count, fill)
-        store = _PartialStore(targets, _fingerprint(model, src, path, params), resume)
-        acc = _Accumulator(k, w, max(width, col_offs[-1] + w), params["blend"])
-        if store.done:
-            acc.load(store.carry())
-        windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, store.done,
-                                     fill, params)
-        bar = tqdm(total=len(row_offs), initial=store.done, unit="band",
-                   desc=Path(path).name, disable=not progress, leave=False)
-        with bar:
-            for j, c, probs, valid in windows:
-                r = row_offs[j]
-                acc.add(probs, _weights(params["blend"], w, r, c, height, width) * valid, c)
-                if c != col_offs[-1]:
-                    continue
-                # the row's last window: every window touching band j is in, so it is final
-                rows = (row_offs[j + 1] if j + 1 < len(row_offs) else height) - r
-                band = acc.pop(min(rows, height - r), width, lambda p, ok: _encode(p, ok, params))
-                store.save_band(j, band, acc.carry())
-                bar.update(1)
-                if _after_band is not None:
-                    _after_band(j)
-        profile = dict(height=height, width=width, transform=src.transform, crs=src.crs)
-    _assemble(store, targets, profile, model, k, params, len(row_offs))
+        store = _PartialStore(targets, _fingerprint(model, src, path, params, layout), resume)
+        done = [store.block_done(b) for b in range(len(layout.blocks))]
+        todo = [b for b, n in enumerate(done) if n < len(layout.window_rows(b))]
+        if blocks is not None:
+            blocks.run(path, layout, store, fill, k, params, todo)
+        else:
+            bar = tqdm(total=layout.total_rows(), initial=sum(done), unit="band",
+                       desc=Path(path).name, disable=not progress, leave=False)
+            with bar:
+                for b in todo:
+                    predict_block(src, model, layout, b, store, fill, k, params,
+                                   lambda j: bar.update(1))
+        profile = dict(height=src.height, width=src.width, transform=src.transform, crs=src.crs)
+    _assemble(store, targets, profile, model, k, params, layout)
 
 
-def _scene_normalised(model):
-    return (getattr(model, "normalization", None) or {}).get("scene")
+class _Layout:
+    """The scene's global window grid and its blocks of whole windows.
 
-
-def _scaled_for(model, src):
-    """The model bound to this scene's band percentiles if it was trained with them."""
-    scene = _scene_normalised(model)
-    return for_scene(model, band_percentiles(src, scene["q"])) if scene else model
-
-
-def for_scene(model, percentiles):
-    """A model trained with ``normalize="scene"``, bound to one scene's band percentiles.
-
-    Its ``predict_probabilities`` takes that scene's raw pixels. :func:`predict_raster`
-    binds every scene it maps; call this to apply such a model to arrays yourself.
-
-    Args:
-        model: an :class:`rsunet.training.RsunetModel` or a
-            :class:`rsunet.baseline.PixelForest` trained with ``normalize="scene"``.
-        percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
-            ``rsunet.io.band_percentiles(scene, model.normalization["scene"]["q"])``.
+    Window row ``i`` finishes pixel band ``i``: rows ``[row_offs[i], row_offs[i + 1])``
+    (the last band runs to the scene's edge); columns likewise. A block is a rectangle of
+    such bands, its *core*; it is computed from every window that touches its core, in
+    the scene's row-major order, with the weights of the global grid, so each core pixel
+    sums the same operands in the same order as a single pass over the whole scene and
+    gets the same bits. Windows in the halo (touching two cores) are predicted twice.
     """
-    return _SceneModel(model, *scene_scaling(percentiles))
+
+    def __init__(self, height, width, window, row_offs, col_offs, row_groups, col_groups):
+        self.height, self.width, self.window = height, width, window
+        self.row_offs, self.col_offs = row_offs, col_offs
+        self.row_groups, self.col_groups = row_groups, col_groups
+        self.blocks = [(rg, cg) for rg in row_groups for cg in col_groups]
+
+    @classmethod
+    def of(cls, height, width, window, overlap, block_rows=None, block_cols=None):
+        stride = window - overlap
+        row_offs, col_offs = window_offsets(height, window, stride), window_offsets(width, window, stride)
+        return cls(height, width, window, row_offs, col_offs,
+                   _band_groups(row_offs, height, block_rows),
+                   _band_groups(col_offs, width, block_cols))
+
+    def describe(self):
+        """What decides the partial files: a different layout never resumes."""
+        return dict(row_groups=self.row_groups, col_groups=self.col_groups)
+
+    def edge(self, offs, length, j):
+        """Where band ``j`` ends: the next window's offset, or the scene's edge."""
+        return offs[j + 1] if j + 1 < len(offs) else length
+
+    def window_rows(self, b):
+        """The window rows (a range) that touch block ``b``'s core."""
+        (ja, jb), _ = self.blocks[b]
+        return _touching(self.row_offs, self.window, ja, jb)
+
+    def window_cols(self, b):
+        _, (ma, mb) = self.blocks[b]
+        return _touching(self.col_offs, self.window, ma, mb)
+
+    def core_cols(self, b):
+        """Block ``b``'s core columns in scene coordinates: ``(start, stop)``."""
+        _, (ma, mb) = self.blocks[b]
+        return self.col_offs[ma], self.edge(self.col_offs, self.width, mb - 1)
+
+    def total_rows(self):
+        return sum(len(self.window_rows(b)) for b in range(len(self.blocks)))
 
 
-class _SceneModel:
-    """Scales raw pixels by one scene's percentiles, then hands them to the model."""
+def _band_groups(offs, length, target):
+    """Consecutive bands grouped into ``[(first, stop)]`` spans of at most ``target`` pixels
+    (at least one band each); ``target=None``: one span."""
+    groups, first = [], 0
+    for j in range(len(offs)):
+        end = offs[j + 1] if j + 1 < len(offs) else length
+        if target is not None and j > first and end - offs[first] > target:
+            groups.append((first, j))
+            first = j
+    groups.append((first, len(offs)))
+    return groups
 
-    def __init__(self, model, scale, offset):
-        self.model, self.scale, self.offset = model, scale, offset
 
-    def __getattr__(self, name):
-        return getattr(self.model, name)
+def _touching(offs, window, first, stop):
+    """Indexes of the windows that overlap bands ``first .. stop - 1``: the core's windows
+    and the halo's (windows starting up to a window before the core)."""
+    start = first
+    while start > 0 and offs[start - 1] + window > offs[first]:
+        start -= 1
+    return range(start, stop)
 
-    @property
-    def normalization(self):
-        # what raw value becomes the model's band mean: fill for nodata and padding
-        norm = dict(self.model.normalization)
-        if norm.get("mean") is not None:
-            norm["mean"] = ((np.asarray(norm["mean"]) - self.offset) / self.scale).tolist()
-        return norm
 
-    def predict_probabilities(self, batch):
-        return self.model.predict_probabilities(np.asarray(batch, np.float32) * self.scale + self.offset)
+def predict_block(src, model, layout, b, store, fill, k, params, on_band=None):
+    """Predict block ``b`` of the scene into ``store``, continuing where it stopped.
+
+    The block is a small scene of its own: the windows touching its core stream row by
+    row through an accumulator ``window`` rows high and as wide as those windows; each
+    finished band's core columns are saved with the accumulator's carried rows, so a
+    killed run continues from the block's last finished band.
+    """
+    w, blend = params["window"], params["blend"]
+    rows, cols = layout.window_rows(b), layout.window_cols(b)
+    row_offs = [layout.row_offs[i] for i in rows]
+    col_offs = [layout.col_offs[c] for c in cols]
+    x0 = col_offs[0]
+    core = tuple(c - x0 for c in layout.core_cols(b))
+    first_core = layout.blocks[b][0][0]
+    done = store.block_done(b)
+    if done == len(rows):
+        return
+    # with uncertainty="tta" or "mc_dropout" the views' disagreement is one more channel
+    acc = _Accumulator(k + (params["uncertainty"] in SPREADS), w, col_offs[-1] + w - x0, blend)
+    if done:
+        acc.load(store.carry(b, done))
+    windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, done,
+                                 fill, params)
+    for li, c, probs, valid in windows:
+        j, r = rows[li], row_offs[li]
+        acc.add(probs, _weights(blend, w, r, c, layout.height, layout.width) * valid, c - x0)
+        if c != col_offs[-1]:
+            continue
+        # the row's last window: every window touching band j is in, so it is final
+        height = layout.edge(layout.row_offs, layout.height, j) - r
+        band = acc.pop(height, core if j >= first_core else None,
+                       lambda p, ok: _encode(p, ok, params))
+        store.save_band(b, j, li, band, acc.carry())
+        if on_band is not None:
+            on_band(j)
+        if _after_band is not None:
+            _after_band(j)
 
 
 def _n_outputs(model, bands, fill):
@@ -355,19 +495,11 @@ def _predicted_windows(src, predict, row_offs, col_offs, first_row, fill, params
     for start in range(first - first % size, total, size):
         batch = range(start, min(start + size, total))
         x, valid = _read_batch(src, indexes, row_offs, col_offs, batch, w, fill)
-        probs = _predict(predict, x, params["tta"])
+        probs = _predict(predict, x, params["tta"], spread=params["uncertainty"] == "tta")
         del x  # not held while the next batch is read
         for i, p, v in zip(batch, probs, valid):
             if i >= first:
                 yield i // n_cols, col_offs[i % n_cols], p, v
-
-
-def _fill_values(model, bands):
-    """What invalid or padded pixels are fed to the model: the band means (0 once normalised)."""
-    norm = getattr(model, "normalization", None)
-    if norm and norm.get("mean") is not None:
-        return np.asarray(norm["mean"], np.float32).reshape(-1)[:bands]
-    return np.zeros(bands, np.float32)
 
 
 def _read_batch(src, indexes, row_offs, col_offs, batch, w, fill):
@@ -388,8 +520,8 @@ def _read_windows(src, indexes, row, cols, w, fill):
     ``fill`` so nodata values never reach the model.
     """
     span = Window(cols[0], row, cols[-1] + w - cols[0], w)
-    inside = _intersection(span, Window(0, 0, src.width, src.height))
-    data, valid = _read_padded(src, indexes, span, inside)
+    inside = window_intersection(span, Window(0, 0, src.width, src.height))
+    data, valid = read_padded(src, indexes, span, inside)
     data = np.moveaxis(data, 0, -1).astype(np.float32)
     data[~valid] = fill
     x = np.stack([data[:, c - cols[0]:c - cols[0] + w] for c in cols])
@@ -409,15 +541,34 @@ def _undo_dihedral(y, t):
     return y[:, :, ::-1] if t >= 4 else y
 
 
-def _predict(predict, x, tta):
+def _predict(predict, x, tta, spread=False):
+    """Class probabilities ``(n, rows, cols, K)``; with ``spread``, the TTA views'
+    disagreement (see :func:`predict_raster`'s ``uncertainty="tta"``) as channel K+1."""
     if not tta:
         return np.asarray(predict(x), np.float32)
-    total = None
-    for t in range(8):
-        y = predict(np.ascontiguousarray(_dihedral(x, t)))
-        y = _undo_dihedral(np.asarray(y, np.float32), t)
-        total = y if total is None else total + y
+    views = (_undo_dihedral(np.asarray(predict(np.ascontiguousarray(_dihedral(x, t))), np.float32), t)
+             for t in range(8))
+    if spread:
+        return _mean_and_spread(views)
+    total = next(views)
+    for y in views:  # one view at a time: a batch's memory, not eight
+        total = total + y
     return total / np.float32(8)
+
+
+def _mean_and_spread(views):
+    """The views' mean ``(..., K)`` and, as channel K+1, their variance averaged over the
+    classes, times 4: 0 where they agree, 1 where two classes split them evenly.
+
+    ``views`` may be a generator: one view is held at a time, with running sums of the
+    values and their squares (values in 0..1, so float32 loses nothing that matters).
+    """
+    n = total = squares = 0
+    for y in views:
+        total, squares, n = total + y, squares + y * y, n + 1
+    mean = total / np.float32(n)
+    variance = np.maximum(squares / np.float32(n) - mean * mean, 0)
+    return np.concatenate([mean, variance.mean(axis=-1, keepdims=True) * np.float32(4)], axis=-1)
 
 
 def _profile(length, window, offset, kind):
@@ -476,24 +627,26 @@ class _Accumulator:
             self.values[:, :, cols] += p * weight
             self.weight[:, cols] += weight
 
-    def pop(self, rows, width, encode):
-        """Encode the blended top ``rows`` (``encode(p, ok)`` on ``(K, rows, cols)`` chunks).
+    def pop(self, rows, cols, encode):
+        """Encode the blended top ``rows`` of columns ``cols = (start, stop)`` (None: none).
 
-        Returns ``{kind: (bands, rows, width) array}``. The remaining rows move up: the
-        next row of windows starts ``rows`` lower. Chunks of columns keep temporaries
-        small on wide scenes.
+        ``encode(p, ok)`` takes ``(K, rows, cols)`` chunks and returns
+        ``{kind: (bands, rows, cols) array}``; returns those outputs joined. The remaining
+        rows move up: the next row of windows starts ``rows`` lower. Chunks of columns
+        keep temporaries small.
         """
         out = {}
-        for c0 in range(0, width, COLUMN_CHUNK):
-            cols = slice(c0, min(c0 + COLUMN_CHUNK, width))
+        start, stop = cols or (0, 0)
+        for c0 in range(start, stop, COLUMN_CHUNK):
+            cols = slice(c0, min(c0 + COLUMN_CHUNK, stop))
             weight = self.weight[:rows, cols]
             ok = weight > 0
             p = self.values[:, :rows, cols]
             p = p / np.where(ok, weight, 1) if self.blend != "centre" else p.copy()
             for kind, array in encode(p, ok).items():
                 if kind not in out:
-                    out[kind] = np.empty(array.shape[:2] + (width,), array.dtype)
-                out[kind][:, :, cols] = array
+                    out[kind] = np.empty(array.shape[:2] + (stop - start,), array.dtype)
+                out[kind][:, :, cols.start - start:cols.stop - start] = array
         keep = self.window - rows
         self.values[:, :keep] = self.values[:, rows:].copy()
         self.values[:, keep:] = 0
@@ -516,25 +669,45 @@ class _Accumulator:
 def _encode(p, ok, params):
     """The band's outputs, ready to write: {kind: (bands, rows, cols) array}."""
     out = {}
+    if params["uncertainty"]:
+        p, spread = (p[:-1], p[-1]) if params["uncertainty"] in SPREADS else (p, None)
+        u = spread if spread is not None else _uncertainty(p, params["uncertainty"])
+        out["uncertainty"] = _as_probability(u[None], ok, params)
     if params["output"] in ("classes", "both"):
         classes = np.argmax(p, axis=0).astype(np.uint8)
         classes[~ok] = CLASS_NODATA
         out["classes"] = classes[None]
     if params["output"] in ("probabilities", "both"):
-        if params["prob_dtype"] == "uint8":
-            q = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.uint8)
-            q[:, ~ok] = CLASS_NODATA
-        else:
-            q = p.astype(np.float32)
-            q[:, ~ok] = np.nan
-        out["probabilities"] = q
+        out["probabilities"] = _as_probability(p, ok, params)
     return out
+
+
+def _as_probability(p, ok, params):
+    """``(bands, rows, cols)`` values in 0..1 as written: float32 (NaN) or uint8 x 254 (255)."""
+    if params["prob_dtype"] == "uint8":
+        q = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.uint8)
+        q[:, ~ok] = CLASS_NODATA
+    else:
+        q = p.astype(np.float32)
+        q[:, ~ok] = np.nan
+    return q
+
+
+def _uncertainty(p, kind):
+    """``(rows, cols)`` in 0..1 from blended class probabilities ``(K, rows, cols)``."""
+    p = np.clip(p, 0, 1)
+    if kind == "entropy":
+        plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)
+        return (-plogp.sum(axis=0) / np.log(len(p))).astype(np.float32)
+    top = np.partition(p, len(p) - 2, axis=0)[-2:]  # margin: the two most likely classes
+    return (1 - (top[1] - top[0])).astype(np.float32)
 
 
 # ---- resumable partial output --------------------------------------------------------
 
-def _fingerprint(model, src, path, params):
-    """A hash of everything that decides the output: a different call never resumes."""
+def _fingerprint(model, src, path, params, layout):
+    """A hash of everything that decides the output and the partial files' layout: a
+    different call never resumes."""
     h = hashlib.sha256()
     stat = os.stat(path)
     h.update(json.dumps(dict(
@@ -542,6 +715,7 @@ def _fingerprint(model, src, path, params):
         mtime=stat.st_mtime_ns, shape=[src.count, src.height, src.width], dtypes=src.dtypes,
         transform=list(src.transform)[:6], normalization=getattr(model, "normalization", None),
         classes={str(k): v for k, v in (getattr(model, "classes", None) or {}).items()},
+        blocks=layout.describe(),
     ), sort_keys=True, default=str).encode())
     _hash_model(h, model)
     return h.hexdigest()
@@ -567,36 +741,55 @@ def _hash_model(h, model):
 
 
 class _PartialStore:
-    """Finished row bands and the state of an unfinished run, in a hidden folder.
+    """Finished bands of each block and the state of unfinished blocks, in a hidden folder.
 
-    Every file is written under a temporary name and renamed, and ``state.json`` last, so
-    whatever moment the process dies at, the folder describes a consistent point.
+    ``state.json`` holds the call's fingerprint; each block has its own state file
+    (window rows done), its finished bands' core columns and the accumulator rows it
+    carries, so blocks can be computed in any order, by any process sharing the folder.
+    Every file is written under a temporary name and renamed, a block's state last, so
+    whatever moment a process dies at, the folder describes a consistent point.
     """
 
     def __init__(self, targets, fingerprint, resume):
         self.dir = self.folder(targets)
         self.fingerprint = fingerprint
-        self.done = 0
-        state = self._read_state() if resume else None
-        if state and state.get("fingerprint") == fingerprint:
-            self.done = int(state["done"])
-        else:
+        state = self._read_json(self.dir / "state.json") if resume else None
+        if not state or state.get("fingerprint") != fingerprint:
             shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_json(self.dir / "state.json", {"fingerprint": fingerprint})
 
     @staticmethod
     def folder(targets):
         first = next(iter(targets.values()))
         return first.with_name(f".{first.name}.rsunet-partial")
 
-    def _read_state(self):
+    @staticmethod
+    def _read_json(path):
         try:
-            return json.loads((self.dir / "state.json").read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def band_path(self, kind, j):
-        return self.dir / f"{kind}_{j:06d}.npy"
+    @staticmethod
+    def _write_json(path, value):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+
+    def block_done(self, b):
+        """Window rows of block ``b`` finished so far."""
+        state = self._read_json(self._block_state(b))
+        return int(state["done"]) if state else 0
+
+    def _block_state(self, b):
+        return self.dir / f"block_{b:05d}.json"
+
+    def band_path(self, kind, j, b):
+        return self.dir / f"{kind}_{j:06d}_{b:05d}.npy"
+
+    def _carry_path(self, name, b, done):
+        return self.dir / f"carry_{name}_{b:05d}_{done:06d}.npy"
 
     def _save_npy(self, path, array):
         tmp = path.with_name(path.name + ".tmp")
@@ -604,30 +797,26 @@ class _PartialStore:
             np.save(f, array)
         os.replace(tmp, path)
 
-    def save_band(self, j, outputs, carry):
+    def save_band(self, b, j, li, outputs, carry):
+        """Block ``b``'s band ``j`` (its window row ``li``) is final: save it, then the state."""
         for kind, array in outputs.items():
-            self._save_npy(self.band_path(kind, j), array)
+            self._save_npy(self.band_path(kind, j, b), array)
         for name, array in carry.items():
-            self._save_npy(self.dir / f"carry_{name}_{j:06d}.npy", array)
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": j + 1}))
-        os.replace(tmp, self.dir / "state.json")
+            self._save_npy(self._carry_path(name, b, li + 1), array)
+        self._write_json(self._block_state(b), {"done": li + 1})
         for name in carry:
-            old = self.dir / f"carry_{name}_{j - 1:06d}.npy"
+            old = self._carry_path(name, b, li)
             if old.exists():
                 old.unlink()
-        self.done = j + 1
 
-    def carry(self):
-        j = self.done - 1
-        return {name: np.load(self.dir / f"carry_{name}_{j:06d}.npy")
-                for name in ("values", "weight")}
+    def carry(self, b, done):
+        return {name: np.load(self._carry_path(name, b, done)) for name in ("values", "weight")}
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _assemble(store, targets, profile, model, k, params, n_bands):
+def _assemble(store, targets, profile, model, k, params, layout):
     """Write each output GeoTIFF from the finished bands, then drop the partial folder."""
     classes = {int(c): str(n) for c, n in (model.classes or {}).items()} or \
         {i: str(i) for i in range(k)}
@@ -644,22 +833,46 @@ def _assemble(store, targets, profile, model, k, params, n_bands):
             nodata = CLASS_NODATA if dtype == "uint8" else float("nan")
             count, bands = k, [f"p_{n}" for n in names]
             extra = dict(RSUNET_PROB_SCALE=str(PROB_SCALE)) if dtype == "uint8" else {}
+            if kind == "uncertainty":
+                count, bands = 1, [f"uncertainty_{params['uncertainty']}"]
+                extra["RSUNET_UNCERTAINTY"] = params["uncertainty"]
         prof = geotiff_profile(count, profile["height"], profile["width"], dtype,
                                profile["transform"], profile["crs"], nodata)
         with atomic_path(target, overwrite=True) as tmp:
             plain = tmp.with_name(tmp.name + ".gtiff.tif") if params["cog"] else tmp
             with rasterio.open(plain, "w", **prof) as dst:
-                row = 0
-                for j in range(n_bands):
-                    band = np.load(store.band_path(kind, j), mmap_mode="r")
+                for row, band in _bands_of(store, kind, layout):
                     dst.write(band, window=Window(0, row, band.shape[2], band.shape[1]))
-                    row += band.shape[1]
                 dst.update_tags(**tags, **extra)
                 for i, name in enumerate(bands, start=1):
                     dst.set_band_description(i, name)
             if params["cog"]:
                 _to_cog(plain, tmp, kind)
     store.remove()
+
+
+def _bands_of(store, kind, layout):
+    """Yield ``(first row, (bands, rows, width) array)`` top to bottom, every band whole.
+
+    A band of one block is its memory-mapped file; a band split into column blocks is
+    joined into a memory-mapped file of its own (disk, not memory, on wide scenes). Either
+    way GDAL gets one write per band, as from a single pass: with a block cache smaller
+    than the file, the tiles' order in the file depends on the writes, not just the pixels.
+    """
+    n_cols = len(layout.col_groups)
+    joined = store.dir / f"joined_{kind}.npy"
+    for g, (ja, jb) in enumerate(layout.row_groups):
+        blocks = range(g * n_cols, (g + 1) * n_cols)
+        for j in range(ja, jb):
+            pieces = [np.load(store.band_path(kind, j, b), mmap_mode="r") for b in blocks]
+            band = pieces[0]
+            if len(pieces) > 1:
+                band = np.lib.format.open_memmap(joined, mode="w+", dtype=band.dtype, shape=(
+                    band.shape[0], band.shape[1], sum(p.shape[2] for p in pieces)))
+                np.concatenate(pieces, axis=2, out=band)
+            yield layout.row_offs[j], band
+            del band, pieces
+    joined.unlink(missing_ok=True)
 
 
 def _to_cog(plain, target, kind):

@@ -178,12 +178,16 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
                    overwrite=overwrite, **opts["train_baseline"])
 
     log.step("6/7 predicting the held-aside scenes with both models")
-    maps = {}
+    maps, uncertainty = {}, {}
     for name, model in (("unet", out / "models" / "unet.keras"),
                         ("random_forest", out / "models" / "random_forest.joblib")):
-        maps[name] = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
-                                     overwrite=overwrite, **opts["predict_raster"])
-                      for image in scenes["test"]["images"]]
+        written = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
+                                  overwrite=overwrite, **opts["predict_raster"])
+                   for image in scenes["test"]["images"]]
+        # a dict when probabilities or an uncertainty layer were written beside the map
+        maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
+        if opts["predict_raster"].get("uncertainty"):
+            uncertainty[name] = [w["uncertainty"] for w in written]
 
     log.step("7/7 assessing both maps against the reference")
     rows, per_scene = [], []
@@ -200,6 +204,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(per_scene, out / "assessment" / "per_scene.csv")
     _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
+    if uncertainty:
+        _plot_uncertainty(scenes["test"]["images"], maps, uncertainty,
+                          opts["predict_raster"]["uncertainty"], out / "figures" / "uncertainty.png")
     if cfg.get("compare_maps") is not None:
         log.step("U-Net vs Random Forest: differences with block-bootstrap intervals, McNemar")
         _compare_models(maps, masks["test"], out, overwrite, dict(cfg["compare_maps"]))
@@ -285,13 +292,46 @@ def _plot_comparison(images, references, maps, per_scene, path):
     return save_figure(fig, path, overwrite=True)
 
 
+def _plot_uncertainty(images, maps, uncertainty, kind, path):
+    """One row per held-aside scene: the image, then each model's map beside its uncertainty."""
+    import numpy as np
+    from rsunet.io import read_raster
+    from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
+
+    columns = ["image"] + [f"{name.replace('_', ' ')}{part}" for name in uncertainty
+                           for part in ("", f": {kind}")]
+    fig = new_figure(figsize=(3 * len(columns), 3 * len(images) + 0.6))
+    axes = fig.subplots(len(images), len(columns), squeeze=False)
+    k = max(_classes_of(maps[next(iter(maps))][0])) + 1
+    for i, image in enumerate(images):
+        img = read_raster(image)
+        axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
+        axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
+        for j, name in enumerate(uncertainty):
+            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], 255)
+            axes[i, 1 + 2 * j].imshow(labels, cmap=class_colormap(k), vmin=-0.5, vmax=k - 0.5,
+                                      interpolation="nearest")
+            u = read_raster(uncertainty[name][i]).data[0]
+            # uint8 layers hold round(u * 254), nodata 255 (prob_dtype="uint8")
+            u = np.ma.masked_equal(u, 255) / 254 if u.dtype == np.uint8 else np.ma.masked_invalid(u)
+            shown = axes[i, 2 + 2 * j].imshow(u, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    for j, title in enumerate(columns):
+        axes[0, j].set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.03, pad=0.02,
+                 label=f"uncertainty ({kind}): 0 sure, 1 undecided")
+    return save_figure(fig, path, overwrite=True)
+
+
 def _classes_of(mask_path) -> dict:
     import rasterio
 
-    from rsunet.assessment import _parse_classes_tag
+    from rsunet.labels import read_classes_tag
 
     with rasterio.open(mask_path) as src:
-        return _parse_classes_tag(src.tags()) or {0: "0", 1: "1"}
+        return read_classes_tag(src.tags()) or {0: "0", 1: "1"}
 
 
 def _report(out, summary):
