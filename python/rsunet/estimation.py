@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -572,12 +573,14 @@ class Comparison:
             ``n`` (pixels valid in both maps and the reference), ``scenes``.
         disagreement: per scene, a decimated ``(rows, cols)`` uint8 image: 0 not
             assessed, 1 both right, 2 only a right, 3 only b right, 4 both wrong.
+        scenes: the file names (without extension) of ``map_a``, scene by scene.
     """
 
     table: pd.DataFrame
     mcnemar: dict
     settings: dict
     disagreement: list | None = None
+    scenes: list | None = None
 
     def as_dict(self) -> dict:
         """Plain lists and dicts (for R and JSON)."""
@@ -665,7 +668,8 @@ def compare_maps(map_a, map_b, reference, block=64, n_boot=500, seed=0, thin=Non
                         settings=dict(block=block, n_blocks=int(mats.shape[0]), n_boot=n_boot,
                                       thin=thin, seed=seed, n=float(mats[:, 0].sum()),
                                       scenes=len(scenes)),
-                        disagreement=[s["picture"] for s in scans])
+                        disagreement=[s["picture"] for s in scans],
+                        scenes=[Path(os.fspath(a)).stem for a, _, _ in scenes])
     if png is not None:
         plot_comparison(result, png, overwrite=overwrite)
     return result
@@ -830,8 +834,9 @@ def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a",
     axes = fig.subplots(1, k + 1, gridspec_kw=dict(width_ratios=[1.2] * k + [1.6]))
     ax_bar = axes[-1]
     colours = ["white", "#d9d9d9", "#1b9e77", "#d95f02", "#252525"]
-    for ax, picture in zip(axes[:-1], pictures):
+    for ax, picture, name in zip(axes[:-1], pictures, result.scenes or [""] * len(pictures)):
         ax.imshow(picture, cmap=ListedColormap(colours), vmin=0, vmax=4, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
     for ax in axes[:-1]:
         ax.set_axis_off()
     axes[0].legend(handles=[Patch(color=c, label=t) for c, t in zip(colours[1:], [
@@ -845,7 +850,7 @@ def plot_comparison(result: Comparison, path=None, overwrite=False, labels=("a",
     ax_bar.set_yticks(y, list(t["metric"]))
     ax_bar.set_xlabel(f"{labels[0]} - {labels[1]} (95 % block-bootstrap interval)")
     m = result.mcnemar
-    ax_bar.set_title(f"McNemar p = {m['p_value']:.3g} ({m['a_only']} vs {m['b_only']} "
-                     f"discordant of {m['n']} thinned pixels)", fontsize=9)
+    ax_bar.set_title(f"McNemar p = {m['p_value']:.3g}\n({m['a_only']} vs {m['b_only']} discordant "
+                     f"of {m['n']} thinned pixels)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, overwrite)

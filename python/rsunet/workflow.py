@@ -225,10 +225,11 @@ def _compare_models(maps, references, out, overwrite, options):
     """compare_maps of the U-Net's and the Random Forest's maps of the held-aside scenes
     (blocks pooled): ``assessment/comparison.csv`` (a = U-Net, b = Random Forest, with
     McNemar's test in the last rows) and ``figures/comparison.png``."""
-    from rsunet.estimation import compare_maps
+    from rsunet.estimation import compare_maps, plot_comparison
 
-    result = compare_maps(maps["unet"], maps["random_forest"], references,
-                          png=out / "figures" / "comparison.png", overwrite=overwrite, **options)
+    result = compare_maps(maps["unet"], maps["random_forest"], references, **options)
+    plot_comparison(result, out / "figures" / "comparison.png", overwrite=True,
+                    labels=("U-Net", "Random Forest"))
     m = result.mcnemar
     mcnemar = pd.DataFrame({"metric": ["mcnemar_statistic", "mcnemar_p_value"],
                             "difference": [m["statistic"], m["p_value"]]})
