@@ -101,7 +101,8 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     prediction <- .as_raster_path(prediction)
     reference <- .as_labels_path(reference)
   }
-  res <- .py_call(.py("assessment")$assess_map(
+  call_python <- if (identical(design, "stratified")) .py_warnings else .py_call
+  res <- call_python(.py("assessment")$assess_map(
     prediction, reference, field = field,
     where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
     seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),

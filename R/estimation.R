@@ -40,7 +40,7 @@ sample_points <- function(map, out, n = NULL, allocation = "proportional", seed 
                           block_rows = NULL, overwrite = FALSE) {
   out <- path.expand(out)
   if (!is.character(allocation)) allocation <- as.list(allocation)
-  .py_call(.py_raw("estimation")$sample_points(
+  .py_warnings(.py_raw("estimation")$sample_points(
     .as_raster_path(map), out, n = .int_or_null(n), allocation = allocation,
     seed = as.integer(seed), reference = if (is.null(reference)) NULL else .as_raster_path(reference),
     classes = if (is.null(classes)) NULL else as.list(classes), ignore = as.integer(ignore),
@@ -51,6 +51,21 @@ sample_points <- function(map, out, n = NULL, allocation = "proportional", seed 
 }
 
 .int_or_null <- function(x) if (is.null(x)) NULL else as.integer(x)
+
+# Evaluate a call into Python (through .py_call) with the warnings Python raises on the
+# way shown as R warnings (reticulate does not pass them on): a class with fewer pixels
+# than its share, points left out of an assessment.
+.py_warnings <- function(expr) {
+  warnings <- reticulate::import("warnings", convert = FALSE)
+  recorder <- warnings$catch_warnings(record = TRUE)
+  caught <- recorder$`__enter__`()
+  warnings$simplefilter("always")
+  value <- tryCatch(.py_call(expr), finally = recorder$`__exit__`(NULL, NULL, NULL))
+  for (w in reticulate::py_to_r(caught)) {
+    warning(reticulate::py_str(w$message), call. = FALSE)
+  }
+  value
+}
 
 # A GeoPackage rsunet wrote, as sf (if installed) or a terra SpatVector.
 .vector_from_file <- function(path) {

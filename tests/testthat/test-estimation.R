@@ -65,6 +65,10 @@ test_that("stratified assessment: sf points, figures and typed refusals", {
   expect_error(olofsson(field = "label"), class = "rsunet_class_field_error")
   expect_error(assess_map(efile(o$map), pts[pts$map_class != 1, ], design = "stratified"),
                "no sample point", class = "rsunet_input_error")
+  # unlabelled points are left out, with a warning
+  pts$reference[1:10] <- NA
+  expect_warning(fewer <- assess_map(efile(o$map), pts, design = "stratified"), "10 without a reference class")
+  expect_equal(fewer$overall$n, 630)
 })
 
 test_that("geodesic class areas in a geographic CRS match an equal-area projection", {
@@ -101,8 +105,10 @@ test_that("sample_points hits the counts per stratum on valid pixels, seeded", {
   a <- sample_points(map, file.path(dir, "a.gpkg"), n = 30, seed = 3)
   b <- sample_points(map, file.path(dir, "b.gpkg"), n = 30, seed = 3, block_rows = 5)
   expect_equal(a$row, b$row)
-  # more than a class has: all of it (Python warns)
-  expect_equal(nrow(sample_points(map, file.path(dir, "w.gpkg"), allocation = c("3" = 12))), 10)
+  # more than a class has: all of it, with a warning
+  expect_warning(w <- sample_points(map, file.path(dir, "w.gpkg"), allocation = c("3" = 12)),
+                 "fewer valid pixels")
+  expect_equal(nrow(w), 10)
   expect_error(sample_points(map, file.path(dir, "x.gpkg")), class = "rsunet_input_error")
   expect_error(sample_points(map, file.path(dir, "a.gpkg"), n = 5), class = "rsunet_output_exists_error")
   # the map as its own reference closes the loop: accuracy 1, areas as mapped
