@@ -40,6 +40,12 @@
 #' @param csv optional path of the confusion matrix as CSV.
 #' @param overwrite replace existing `png` / `csv` files (otherwise an error of class
 #'   `rsunet_output_exists_error`).
+#' @param design `"census"` (the default: every pixel, or `sample` pixels, counted as
+#'   they are) or `"stratified"`: `reference` is then a stratified random sample of
+#'   points (strata = map classes, e.g. from [sample_points()], labelled) with the
+#'   reference class in column `field` (default `"reference"`), and the result is a
+#'   list of class `rsunet_area_estimate` (below); `png` is then the area figure and
+#'   `csv` its table; `where` and `sample` do not apply.
 #' @return A list of class `rsunet_assessment`: `confusion` (an integer matrix, reference
 #'   classes in rows, predicted classes in columns, with class names), `per_class` (a
 #'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
@@ -48,9 +54,24 @@
 #'   `allocation_disagreement`, `macro_f1`, `mean_iou`), `class_ids`, and `per_scene` (a
 #'   data.frame, one row per map: `scene`, its file name without extension, and that
 #'   map's `overall` figures).
+#'
+#'   With `design = "stratified"`, the estimators of Olofsson et al. (2014): a list of
+#'   class `rsunet_area_estimate` with `per_class` (a data.frame: `class_id`, `class`,
+#'   `mapped_ha`, `weight`, `n`, `users_accuracy`, `users_se`, `users_ci`,
+#'   `producers_accuracy`, `producers_se`, `producers_ci`, `area_proportion`,
+#'   `area_ha`, `area_se_ha`, `area_ci_ha`; `*_ci` are half-widths of 95 % intervals,
+#'   1.96 standard errors), `overall` (a list: `n`, `overall_accuracy`,
+#'   `overall_accuracy_se`, `overall_accuracy_ci`, `total_area_ha`, `area_method`,
+#'   geodesic in a geographic CRS), `error_matrix` (estimated area proportions,
+#'   reference classes in rows, map classes in columns) and `confusion` (the sample
+#'   counts, laid out alike).
 #' @references Pontius, R. G. Jr. and Millones, M. (2011). Death to Kappa: birth of
 #'   quantity disagreement and allocation disagreement for accuracy assessment.
 #'   International Journal of Remote Sensing 32(15), 4407-4429.
+#'
+#'   Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder,
+#'   M. A. (2014). Good practices for estimating area and assessing accuracy of land
+#'   change. Remote Sensing of Environment 148, 42-57.
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' # a quick model (the pixel Random Forest) maps a held-aside chip; its reference mask
@@ -67,7 +88,7 @@
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
-                       overwrite = FALSE) {
+                       overwrite = FALSE, design = "census") {
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
   if (many) {
@@ -81,12 +102,15 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     prediction <- .as_raster_path(prediction)
     reference <- .as_labels_path(reference)
   }
-  res <- .py_call(do.call(.py("assessment")$assess_map, c(
+  call_python <- if (identical(design, "stratified")) .py_warnings else .py_call
+  res <- call_python(do.call(.py("assessment")$assess_map, c(
     list(prediction, reference, field = field, where = .as_where(where),
-         classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled),
+         classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
+         design = design),
     .py_args(flags = c("use_nodata", "overwrite"), ints = c("sample", "seed", "ignore", "block_rows"),
              paths = c("png", "csv"))
   )))
+  if (identical(design, "stratified")) return(.area_estimate_from_py(.r(res$as_dict())))
   .assessment_from_py(.r(res$as_dict()))
 }
 
@@ -226,5 +250,5 @@ polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
     list(.as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes)),
     .py_args(flags = c("use_nodata", "overwrite"), ints = c("connectivity", "ignore"))
   )))
-  if (requireNamespace("sf", quietly = TRUE)) sf::st_read(out, quiet = TRUE) else terra::vect(out)
+  .vector_from_file(out)
 }

@@ -27,7 +27,7 @@ STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches
          "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
          "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
 # sections that add a step when present
-OPTIONAL = {"cross_validate": "validation.cross_validate"}
+OPTIONAL = {"cross_validate": "validation.cross_validate", "compare_maps": "estimation.compare_maps"}
 
 
 def example_config(full: bool = False, quick: bool = False) -> Path:
@@ -120,6 +120,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             a run that failed or was stopped: its outputs are replaced, training and
             prediction resume.
 
+    A ``compare_maps:`` section (e.g. ``{block: 64, n_boot: 500}``, the arguments of
+    :func:`rsunet.compare_maps`) compares the two models' maps of the held-aside scenes:
+    the difference in accuracy, kappa and F1 with 95 % block-bootstrap intervals and
+    McNemar's test, in ``out/assessment/comparison.csv`` and ``figures/comparison.png``.
+
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
     configuration's scenes, train and test, into ``out/cross_validation/``: how well the
@@ -202,6 +207,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     if uncertainty:
         _plot_uncertainty(scenes["test"]["images"], maps, uncertainty,
                           opts["predict_raster"]["uncertainty"], out / "figures" / "uncertainty.png")
+    if cfg.get("compare_maps") is not None:
+        log.step("U-Net vs Random Forest: differences with block-bootstrap intervals, McNemar")
+        _compare_models(maps, masks["test"], out, overwrite, dict(cfg["compare_maps"]))
     if cfg.get("cross_validate") is not None:
         from rsunet.validation import cross_validate
 
@@ -211,6 +219,23 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary
+
+
+def _compare_models(maps, references, out, overwrite, options):
+    """compare_maps of the U-Net's and the Random Forest's maps of the held-aside scenes
+    (blocks pooled): ``assessment/comparison.csv`` (a = U-Net, b = Random Forest, with
+    McNemar's test in the last rows) and ``figures/comparison.png``."""
+    from rsunet.estimation import compare_maps, plot_comparison
+
+    result = compare_maps(maps["unet"], maps["random_forest"], references, **options)
+    plot_comparison(result, out / "figures" / "comparison.png", overwrite=True,
+                    labels=("U-Net", "Random Forest"))
+    m = result.mcnemar
+    mcnemar = pd.DataFrame({"metric": ["mcnemar_statistic", "mcnemar_p_value"],
+                            "difference": [m["statistic"], m["p_value"]]})
+    table = pd.concat([result.table.rename(columns={"a": "unet", "b": "random_forest"}), mcnemar],
+                      ignore_index=True)
+    _write_csv(table, out / "assessment" / "comparison.csv")
 
 
 def _write_csv(table, path):
@@ -321,6 +346,10 @@ def _report(out, summary):
           f"F1 {best['val_f1']:.3f}, IoU {best['val_iou']:.3f}")
     print("\nSummary on the held-aside scenes:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if (out / "assessment" / "comparison.csv").exists():
+        print("\nU-Net - Random Forest, 95 % block-bootstrap intervals (assessment/comparison.csv):")
+        print(pd.read_csv(out / "assessment" / "comparison.csv").to_string(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     per_scene = pd.read_csv(out / "assessment" / "per_scene.csv")
     print("\nOverall accuracy per scene:")
     print(per_scene.pivot(index="scene", columns="model", values="overall_accuracy")
