@@ -41,17 +41,14 @@ sample_points <- function(map, out, n = NULL, allocation = "proportional", seed 
                           block_rows = NULL, overwrite = FALSE) {
   out <- path.expand(out)
   if (!is.character(allocation)) allocation <- as.list(allocation)
-  .py_warnings(.py_raw("estimation")$sample_points(
-    .as_raster_path(map), out, n = .int_or_null(n), allocation = allocation,
-    seed = as.integer(seed), reference = if (is.null(reference)) NULL else .as_raster_path(reference),
-    classes = if (is.null(classes)) NULL else as.list(classes), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), block_rows = .int_or_null(block_rows),
-    overwrite = isTRUE(overwrite)
-  ))
+  .py_warnings(do.call(.py_raw("estimation")$sample_points, c(
+    list(.as_raster_path(map), out, allocation = allocation,
+         reference = if (is.null(reference)) NULL else .as_raster_path(reference),
+         classes = if (is.null(classes)) NULL else as.list(classes)),
+    .py_args(flags = c("use_nodata", "overwrite"), ints = c("n", "seed", "ignore", "block_rows"))
+  )))
   .vector_from_file(out)
 }
-
-.int_or_null <- function(x) if (is.null(x)) NULL else as.integer(x)
 
 # Evaluate a call into Python (through .py_call) with the warnings Python raises on the
 # way shown as R warnings (reticulate does not pass them on): a class with fewer pixels
@@ -154,14 +151,13 @@ print.rsunet_area_estimate <- function(x, ...) {
 compare_maps <- function(map_a, map_b, reference, block = 64, n_boot = 500, seed = 0,
                          thin = NULL, field = NULL, unlabelled = "background", classes = NULL,
                          ignore = 255, use_nodata = TRUE, png = NULL, overwrite = FALSE) {
-  res <- .py_call(.py("estimation")$compare_maps(
-    .scene_paths(map_a, .as_raster_path), .scene_paths(map_b, .as_raster_path),
-    .scene_paths(reference, .as_labels_path),
-    block = as.integer(block), n_boot = as.integer(n_boot), seed = as.integer(seed),
-    thin = .int_or_null(thin), field = field, unlabelled = unlabelled,
-    classes = if (is.null(classes)) NULL else as.list(classes), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), png = .out_path(png), overwrite = isTRUE(overwrite)
-  ))
+  res <- .py_call(do.call(.py("estimation")$compare_maps, c(
+    list(.scene_paths(map_a, .as_raster_path), .scene_paths(map_b, .as_raster_path),
+         .scene_paths(reference, .as_labels_path), field = field, unlabelled = unlabelled,
+         classes = if (is.null(classes)) NULL else as.list(classes)),
+    .py_args(flags = c("use_nodata", "overwrite"),
+             ints = c("block", "n_boot", "seed", "thin", "ignore"), paths = "png")
+  )))
   d <- .r(res$as_dict())
   structure(list(table = .df_from_lists(d$table), mcnemar = d$mcnemar, settings = d$settings),
             class = "rsunet_comparison")

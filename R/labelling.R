@@ -31,10 +31,9 @@
 suggest_labels <- function(uncertainty, out, n, min_distance, shape = "point", size = NULL,
                            band = 1, max_candidates = 1e6, block_rows = NULL, overwrite = FALSE) {
   out <- path.expand(out)
-  .py_call(.py_raw("labelling")$suggest_labels(
-    .as_raster_path(uncertainty), out, as.integer(n), as.numeric(min_distance), shape = shape,
-    size = .int_or_null(size), band = as.integer(band), max_candidates = as.integer(max_candidates),
-    block_rows = .int_or_null(block_rows), overwrite = isTRUE(overwrite)
-  ))
+  .py_call(do.call(.py_raw("labelling")$suggest_labels, c(
+    list(.as_raster_path(uncertainty), out, min_distance = as.numeric(min_distance), shape = shape),
+    .py_args(flags = "overwrite", ints = c("n", "size", "band", "max_candidates", "block_rows"))
+  )))
   .vector_from_file(out)
 }
