@@ -24,7 +24,8 @@ from affine import Affine
 
 from conftest import VECTORS, need_module, vectors
 from rsunet import prediction
-from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
+from rsunet.errors import (BandMismatchError, InputError, ModelFormatError, OutputExistsError,
+                           PatchSizeError)
 
 keras = need_module("keras")
 from rsunet.artefact import RsunetModel, load_model, plain_model as _plain_model  # noqa: E402
@@ -686,3 +687,29 @@ def test_layout_cores_tile_the_scene_and_halos_reach_every_window():
             for m, c in enumerate(layout.col_offs):
                 assert (m in layout.window_cols(b)) == (c < c1 and c + window > c0)
         assert (owner == 1).all()
+
+
+def test_any_object_with_predict_probabilities_bands_and_classes_is_a_model(tmp_path, pixel_model):
+    class Mine:  # what predict_raster's docstring promises to take: nothing more
+        bands, classes = 3, {0: "a", 1: "b", 2: "c", 3: "d"}
+
+        def predict_probabilities(self, batch):
+            return pixel_model.predict_probabilities(batch)
+
+    data = random_image(np.random.default_rng(9), 3, 30, 40)
+    image = write_image(tmp_path / "s.tif", data)
+    mine = prediction.predict_raster(Mine(), image, tmp_path / "mine.tif", window=16, overlap=4,
+                                     precision="float32", progress=False)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", window=16, overlap=4,
+                                    precision="float32", progress=False)
+    np.testing.assert_array_equal(read(mine), read(ref))
+
+    class NoBands:
+        classes = {0: "a"}
+
+        def predict_probabilities(self, batch):
+            return batch
+
+    with pytest.raises(ModelFormatError, match="needs bands"):
+        prediction.predict_raster(NoBands(), image, tmp_path / "x.tif", window=16, overlap=4,
+                                  progress=False)

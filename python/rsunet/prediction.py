@@ -210,7 +210,7 @@ def _at_precision(model, precision):
 
 
 def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size):
-    multiple = int(getattr(model, "multiple", 1) or 1)
+    multiple = int(model.multiple)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0 \
             or window % multiple:
         raise PatchSizeError(
@@ -306,7 +306,7 @@ def _targets(out, output, uncertainty=None):
 
 
 def _check_bands(model, src, path):
-    bands = int(getattr(model, "bands", src.count))
+    bands = int(model.bands)
     if src.count != bands:
         raise BandMismatchError(
             f"{path} has {src.count} bands but the model takes {bands}; "
@@ -473,7 +473,7 @@ def _n_outputs(model, bands, fill):
     if keras_model is not None:
         k = int(keras_model.output_shape[-1])
         return 2 if k == 1 else k
-    m = int(getattr(model, "multiple", 1) or 1)
+    m = int(model.multiple)
     probe = np.broadcast_to(fill, (1, m, m, bands)).astype(np.float32)
     return int(np.asarray(model.predict_probabilities(probe)).shape[-1])
 
@@ -713,8 +713,8 @@ def _fingerprint(model, src, path, params, layout):
     h.update(json.dumps(dict(
         rsunet=__version__, params=params, path=str(Path(path).resolve()), size=stat.st_size,
         mtime=stat.st_mtime_ns, shape=[src.count, src.height, src.width], dtypes=src.dtypes,
-        transform=list(src.transform)[:6], normalization=getattr(model, "normalization", None),
-        classes={str(k): v for k, v in (getattr(model, "classes", None) or {}).items()},
+        transform=list(src.transform)[:6], normalization=model.normalization,
+        classes={str(k): v for k, v in (model.classes or {}).items()},
         blocks=layout.describe(),
     ), sort_keys=True, default=str).encode())
     _hash_model(h, model)
