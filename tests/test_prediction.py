@@ -713,3 +713,15 @@ def test_any_object_with_predict_probabilities_bands_and_classes_is_a_model(tmp_
     with pytest.raises(ModelFormatError, match="needs bands"):
         prediction.predict_raster(NoBands(), image, tmp_path / "x.tif", window=16, overlap=4,
                                   progress=False)
+
+
+def test_a_sequential_keras_model_maps_in_bfloat16_too(tmp_path):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+                            keras.layers.Conv2D(4, 3, padding="same"),
+                            keras.layers.Conv2D(2, 1, activation="softmax")])
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(1), 3, 40, 40))
+    maps = [read(prediction.predict_raster(net, image, tmp_path / f"{p}.tif", window=16, overlap=4,
+                                           output="probabilities", precision=p, progress=False))
+            for p in ("float32", "bfloat16")]
+    np.testing.assert_allclose(maps[1], maps[0], atol=0.05)
