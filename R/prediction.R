@@ -32,7 +32,17 @@
 #' @param overwrite replace existing outputs (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
-#' @param progress show a progress bar.
+#' @param progress show a progress bar (on a cluster, over blocks or scenes, and print
+#'   the dask dashboard's address).
+#' @param cluster where to compute: `NULL` (this R session's Python, one process),
+#'   `"local"` or `"local:N"` (N worker processes on this machine, one thread each), or
+#'   the address of a running dask scheduler (`"tcp://host:8786"`). Many scenes are one
+#'   task each, one scene one task per block of windows; the written files are
+#'   byte-identical to those of one process. Workers read the model and the images and
+#'   write beside `out` under the same paths: a file system every worker shares (error
+#'   class `rsunet_worker_path_error` otherwise). Needs the Python extra `rsunet[dask]`
+#'   (`make setup` installs it; otherwise `reticulate::py_install(c("dask",
+#'   "distributed"))`, or error class `rsunet_dependency_error`).
 #' @return For one scene, a SpatRaster read from the written file(s) (class ids, and/or
 #'   layers `p_<class>`; nodata as `NA`). For many scenes, the output paths: a character
 #'   vector, or for `output = "both"` a data.frame with columns `image`, `classes` and
@@ -47,7 +57,7 @@
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
                            batch_size = 4, cog = FALSE, overwrite = FALSE, resume = TRUE,
-                           progress = TRUE) {
+                           progress = TRUE, cluster = NULL) {
   images <- .as_scenes(image)
   model <- if (is.character(model)) path.expand(model) else model
   result <- .py_call(.py("prediction")$predict_raster(
@@ -55,7 +65,7 @@ predict_raster <- function(model, image, out, window = 512, overlap = 64, blend 
     overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
     output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
     cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
-    progress = isTRUE(progress)
+    progress = isTRUE(progress), cluster = .as_cluster(cluster)
   ))
   result <- .r(result)
   as_paths <- function(x) .py_paths(if (output == "both") x else list(x))
@@ -81,6 +91,16 @@ predict_raster <- function(model, image, out, window = 512, overlap = 64, blend 
   }
   path <- .as_raster_path(image)
   list(value = path, many = FALSE, paths = path)
+}
+
+# cluster = NULL, "local", "local:N", "tcp://..." (or a Python distributed.Client).
+.as_cluster <- function(cluster) {
+  if (is.null(cluster) || inherits(cluster, "python.builtin.object")) return(cluster)
+  if (!is.character(cluster) || length(cluster) != 1 || is.na(cluster)) {
+    .abort("`cluster` must be NULL, \"local\", \"local:N\" or a scheduler address",
+           "rsunet_input_error")
+  }
+  cluster
 }
 
 .as_count <- function(x, name) {

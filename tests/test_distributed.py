@@ -184,3 +184,21 @@ def test_bad_cluster_arguments_are_input_errors(tmp_path, unet):
         with pytest.raises(InputError, match="cluster"):
             prediction.predict_raster(unet, image, tmp_path / "o.tif", cluster=bad, **KW)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_the_cli_and_the_workflow_take_a_cluster(tmp_path, capsys):
+    from rsunet import cli, config, workflow
+    from rsunet.errors import ConfigError
+
+    assert "--cluster" in cli.build_parser()._subparsers._group_actions[0].choices[
+        "predict"].format_help()
+    image = _scene(tmp_path)
+    status = cli.main(["predict", str(image), str(image), str(tmp_path / "o.tif"),
+                       "--cluster", "local:none"])
+    assert status == 2 and "cluster" in capsys.readouterr().err
+    cfg = workflow.read_config({"cluster": "local:2", "scenes": {"example": True}})
+    assert cfg["cluster"] == "local:2"
+    config.check_cluster("tcp://10.0.0.1:8786")
+    for bad in ("local:0", 4, "remote"):
+        with pytest.raises(ConfigError, match="cluster"):
+            config.check_cluster(bad)

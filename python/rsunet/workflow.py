@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsunet.config import check_scenes, check_sections, read_text_config
+from rsunet.config import check_cluster, check_scenes, check_sections, read_text_config
 from rsunet.errors import ConfigError, InputError, OutputExistsError
 
 # section -> the function its keys are arguments of (checked before step 1, rsunet.config)
@@ -49,11 +49,11 @@ def read_config(config) -> dict:
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
         cfg = read_text_config(path)
-    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
+    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes", "cluster"}
     if unknown:
         raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
-                          f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
-                          f"{', '.join(OPTIONAL)}")
+                          f"expected out, seed, scenes, cluster, {', '.join(STEPS)} and "
+                          f"optionally {', '.join(OPTIONAL)}")
     return cfg
 
 
@@ -85,6 +85,7 @@ def _check_before_running(cfg, config, scenes, out):
     if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
         raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
     check_sections(cfg, {**STEPS, **OPTIONAL}, source)
+    check_cluster(cfg.get("cluster"), source)
     check_scenes(scenes, source)
     check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
                     replaces_folder=True)
@@ -120,6 +121,10 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             a run that failed or was stopped: its outputs are replaced, training and
             prediction resume.
 
+    A top-level ``cluster:`` (``local``, ``local:4``, ``tcp://host:8786``; see
+    :func:`rsunet.predict_raster`) computes the steps that take a ``cluster`` argument on
+    that dask cluster, one cluster for the whole run.
+
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
     configuration's scenes, train and test, into ``out/cross_validation/``: how well the
@@ -136,6 +141,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     """
     from rsunet.assessment import assess_map
     from rsunet.baseline import train_baseline
+    from rsunet.cluster import session
     from rsunet.patches import make_patches, plot_patches, split_patches
     from rsunet.prediction import predict_raster
     from rsunet.samples import make_mask
@@ -174,11 +180,14 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("6/7 predicting the held-aside scenes with both models")
     maps = {}
-    for name, model in (("unet", out / "models" / "unet.keras"),
-                        ("random_forest", out / "models" / "random_forest.joblib")):
-        maps[name] = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
-                                     overwrite=overwrite, **opts["predict_raster"])
-                      for image in scenes["test"]["images"]]
+    with session(cfg.get("cluster")) as cluster:  # one cluster for every scene and model
+        for name, model in (("unet", out / "models" / "unet.keras"),
+                            ("random_forest", out / "models" / "random_forest.joblib")):
+            maps[name] = [predict_raster(model, image,
+                                         out / "maps" / name / f"{Path(image).stem}.tif",
+                                         overwrite=overwrite, cluster=cluster,
+                                         **opts["predict_raster"])
+                          for image in scenes["test"]["images"]]
 
     log.step("7/7 assessing both maps against the reference")
     rows, per_scene = [], []
