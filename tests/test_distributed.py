@@ -31,8 +31,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # hooks below run o
 def client():
     client = rcluster.local_cluster(2, dashboard=False)
     yield client
-    client.cluster.close()
+    cluster = client.cluster
     client.close()
+    cluster.close()
 
 
 @pytest.fixture(autouse=True)

@@ -109,7 +109,8 @@ test_that("a bad cluster argument is an input error", {
 
 # the file's cluster stops here, before the next test file runs
 if (!is.null(cluster_env$client)) {
-  cluster_env$client$cluster$close()
+  started <- cluster_env$client$cluster
   cluster_env$client$close()
+  started$close()
   cluster_env$client <- NULL
 }
