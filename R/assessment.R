@@ -40,6 +40,10 @@
 #' @param csv optional path of the confusion matrix as CSV.
 #' @param overwrite replace existing `png` / `csv` files (otherwise an error of class
 #'   `rsunet_output_exists_error`).
+#' @param cluster assess many maps on a dask cluster, one task per map: `NULL` (here),
+#'   `"local"`, `"local:N"` or a scheduler address, as in [predict_raster()]; the same
+#'   confusion matrix. With `sample` the maps are assessed here, in order (one random
+#'   generator for all scenes).
 #' @return A list of class `rsunet_assessment`: `confusion` (an integer matrix, reference
 #'   classes in rows, predicted classes in columns, with class names), `per_class` (a
 #'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
@@ -66,7 +70,7 @@
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
-                       overwrite = FALSE) {
+                       overwrite = FALSE, cluster = NULL) {
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
   if (many) {
@@ -86,7 +90,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
     unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),
     block_rows = if (is.null(block_rows)) NULL else as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
-    overwrite = isTRUE(overwrite)
+    overwrite = isTRUE(overwrite), cluster = .as_cluster(cluster)
   ))
   .assessment_from_py(.r(res$as_dict()))
 }

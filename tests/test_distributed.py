@@ -203,3 +203,44 @@ def test_the_cli_and_the_workflow_take_a_cluster(tmp_path, capsys):
     for bad in ("local:0", 4, "remote"):
         with pytest.raises(ConfigError, match="cluster"):
             config.check_cluster(bad)
+
+
+def test_assess_map_on_the_cluster_gives_the_local_confusion_matrix(client):
+    from conftest import VECTORS, vectors
+    from rsunet.assessment import assess_map
+
+    v = vectors("assessment")
+    maps = [VECTORS / v[k]["prediction"] for k in ("multi", "worked")]
+    refs = [VECTORS / v[k]["reference"] for k in ("multi", "worked")]
+    local = assess_map(maps, refs)
+    spread = assess_map(maps, refs, cluster=client)
+    np.testing.assert_array_equal(spread.matrix, local.matrix)
+    pd_testing = need_module("pandas").testing
+    pd_testing.assert_frame_equal(spread.confusion, local.confusion)
+    pd_testing.assert_frame_equal(spread.per_scene, local.per_scene)
+    assert local.matrix.sum() > 0
+
+
+def test_make_patches_on_the_cluster_writes_the_local_patch_set(tmp_path, client):
+    from rsunet.patches import make_patches
+
+    images = sorted(shared_path("amazon", "train", "images").glob("*.tiff"))[:3]
+    masks = []
+    for image in images:  # the chips' own labels are PNGs: a mask on each image's grid
+        import rasterio
+
+        with rasterio.open(image) as src:
+            profile = dict(src.profile, count=1, dtype="uint8", nodata=None)
+            data = (src.read(1) > 100).astype(np.uint8)
+        masks.append(tmp_path / f"{image.stem}_mask.tif")
+        with rasterio.open(masks[-1], "w", **profile) as dst:
+            dst.write(data, 1)
+    kw = dict(size=64, stride=48, progress=False)
+    local = make_patches(images, masks, tmp_path / "local", **kw)
+    spread = make_patches(images, masks, tmp_path / "spread", cluster=client, **kw)
+    need_module("pandas").testing.assert_frame_equal(spread, local)
+    files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*")
+                   if p.is_file())
+    assert len(files) >= 7
+    for name in files:
+        assert (tmp_path / "spread" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name

@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from rsunet.errors import DependencyError, InputError, WorkerPathError
@@ -63,7 +64,10 @@ def local_cluster(workers=None, dashboard=True):
     _own_libpython_first()
     # set before each worker process is spawned (the user's own values win)
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": "1"
-                          for name in THREAD_VARIABLES}):
+                          for name in THREAD_VARIABLES}), warnings.catch_warnings():
+        # without a dashboard the scheduler still serves /health on 127.0.0.1:8787, or
+        # on another port when that one is taken, with a warning that only adds noise
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
         cluster = distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
             dashboard_address="127.0.0.1:0" if dashboard else None,
@@ -105,7 +109,7 @@ def connect(cluster, progress=True):
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the dask scheduler at {cluster}: {exc}") from exc
     try:
-        if progress and client.dashboard_link and _has_dashboard(client):
+        if progress and owned and _has_dashboard(client):  # a given client: known already
             print(f"rsunet: dask dashboard at {client.dashboard_link}", flush=True)
         yield client
     finally:
@@ -266,6 +270,20 @@ def as_completed_with_progress(client, futures, total, desc, progress, unit):
         except BaseException:
             client.cancel(futures)
             raise
+
+
+# ---- one task per item ---------------------------------------------------------------
+
+def map_tasks(cluster, func, items, args, what, reads=(), writes=()):
+    """``[func(*item, *args) for item in items]`` on a cluster, one task per item, in order.
+
+    ``reads`` and ``writes`` are checked on every worker first (:func:`check_paths`).
+    """
+    with connect(cluster) as client:
+        check_paths(client, reads, writes)
+        futures = [client.submit(func, *item, *args, pure=False) for item in items]
+        list(as_completed_with_progress(client, futures, len(futures), what, True, what))
+        return [f.result() for f in futures]
 
 
 # ---- predict_raster on a cluster ----------------------------------------------------

@@ -122,8 +122,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             prediction resume.
 
     A top-level ``cluster:`` (``local``, ``local:4``, ``tcp://host:8786``; see
-    :func:`rsunet.predict_raster`) computes the steps that take a ``cluster`` argument on
-    that dask cluster, one cluster for the whole run.
+    :func:`rsunet.predict_raster`) computes the steps that take a ``cluster`` argument
+    (cutting patches, predicting, assessing) on that dask cluster; ``local`` starts one
+    for each of those steps.
 
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
@@ -166,7 +167,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("2/7 patches: cutting the training scenes")
     make_patches(scenes["train"]["images"], masks["train"], out / "patches",
-                 overwrite=overwrite, **opts["make_patches"])
+                 overwrite=overwrite, cluster=cfg.get("cluster"), **opts["make_patches"])
     log.step("3/7 split: train / validation by spatial blocks")
     split_patches(out / "patches", seed=seed, **opts["split_patches"])
     plot_patches(out / "patches", out / "figures" / "patches.png", overwrite=overwrite)
@@ -194,7 +195,8 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     for name, paths in maps.items():
         result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
                             csv=out / "assessment" / f"confusion_{name}.csv",
-                            overwrite=overwrite, **opts["assess_map"])
+                            overwrite=overwrite, cluster=cfg.get("cluster"),
+                            **opts["assess_map"])
         _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
         per_scene.append(result.per_scene.assign(model=name).rename(columns={"n": "pixels"}))

@@ -107,6 +107,33 @@ test_that("a bad cluster argument is an input error", {
                class = "rsunet_input_error")
 })
 
+test_that("assess_map on the cluster gives the local confusion matrix", {
+  skip_if_no_cluster()
+  v <- vectors("assessment")
+  maps <- file.path(vectors_dir(), c(v$multi$prediction, v$worked$prediction))
+  refs <- file.path(vectors_dir(), c(v$multi$reference, v$worked$reference))
+  local <- assess_map(maps, refs)
+  spread <- assess_map(maps, refs, cluster = shared_client())
+  expect_identical(spread$confusion, local$confusion)
+  expect_true(sum(local$confusion) > 0)
+})
+
+test_that("make_patches on the cluster writes the local patch set", {
+  skip_if_no_cluster()
+  dir <- tempfile()
+  local <- amazon_patch_set(file.path(dir, "local"), n_images = 2)
+  images <- head(sort(list.files(shared_path("amazon", "train", "images"), "\\.tiff$",
+                                 full.names = TRUE)), 2)
+  masks <- file.path(dir, "local", sub("\\.tiff$", "_mask.tif", basename(images)))
+  a <- make_patches(images, masks, file.path(dir, "a"), size = 64, progress = FALSE)
+  b <- make_patches(images, masks, file.path(dir, "b"), size = 64, progress = FALSE,
+                    cluster = shared_client())
+  expect_identical(b, a)
+  files <- list.files(file.path(dir, "a"), recursive = TRUE)
+  expect_true(length(files) >= 5)
+  for (f in files) expect_true(same_bytes(file.path(dir, "a", f), file.path(dir, "b", f)), info = f)
+})
+
 # the file's cluster stops here, before the next test file runs
 if (!is.null(cluster_env$client)) {
   started <- cluster_env$client$cluster
