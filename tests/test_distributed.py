@@ -21,7 +21,8 @@ from rsunet.errors import InputError, WorkerPathError
 
 distributed = need_module("distributed")
 need_module("keras")
-from test_prediction import Boom, per_pixel_model, small_unet, write_image  # noqa: E402
+from test_prediction import (interrupted_run, per_pixel_model, small_unet,  # noqa: E402
+                             write_image)
 
 cloudpickle = need_module("cloudpickle")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # hooks below run on workers
@@ -149,22 +150,12 @@ def test_a_restarted_run_computes_only_unfinished_blocks(tmp_path, monkeypatch, 
     kw = dict(KW, blend="centre")
     ref = _reference(unet, image, tmp_path / "ref.tif", monkeypatch, **kw)
     _blocks(monkeypatch, 30, 35)  # the same layout in one process and on the cluster
-    first = []
-
-    def stop(j):  # the whole run is killed after 25 bands
-        first.append(j)
-        if len(first) == 25:
-            raise Boom()
-    monkeypatch.setattr(prediction, "_after_band", stop)
     out = tmp_path / "out.tif"
-    with pytest.raises(Boom):
-        prediction.predict_raster(unet, image, out, **kw)
-    monkeypatch.setattr(prediction, "_after_band", None)
+    first = interrupted_run(monkeypatch, 25, unet, image, out, **kw)  # the whole run killed
     log = tmp_path / "bands.log"
     client.run(_set_hook, functools.partial(_log_band, str(log)))
     outs = prediction.predict_raster(unet, image, out, cluster=client, **kw)
-    layout = prediction._Layout.of(92, 120, 16, 6, 30, 35)
-    total = sum(len(layout.window_rows(b)) for b in range(len(layout.blocks)))
+    total = prediction._Layout.of(92, 120, 16, 6, 30, 35).total_rows()
     again = log.read_text().split()
     assert len(first) + len(again) == total  # no finished band computed twice
     _same(ref, outs)
