@@ -57,6 +57,7 @@
 #' @examplesIf rsunet_available()
 #' model
 #' plot(model)
+#' @export
 train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                        loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
                        learning_rate = 1e-3, schedule = "constant", patience = 5,
@@ -66,16 +67,17 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
                        overwrite = FALSE, progress = TRUE, callbacks = NULL) {
   out <- path.expand(out)
   weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
-  .py_call(.py_raw("training")$train_unet(
-    path.expand(patches), out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
-    batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
-    class_weights = weights, epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
-    learning_rate = as.numeric(learning_rate), schedule = schedule, patience = .as_count(patience, "patience"),
-    monitor = monitor, augmentation = .as_augmentation(augmentation), normalize = normalize,
-    seed = as.integer(seed),
-    mixed_precision = mixed_precision, resume = isTRUE(resume), overwrite = isTRUE(overwrite),
-    progress = isTRUE(progress), callbacks = callbacks
-  ))
+  .py_call(do.call(.py_raw("training")$train_unet, c(
+    .py_args(flags = c("batch_norm", "resume", "overwrite", "progress"), ints = "seed",
+             paths = "patches"),
+    list(out = out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
+         dropout = as.numeric(dropout), loss = loss, class_weights = weights,
+         epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
+         learning_rate = as.numeric(learning_rate), schedule = schedule,
+         patience = .as_count(patience, "patience"), monitor = monitor,
+         augmentation = .as_augmentation(augmentation), normalize = normalize,
+         mixed_precision = mixed_precision, callbacks = callbacks)
+  )))
   load_model(out)
 }
 
@@ -94,6 +96,7 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
 #' m <- load_model(system.file("extdata", "testvectors", "prediction_model.keras", package = "rsunet"))
 #' m
 #' m$classes
+#' @export
 load_model <- function(path) {
   path <- normalizePath(path.expand(path), mustWork = FALSE)
   m <- .py_call(.py_raw("training")$load_model(path))
@@ -121,7 +124,7 @@ load_model <- function(path) {
   lapply(norm, function(v) if (is.list(v) && !is.null(names(v))) lapply(v, unlist) else unlist(v))
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 print.rsunet_model <- function(x, ...) {
   cat("<rsunet_model>", x$path, "\n")
   cat(sprintf("  %d bands -> %d classes: %s\n", as.integer(x$bands), length(x$classes),
@@ -145,7 +148,7 @@ print.rsunet_model <- function(x, ...) {
   invisible(x)
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 plot.rsunet_model <- function(x, ...) {
   h <- x$history
   if (is.null(h) || !nrow(h)) .abort("this model has no training history to plot", "rsunet_input_error")
@@ -166,6 +169,7 @@ plot.rsunet_model <- function(x, ...) {
 }
 
 # predict_raster() and any Python call receive the model's file.
+#' @exportS3Method reticulate::r_to_py
 r_to_py.rsunet_model <- function(x, convert = FALSE) {
   reticulate::r_to_py(x$path, convert = convert)
 }

@@ -7,6 +7,8 @@ P1  predict_raster wall time / Keras model.predict on the same windows, same bat
 P2  peak memory (RSS of a fresh process) for a 16384^2 scene / a 2048^2 scene
     (goal <= 1.25), with a cheap per-pixel model on synthetic uint8 GeoTIFFs in /tmp.
     P2b: the same for the numpy buffers alone (tracemalloc's peak; goal <= 1.25).
+U1  predict_raster with uncertainty="entropy" / without (goal <= 1.05); U2 the same for
+    tta=True with uncertainty="tta" / tta=True alone (goal <= 1.05). Interleaved, best of N.
 P6  the course's way (crop tile files with a margin, predict each, write per-tile
     GeoTIFFs, gdalbuildvrt + gdal_translate) / predict_raster, same model and windows
     (goal >= 3x faster).
@@ -140,6 +142,30 @@ def bench_p1(size, window=256, overlap=32, batch=4, repeat=5):
                 bare_ratio=best["ours"] / best["bare"])
 
 
+# ---- U1, U2 ----------------------------------------------------------------------------
+
+def bench_uncertainty(size, window=256, overlap=32, repeat=3):
+    """What an uncertainty layer adds to a run: entropy on a plain one, "tta" on a TTA one."""
+    from rsunet import predict_raster
+
+    model = small_unet()
+    scene = synthetic_scene(TMP / f"scene_{size}.tif", size)
+
+    def run(name, **kw):
+        return lambda: predict_raster(model, scene, TMP / f"u_{name}.tif", window=window,
+                                      overlap=overlap, overwrite=True, progress=False, **kw)
+
+    sides = {"plain": run("plain"), "entropy": run("entropy", uncertainty="entropy"),
+             "tta": run("tta", tta=True), "tta_u": run("tta_u", tta=True, uncertainty="tta")}
+    for fn in sides.values():
+        fn()
+    best = dict.fromkeys(sides, float("inf"))
+    for _ in range(repeat):
+        for name, fn in sides.items():
+            best[name] = min(best[name], timed(fn, repeat=1))
+    return dict(best, u1=best["entropy"] / best["plain"], u2=best["tta_u"] / best["tta"], repeat=repeat)
+
+
 # ---- P2 -------------------------------------------------------------------------------
 
 CHILD = r"""
@@ -264,8 +290,8 @@ def bench_p6(model, name, size, window=256, overlap=32, repeat=2):
                 same_pixels=same)
 
 
-FULL = dict(p1=2048, repeat=5, p2=(2048, 16384), p6=2048)
-QUICK = dict(p1=512, repeat=1, p2=(512, 1024), p6=512)  # checks that it runs, not the goals
+FULL = dict(p1=2048, repeat=5, p2=(2048, 16384), p6=2048, u=1024)
+QUICK = dict(p1=512, repeat=1, p2=(512, 1024), p6=512, u=256)  # checks that it runs, not the goals
 
 
 def main(argv):
@@ -280,6 +306,11 @@ def main(argv):
     rows.append(("P1b", "predict_raster / a loop of the model's predict_probabilities, "
                  "same windows", f"{p1['ours_s']:.2f} s / {p1['bare_s']:.2f} s",
                  f"{p1['bare_ratio']:.3f}", "-"))
+    u = bench_uncertainty(sizes["u"], repeat=sizes["repeat"])
+    rows.append(("U1", f"predict_raster uncertainty='entropy' / plain, U-Net, {sizes['u']}^2",
+                 f"{u['entropy']:.2f} s / {u['plain']:.2f} s", f"{u['u1']:.3f}", "<= 1.05"))
+    rows.append(("U2", f"tta=True, uncertainty='tta' / tta=True alone, U-Net, {sizes['u']}^2",
+                 f"{u['tta_u']:.2f} s / {u['tta']:.2f} s", f"{u['u2']:.3f}", "<= 1.05"))
     small, big = sizes["p2"]
     p2 = bench_p2(small, big)
     rows.append(("P2", f"peak RSS {big}^2 / {small}^2 (1x1 model, window 512, overlap 64)",

@@ -82,12 +82,13 @@ def _same(a, b):
 KW = dict(window=16, overlap=6, output="both", batch_size=3, progress=False)
 
 
-@pytest.mark.parametrize("blend,tta", [("hann", False), ("centre", False), ("average", False),
-                                       ("hann", True)])
+@pytest.mark.parametrize("blend,tta,uncertainty", [("hann", False, None), ("centre", False, "entropy"),
+                                                   ("average", False, None), ("hann", True, "tta")])
 def test_two_workers_give_the_bytes_of_one_process(tmp_path, monkeypatch, client, unet,
-                                                  blend, tta):
+                                                  blend, tta, uncertainty):
     image = _scene(tmp_path)
-    kw = dict(KW, blend=blend, tta=tta, prob_dtype="uint8" if tta else "float32")
+    kw = dict(KW, blend=blend, tta=tta, prob_dtype="uint8" if tta else "float32",
+              uncertainty=uncertainty)
     ref = _reference(unet, image, tmp_path / "ref.tif", monkeypatch, **kw)
     layout = prediction._Layout.of(92, 120, 16, 6, 30, 35)
     assert len(layout.blocks) >= 6

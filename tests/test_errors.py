@@ -151,7 +151,7 @@ def test_nan_and_inf_holes_are_nodata_and_change_nothing_else(kind, forest, tmp_
 
 
 def test_nan_pixels_are_nodata_in_patches_and_training(tmp_path):
-    from rsunet.io import band_percentiles
+    from rsunet.normalization import band_percentiles
     from rsunet.patches import PatchSet
     from rsunet.training import _read_split
 

@@ -11,7 +11,7 @@ import rasterio
 from affine import Affine
 
 from conftest import VECTORS, shared_path, vectors
-from rsunet import io
+from rsunet import io, normalization
 from rsunet.errors import InputError, OutputExistsError, RasterReadError
 
 CASES = vectors("io")["cases"]
@@ -130,20 +130,20 @@ def test_band_percentiles_use_valid_pixels_and_sample_large_scenes(tmp_path):
     data[:, 300:340] += 5000  # bright rows between the sampled windows
     path = tmp_path / "s.tif"
     io.write_raster(path, data, Affine(1, 0, 0, 0, -1, 600), "EPSG:32622", nodata=-1)
-    whole = io.band_percentiles(path)
+    whole = normalization.band_percentiles(path)
     expected = np.percentile(data[:, 100:].reshape(2, -1).astype(float), [2, 98], axis=1).T
     np.testing.assert_allclose(whole, expected)
     # a bounded read: a 2 x 2 grid of 256 x 256 windows (the corners) instead of 300,000 pixels
-    sampled = io.band_percentiles(path, max_pixels=4 * 256 ** 2)
+    sampled = normalization.band_percentiles(path, max_pixels=4 * 256 ** 2)
     corners = [data[:, r:r + 256, c:c + 256] for r in (0, 344) for c in (0, 244)]
     values = np.concatenate([w.reshape(2, -1) for w in corners], axis=1)
     values = values[:, (values != -1).all(axis=0)].astype(float)
     np.testing.assert_allclose(sampled, np.percentile(values, [2, 98], axis=1).T)
     assert (whole[:, 1] > 5000).all() and (sampled[:, 1] < 1000).all()
     with rasterio.open(path) as src:
-        np.testing.assert_array_equal(io.band_percentiles(src, q=(0, 100)),
+        np.testing.assert_array_equal(normalization.band_percentiles(src, q=(0, 100)),
                                       [[0, data[0].max()], [0, data[1].max()]])  # nodata -1 excluded
-    scale, offset = io.scene_scaling([[10, 30], [5, 5]])
+    scale, offset = normalization.scene_scaling([[10, 30], [5, 5]])
     np.testing.assert_allclose(scale, [0.05, 1.0]) and np.testing.assert_allclose(offset, [-0.5, -5.0])
 
 
@@ -164,11 +164,11 @@ def test_band_values_percentiles_are_numpys_bit_for_bit(dtype):
             data = rng.integers(low, high, (2, 3, n), endpoint=True).astype(dtype)
         valid = rng.random((3, n)) > 0.3
         valid[0, 0] = True
-        values = io.BandValues(2, dtype)
+        values = normalization.BandValues(2, dtype)
         values.add(data[:, :1], valid[:1])  # in pieces, as strips arrive
         values.add(data[:, 1:], valid[1:])
         for q in qs:
             expected = np.stack([np.percentile(b[valid].astype(np.float64), q) for b in data])
             np.testing.assert_array_equal(values.percentiles(q), expected)
     with pytest.raises(InputError, match="no valid pixel"):
-        io.BandValues(1, dtype).percentiles((2, 98), "empty.tif")
+        normalization.BandValues(1, dtype).percentiles((2, 98), "empty.tif")

@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from conftest import VECTORS, shared_path, vectors
 from rsunet.errors import GridMismatchError, InputError, OutputExistsError, PatchSizeError
-from rsunet.io import band_percentiles
+from rsunet.normalization import band_percentiles
 from rsunet.patches import (PatchSet, class_balance, make_patches, patch_grid, plot_patches,
                             read_patch, split_patches, window_offsets)
 from rsunet.samples import make_mask

@@ -24,10 +24,11 @@ from affine import Affine
 
 from conftest import VECTORS, need_module, vectors
 from rsunet import prediction
-from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
+from rsunet.errors import (BandMismatchError, InputError, ModelFormatError, OutputExistsError,
+                           PatchSizeError)
 
 keras = need_module("keras")
-from rsunet.training import RsunetModel, _plain_model, load_model  # noqa: E402
+from rsunet.artefact import RsunetModel, load_model, plain_model as _plain_model  # noqa: E402
 
 hypothesis = need_module("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
@@ -209,7 +210,7 @@ def test_unet_mosaic_matches_whole_scene_prediction(tmp_path, blend):
     data = data.astype(np.uint8)
     outs = prediction.predict_raster(model, write_image(tmp_path / "s.tif", data),
                                      tmp_path / "m.tif", window=64, overlap=32, blend=blend,
-                                     output="both", progress=False)
+                                     output="both", precision="float32", progress=False)
     expected = whole_scene(model, data)
     assert expected.min() < 0.01 and expected.max() > 0.99  # a decisive model
     diff = np.abs(read(outs["probabilities"]) - expected)
@@ -404,12 +405,195 @@ def test_window_offsets_cover_every_pixel():
     for length in range(1, 60):
         for window in (1, 7, 16):
             for overlap in range(window):
-                offs = prediction.offsets(length, window, window - overlap)
+                offs = prediction.window_offsets(length, window, window - overlap)
                 covered = np.zeros(max(length, window), bool)
                 for o in offs:
                     covered[o:o + window] = True
                 assert covered[:length].all() and offs[0] == 0
                 assert offs == sorted(set(offs))
+
+
+# ---- precision -----------------------------------------------------------------------
+
+def test_bfloat16_maps_keep_the_float32_labels_on_real_chips(tmp_path):
+    """A U-Net trained on three bundled chips maps the three bundled test chips in
+    bfloat16 with at least 99.9 % of float32's labels (precision.json, shared with R)."""
+    from rsunet.example import example_data
+
+    case = vectors("precision")["bfloat16"]
+    model = VECTORS / case["model"]
+    for chip in case["chips"]:
+        image = example_data()["root"] / chip
+        maps = {p: read(prediction.predict_raster(
+                    model, image, tmp_path / f"{p}_{Path(chip).stem}.tif", window=case["window"],
+                    overlap=case["overlap"], precision=p, progress=False))[0]
+                for p in ("float32", "bfloat16")}
+        assert (maps["float32"] == 0).any() and (maps["float32"] == 1).any()  # both classes
+        assert (maps["bfloat16"] == maps["float32"]).mean() >= case["min_agreement"], chip
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    from rsunet import model as network
+
+    monkeypatch.setattr(network, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert network.resolve_precision("auto") == "bfloat16"
+    monkeypatch.setattr(network, "_cpu_flags", lambda: {"avx512f", "avx2"})
+    assert network.resolve_precision("auto") == "float32"
+    assert network.resolve_precision("bfloat16") == "bfloat16"  # asked for: emulated if need be
+    with pytest.raises(InputError, match="precision must be one of"):
+        network.resolve_precision("float16")
+
+
+def test_a_bfloat16_copy_has_the_same_weights_and_float32_outputs():
+    from rsunet.model import with_precision
+
+    net = small_unet().keras_model
+    copy = with_precision(net, "bfloat16")
+    assert copy is not net and with_precision(net, "float32") is net
+    for a, b in zip(net.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    inner = [layer for layer in copy.layers if layer.name not in copy.output_names
+             and not isinstance(layer, keras.layers.InputLayer)]
+    assert {layer.dtype_policy.name for layer in inner} == {"mixed_bfloat16"}
+    x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    y = copy.predict_on_batch(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, net.predict_on_batch(x), atol=0.1)
+
+
+def test_an_unknown_precision_is_refused_before_any_work(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="precision"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  precision="half", progress=False)
+    assert not (tmp_path / "m.tif").exists()
+
+
+# ---- uncertainty -----------------------------------------------------------------------
+
+def by_hand_probabilities():
+    """The shared per-pixel model's probabilities (rows, cols, K) and validity, in numpy."""
+    data = read(VECTORS / VEC["image"]).astype(np.float64)
+    logits = np.einsum("bhw,bk->hwk", data, np.array(VEC["kernel"])) + np.array(VEC["bias"])
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True), np.all(data != VEC["nodata"], axis=0)
+
+
+def entropy_by_hand(p):
+    return -(p * np.log(p)).sum(-1) / np.log(p.shape[-1])
+
+
+def margin_by_hand(p):
+    top = np.sort(p, axis=-1)
+    return 1 - (top[..., -1] - top[..., -2])
+
+
+@pytest.mark.parametrize("kind,by_hand", [("entropy", entropy_by_hand), ("margin", margin_by_hand)])
+@pytest.mark.parametrize("case", VEC["cases"][:3], ids=lambda c: "{window}-{overlap}-{blend}-{tta}".format(**c))
+def test_uncertainty_layers_equal_numpy_on_the_whole_array(tmp_path, kind, by_hand, case):
+    probs, valid = by_hand_probabilities()
+    outs = prediction.predict_raster(VECTORS / VEC["model"], VECTORS / VEC["image"],
+                                     tmp_path / "map.tif", uncertainty=kind, progress=False, **case)
+    assert set(outs) == {"classes", "uncertainty"}
+    with rasterio.open(outs["uncertainty"]) as src:
+        u = src.read(1)
+        assert src.descriptions == (f"uncertainty_{kind}",) and src.tags()["RSUNET_UNCERTAINTY"] == kind
+        assert src.crs == rasterio.open(VECTORS / VEC["image"]).crs
+    assert np.isnan(u[~valid]).all()
+    np.testing.assert_allclose(u[valid], by_hand(probs[valid]), rtol=0, atol=1e-5)
+    assert 0 <= u[valid].min() and u[valid].max() <= 1 and u[valid].std() > 0.01  # informative
+
+
+def test_uint8_uncertainty_is_scaled_like_probabilities(tmp_path, pixel_model):
+    data = random_image(np.random.default_rng(4), 3, 50, 60)
+    image = write_image(tmp_path / "s.tif", data)
+    f = prediction.predict_raster(pixel_model, image, tmp_path / "f.tif", window=16, overlap=4,
+                                  uncertainty="margin", progress=False)
+    q = prediction.predict_raster(pixel_model, image, tmp_path / "q.tif", window=16, overlap=4,
+                                  uncertainty="margin", prob_dtype="uint8", progress=False)
+    exact, scaled = read(f["uncertainty"])[0], read(q["uncertainty"])[0]
+    valid = ~np.isnan(exact)
+    np.testing.assert_array_equal(scaled[valid], np.rint(exact[valid] * 254).astype(np.uint8))
+    assert (scaled[~valid] == 255).all()
+
+
+def test_tta_uncertainty_measures_disagreement_between_the_views(tmp_path, pixel_model):
+    rng = np.random.default_rng(6)
+    data = rng.integers(1, 256, size=(3, 48, 56)).astype(np.uint8)
+    image = write_image(tmp_path / "s.tif", data)
+    args = dict(window=32, overlap=8, tta=True, output="probabilities", progress=False)
+    # a per-pixel model gives the same answer in every view: no disagreement anywhere
+    flat = prediction.predict_raster(pixel_model, image, tmp_path / "p.tif", uncertainty="tta", **args)
+    assert np.nanmax(read(flat["uncertainty"])) < 1e-5
+    # a U-Net sees different neighbourhoods once rotated: disagreement, in 0..1, and the
+    # probabilities themselves are those of a TTA run without the uncertainty layer
+    unet = small_unet()
+    with_u = prediction.predict_raster(unet, image, tmp_path / "u.tif", uncertainty="tta",
+                                       precision="float32", **args)
+    plain = prediction.predict_raster(unet, image, tmp_path / "plain.tif", precision="float32", **args)
+    u = read(with_u["uncertainty"])[0]
+    assert u.max() > 0.01 and u.min() >= 0 and u.max() <= 1
+    np.testing.assert_array_equal(read(with_u["probabilities"]), read(plain))
+
+
+def test_uncertainty_arguments_are_checked_before_any_work(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="pass tta=True"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="tta", progress=False)
+    with pytest.raises(InputError, match="uncertainty must be one of"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="variance", progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.tif"]
+
+
+def dropout_unet(seed=3):
+    """A tiny U-Net with dropout, as unet(dropout=...) builds it, sharpened like small_unet."""
+    from rsunet import unet
+
+    keras.utils.set_random_seed(seed)
+    net = unet(3, classes=2, depth=2, filters=4, batch_norm=False, dropout=0.3)
+    return RsunetModel(keras_model=net, bands=3, classes={0: "a", 1: "b"}, depth=2)
+
+
+def test_mc_dropout_disagreement_is_repeatable_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    image = write_image(tmp_path / "s.tif", rng.integers(1, 256, size=(3, 80, 64)).astype(np.uint8))
+    model = dropout_unet()
+    args = dict(window=32, overlap=8, uncertainty="mc_dropout", mc_passes=4, output="both",
+                precision="float32", progress=False)
+    first = prediction.predict_raster(model, image, tmp_path / "a.tif", **args)
+    again = prediction.predict_raster(model, image, tmp_path / "b.tif", **args)
+    u = read(first["uncertainty"])[0]
+    assert u.max() > 0.001 and u.min() >= 0 and u.max() <= 1  # the passes differ
+    for kind in first:  # the masks follow the pixels: the same call gives the same bytes
+        assert first[kind].read_bytes() == again[kind].read_bytes(), kind
+    # the probabilities are the mean of the passes: not those of the deterministic model
+    plain = prediction.predict_raster(model, image, tmp_path / "plain.tif", window=32, overlap=8,
+                                      output="probabilities", precision="float32", progress=False)
+    assert not np.array_equal(read(first["probabilities"]), read(plain))
+
+    def explode(j):
+        if j == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(prediction, "_after_band", explode)
+    with pytest.raises(KeyboardInterrupt):
+        prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    monkeypatch.setattr(prediction, "_after_band", None)
+    resumed = prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
+    for kind in first:
+        assert resumed[kind].read_bytes() == first[kind].read_bytes(), kind
+
+
+def test_mc_dropout_needs_a_model_with_dropout(tmp_path, pixel_model):
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(2), 3, 40, 40))
+    with pytest.raises(InputError, match="no dropout layer"):
+        prediction.predict_raster(pixel_model, image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", progress=False)
+    with pytest.raises(InputError, match="mc_passes must be a positive integer"):
+        prediction.predict_raster(dropout_unet(), image, tmp_path / "m.tif", window=16, overlap=4,
+                                  uncertainty="mc_dropout", mc_passes=0, progress=False)
+    assert not (tmp_path / "m.tif").exists()
 
 
 # ---- blocks of whole windows ------------------------------------------------------------
@@ -510,3 +694,29 @@ def test_layout_cores_tile_the_scene_and_halos_reach_every_window():
             for m, c in enumerate(layout.col_offs):
                 assert (m in layout.window_cols(b)) == (c < c1 and c + window > c0)
         assert (owner == 1).all()
+
+
+def test_any_object_with_predict_probabilities_bands_and_classes_is_a_model(tmp_path, pixel_model):
+    class Mine:  # what predict_raster's docstring promises to take: nothing more
+        bands, classes = 3, {0: "a", 1: "b", 2: "c", 3: "d"}
+
+        def predict_probabilities(self, batch):
+            return pixel_model.predict_probabilities(batch)
+
+    data = random_image(np.random.default_rng(9), 3, 30, 40)
+    image = write_image(tmp_path / "s.tif", data)
+    mine = prediction.predict_raster(Mine(), image, tmp_path / "mine.tif", window=16, overlap=4,
+                                     precision="float32", progress=False)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", window=16, overlap=4,
+                                    precision="float32", progress=False)
+    np.testing.assert_array_equal(read(mine), read(ref))
+
+    class NoBands:
+        classes = {0: "a"}
+
+        def predict_probabilities(self, batch):
+            return batch
+
+    with pytest.raises(ModelFormatError, match="needs bands"):
+        prediction.predict_raster(NoBands(), image, tmp_path / "x.tif", window=16, overlap=4,
+                                  progress=False)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import rasterio
@@ -46,7 +47,12 @@ def test_workflow_writes_maps_metrics_and_figures(tiny_run):
                     rasterio.open(image) as src:
                 assert m.crs == src.crs and m.transform == src.transform
                 assert m.shape == src.shape and m.dtypes[0] == "uint8" and m.nodata == 255
-    for fig in ("maps.png", "patches.png", "confusion_unet.png", "confusion_random_forest.png"):
+            with rasterio.open(out / "maps" / model / f"{image.stem}_uncertainty.tif") as u:
+                values = u.read(1)  # the shared config asks for margin
+                assert u.tags()["RSUNET_UNCERTAINTY"] == "margin" and u.transform == m.transform
+                assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+    for fig in ("maps.png", "patches.png", "confusion_unet.png", "confusion_random_forest.png",
+                "uncertainty.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG", fig
     assert (out / "models" / "unet.keras").exists()
     assert (out / "models" / "unet_history.png").exists()
@@ -71,6 +77,18 @@ def test_per_scene_accuracies_pool_to_the_summary(tiny_run):
     for name, rows in per_scene.groupby("model"):
         pooled = (rows["overall_accuracy"] * rows["pixels"]).sum() / rows["pixels"].sum()
         assert pooled == pytest.approx(summary.set_index("model").loc[name, "overall_accuracy"], abs=1e-12)
+
+
+def test_a_compare_maps_section_compares_the_two_models(tiny_run):
+    out, summary = tiny_run
+    cmp = pd.read_csv(out / "assessment" / "comparison.csv").set_index("metric")
+    oa = cmp.loc["overall_accuracy"]
+    by_model = summary.set_index("model")["overall_accuracy"]
+    assert oa["unet"] == pytest.approx(by_model["unet"], abs=1e-12)
+    assert oa["random_forest"] == pytest.approx(by_model["random_forest"], abs=1e-12)
+    assert oa["lower"] <= oa["difference"] <= oa["upper"]
+    assert 0 <= cmp.loc["mcnemar_p_value", "difference"] <= 1
+    assert (out / "figures" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_cross_validate_section_cross_validates_every_scene(tiny_run):

@@ -2,14 +2,19 @@
 
 One module per stage of the workflow::
 
-    io           read windows of GeoTIFFs, write GeoTIFFs atomically
+    io           read windows of GeoTIFFs, write GeoTIFFs atomically; windows, nodata
+    labels       labels on a grid: the ignore value, class tags, raw values -> class ids
+    normalization band percentiles, scene scaling, band statistics
     samples      make_mask: reference polygons or label rasters -> mask on the image grid
-    patches      make_patches, split_patches: georeferenced patch sets and their splits
+    patches      make_patches, PatchSet: georeferenced patch sets (splits: split_patches)
     augmentation augment, preview_augmentation: geometry and radiometry, image and mask alike
     model        unet and the losses
-    training     train_unet, load_model: a self-describing, reloadable model
+    training     train_unet: the training loop, checkpoints, history
+    artefact     load_model, RsunetModel: the self-describing, reloadable model
     prediction   predict_raster: sliding windows, blending, streaming mosaic
     assessment   assess_map, count_objects, polygonize
+    estimation   sample_points, compare_maps: stratified samples, area estimates, map comparison
+    labelling    suggest_labels: where to label next
     baseline     train_baseline: the course's pixel-based Random Forest, for comparison
     validation   cross_validate: both models on scene-wise (or block-wise) folds
     example      example_data: the bundled Amazon scenes
@@ -45,11 +50,14 @@ _PUBLIC = {
     "preview_augmentation": "augmentation",
     "unet": "model",
     "train_unet": "training",
-    "load_model": "training",
+    "load_model": "artefact",
     "predict_raster": "prediction",
     "assess_map": "assessment",
     "count_objects": "assessment",
     "polygonize": "assessment",
+    "sample_points": "estimation",
+    "compare_maps": "estimation",
+    "suggest_labels": "labelling",
     "train_baseline": "baseline",
     "load_baseline": "baseline",
     "example_data": "example",

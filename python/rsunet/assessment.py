@@ -25,7 +25,6 @@ Journal of Remote Sensing 32(15), 4407-4429.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -40,14 +39,16 @@ from rasterio.windows import Window
 from rsunet.errors import (ClassFieldError, GridMismatchError, InputError, NoOverlapError,
                            OutputExistsError, EmptyResultError)
 from rsunet.io import atomic_path, check_not_input, open_raster, reading, write_vector
+from rsunet.labels import (IGNORE, class_ids_of, georeferenced, is_vector, read_classes_tag,
+                           read_vector, same_grid, to_image_crs)
 
 __all__ = ["assess_map", "count_objects", "polygonize", "Assessment", "ObjectCount",
            "metrics_from_confusion", "IGNORE"]
 
-IGNORE = 255
 N_VALUES = 256  # class ids are 0..254 (uint8 values); 255 is ignore
 BLOCK_PIXELS = 2 ** 19  # pixels per block read by default (~50 bytes each at the peak)
 UNLABELLED = ("background", "ignore")
+DESIGNS = ("census", "stratified")
 
 
 # ---- results --------------------------------------------------------------------------
@@ -196,8 +197,16 @@ def _nanmean(x) -> float:
 
 def assess_map(prediction, reference, field=None, where=None, sample=None, seed=0,
                classes=None, unlabelled="background", ignore=IGNORE, use_nodata=True,
-               block_rows=None, png=None, csv=None, overwrite=False, cluster=None) -> Assessment:
+               block_rows=None, png=None, csv=None, overwrite=False, design="census",
+               cluster=None):
     """Assess a class map against a reference: confusion matrix and accuracy figures.
+
+    With ``design="stratified"`` the reference is a stratified random sample of points
+    (strata = map classes, e.g. from :func:`rsunet.sample_points`, labelled) and the
+    result is an :class:`rsunet.estimation.AreaEstimate`: user's, producer's and
+    overall accuracy with 95 % confidence intervals, the error matrix in area
+    proportions and each class's area in hectares with its 95 % interval, by the
+    estimators of Olofsson et al. (2014) (:mod:`rsunet.estimation`).
 
     Args:
         prediction: the class map (a single-band integer GeoTIFF, e.g. from
@@ -241,6 +250,10 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         csv: optional path of the confusion matrix as CSV (reference classes in rows,
             predicted in columns, names as labels).
         overwrite: replace existing ``png`` / ``csv`` files.
+        design: ``"census"`` (every pixel, or ``sample`` pixels, counted as they are)
+            or ``"stratified"``: ``reference`` is then points with their reference
+            class in column ``field`` (default ``"reference"``), ``where`` and
+            ``sample`` do not apply, ``png`` is the area figure and ``csv`` the table.
         cluster: assess many maps on a dask cluster, one task per map (see
             :func:`rsunet.predict_raster`; same confusion matrix, exactly: integer counts).
             With ``sample`` the maps are assessed here, in order, as the random points
@@ -248,7 +261,8 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
 
     Returns:
         An :class:`Assessment` (``.confusion``, ``.per_class``, ``.overall``,
-        ``.per_scene``, ``.table()``).
+        ``.per_scene``, ``.table()``); with ``design="stratified"`` an
+        :class:`rsunet.estimation.AreaEstimate`.
 
     Raises:
         GridMismatchError: the reference cannot be placed on the map's grid (CRS or
@@ -262,7 +276,18 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
     from rsunet.cluster import check_spec
 
     check_spec(cluster)
-    _check_outputs(overwrite, [png, csv], [prediction, reference, where])
+    if design not in DESIGNS:
+        raise InputError(f"design must be one of {DESIGNS}, got {design!r}")
+    if design == "stratified":
+        if where is not None or sample is not None:
+            raise InputError("design='stratified' takes its sample from the reference points: "
+                             "leave where and sample unset")
+        from rsunet.estimation import stratified_assessment
+
+        return stratified_assessment(prediction, reference, field=field, classes=classes,
+                                     ignore=ignore, use_nodata=use_nodata, block_rows=block_rows,
+                                     png=png, csv=csv, overwrite=overwrite)
+    check_outputs(overwrite, [png, csv], [prediction, reference, where])
     if unlabelled not in UNLABELLED:
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     if sample is not None and int(sample) < 1:
@@ -297,7 +322,7 @@ def _assess_scene(pred_path, ref_input, field, where, sample, unlabelled, ignore
                   block_rows, classes, rng=None):
     """One map against its reference: ``(name, counts, class names)``."""
     with open_raster(pred_path) as src, \
-            _ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
+            ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
         areas = _areas(where, src) if where is not None else None
         grid = _Grid(src, ref, ignore, use_nodata)
         rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
@@ -321,14 +346,15 @@ def _scene_pairs(prediction, reference) -> list:
     return list(zip(prediction, reference))
 
 
-def _check_outputs(overwrite, paths, inputs):
+def check_outputs(overwrite, paths, inputs):
+    """Refuse outputs that are inputs (:func:`rsunet.io.check_not_input`) or exist unasked."""
     check_not_input(paths, inputs)
     for path in paths:
         if path is not None and Path(path).exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
 
 
-class _ReferenceReader:
+class ReferenceReader:
     """Reference class ids and validity for any window of the map's grid."""
 
     def __init__(self, reference, src, field, unlabelled, ignore, use_nodata):
@@ -336,7 +362,7 @@ class _ReferenceReader:
         self.tags = {}
         self._stack = []
         self.gdf = None
-        if _is_vector(reference):
+        if is_vector(reference):
             self._init_vector(reference, field, unlabelled)
         else:
             self._init_raster(reference)
@@ -350,16 +376,14 @@ class _ReferenceReader:
 
     # polygons: reprojected once, burnt per window
     def _init_vector(self, reference, field, unlabelled):
-        from rsunet.samples import _read_vector, _to_image_crs
-
-        gdf = reference if hasattr(reference, "geometry") else _read_vector(reference)
+        gdf = reference if hasattr(reference, "geometry") else read_vector(reference)
         if field is not None and field not in gdf.columns:
             raise ClassFieldError(f"reference polygons have no field {field!r}; fields: "
                                   f"{[c for c in gdf.columns if c != gdf.geometry.name]}")
         gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        gdf = _to_image_crs(gdf, self.src.crs).reset_index(drop=True)
+        gdf = to_image_crs(gdf, self.src.crs).reset_index(drop=True)
         values = (np.ones(len(gdf), np.int64) if field is None
-                  else _class_ids_of(gdf[field], _tag_classes(self.src)))
+                  else class_ids_of(gdf[field], read_classes_tag(self.src.tags())))
         self.gdf = gdf.assign(_cid=values)
         self.fill = 0 if unlabelled == "background" else IGNORE
         self.kind = "vector"
@@ -373,13 +397,13 @@ class _ReferenceReader:
             raise InputError(f"the reference raster {reference} has {ref.count} bands; it needs one")
         self.tags = ref.tags()
         self.reader, self.kind = ref, "raster"
-        if _same_grid(ref, self.src):
+        if same_grid(ref, self.src, plain_fits=True):
             return
-        if not (_georeferenced(ref) and _georeferenced(self.src)):
+        if not (georeferenced(ref) and georeferenced(self.src)):
             raise GridMismatchError(
                 f"the reference {reference} is {ref.width}x{ref.height} pixels, the map "
                 f"{self.src.width}x{self.src.height}, and "
-                f"{'the map' if _georeferenced(ref) else 'the reference'} has no georeferencing: "
+                f"{'the map' if georeferenced(ref) else 'the reference'} has no georeferencing: "
                 "give both a CRS and transform, or a reference of the map's size")
         _check_overlap(ref, self.src, reference)
         from rasterio.vrt import WarpedVRT
@@ -422,14 +446,6 @@ class _ReferenceReader:
         return values, values != IGNORE
 
 
-def _is_vector(x) -> bool:
-    from rsunet.samples import VECTOR_SUFFIXES
-
-    if hasattr(x, "geometry"):
-        return True
-    return Path(os.fspath(x)).suffix.lower() in VECTOR_SUFFIXES
-
-
 def _open(path):
     if not Path(os.fspath(path)).exists():
         raise InputError(f"reference not found: {path}")
@@ -437,18 +453,6 @@ def _open(path):
         return rasterio.open(os.fspath(path))
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"cannot read {path} as a raster: {exc}") from exc
-
-
-def _georeferenced(src) -> bool:
-    return src.crs is not None or not src.transform.is_identity
-
-
-def _same_grid(a, b) -> bool:
-    if (a.height, a.width) != (b.height, b.width):
-        return False
-    if not _georeferenced(a) or not _georeferenced(b):
-        return True  # a plain image of the same size lies on the other's grid
-    return a.crs == b.crs and a.transform.almost_equals(b.transform)
 
 
 def _check_overlap(ref, src, name):
@@ -464,34 +468,6 @@ def _check_overlap(ref, src, name):
             f"the reference {name} (bounds {[round(v, 3) for v in (left, bottom, right, top)]} in "
             f"the map's CRS) does not overlap the map (bounds {[round(v, 3) for v in b]}): "
             "is it the reference of this scene?")
-
-
-def _tag_classes(src) -> dict:
-    """``{id: name}`` from a raster's ``RSUNET_CLASSES`` tag (empty without it)."""
-    return _parse_classes_tag(src.tags())
-
-
-def _class_ids_of(values, table) -> np.ndarray:
-    """Class ids of polygon field values: numbers are ids, names go through ``table``."""
-    from rsunet.samples import _is_int_text, _is_missing, _key
-
-    by_name = {name.lower(): cid for cid, name in table.items()}
-    ids, bad = [], set()
-    for v in values:
-        key = None if _is_missing(v) else _key(v)
-        if key is not None and _is_int_text(key) and 0 <= int(key) <= IGNORE:
-            ids.append(int(key))
-        elif key is not None and key.lower() in by_name:
-            ids.append(by_name[key.lower()])
-        else:
-            bad.add(key)
-            ids.append(IGNORE)
-    if bad:
-        raise ClassFieldError(
-            f"reference values {sorted(map(str, bad))} are neither class ids (0..254, 255 = "
-            f"ignore) nor class names of the map ({table or 'the map has no class table'}): "
-            "recode the field or make the reference with make_mask(classes=...)")
-    return np.asarray(ids, np.int64)
 
 
 class _Grid:
@@ -598,12 +574,10 @@ def _areas(where, src):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from rsunet.samples import _read_vector, _to_image_crs
-
     if isinstance(where, (str, os.PathLike)) and Path(where).suffix.lower() == ".csv":
         where = pd.read_csv(where)
     if hasattr(where, "geometry"):
-        gdf = _to_image_crs(where, src.crs)
+        gdf = to_image_crs(where, src.crs)
     elif isinstance(where, pd.DataFrame):
         missing = [c for c in ("left", "bottom", "right", "top") if c not in where.columns]
         if missing:
@@ -612,7 +586,7 @@ def _areas(where, src):
         geoms = [box(*row) for row in where[["left", "bottom", "right", "top"]].to_numpy(float)]
         gdf = gpd.GeoDataFrame(where.reset_index(drop=True), geometry=geoms, crs=src.crs)
     else:
-        gdf = _to_image_crs(_read_vector(where), src.crs)
+        gdf = to_image_crs(read_vector(where), src.crs)
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     gdf = gdf[gdf.intersects(box(*src.bounds))].reset_index(drop=True)
     if not len(gdf):
@@ -643,17 +617,10 @@ def _class_names(classes, src, ref_tags) -> dict:
     names = {}
     if classes:
         names.update({int(k): str(v) for k, v in dict(classes).items()})
-    for table in (_tag_classes(src), _parse_classes_tag(ref_tags)):
+    for table in (read_classes_tag(src.tags()), read_classes_tag(ref_tags)):
         for k, v in table.items():
             names.setdefault(k, v)
     return names
-
-
-def _parse_classes_tag(tags) -> dict:
-    try:
-        return {int(k): str(v) for k, v in json.loads(tags.get("RSUNET_CLASSES", "{}")).items()}
-    except (ValueError, AttributeError):
-        return {}
 
 
 def _scene_row(name, counts, names, classes) -> dict:
@@ -765,7 +732,7 @@ def count_objects(map, cls, connectivity=8, min_pixels=1, ignore=IGNORE, use_nod
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
     labels = lut[labels]
-    row_area, method = _row_areas(transform, crs, labels.shape[0])
+    row_area, method = row_areas(transform, crs, labels.shape[0])
     area = np.bincount(labels.ravel(), weights=np.broadcast_to(row_area[:, None], labels.shape).ravel(),
                        minlength=keep.size + 1)
     ids = np.arange(1, keep.size + 1)
@@ -789,7 +756,7 @@ def count_objects(map, cls, connectivity=8, min_pixels=1, ignore=IGNORE, use_nod
     return ObjectCount(objects=objects, summary=summary, labels=labels if keep_labels else None)
 
 
-def _row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
+def row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
     """Area in m² of one pixel in each row, and how it was computed."""
     planar = abs(transform.a * transform.e - transform.b * transform.d)
     if crs is None:
@@ -863,7 +830,7 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
 
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    _check_outputs(overwrite, [out], [map])
+    check_outputs(overwrite, [out], [map])
     values, valid, transform, crs, names = _read_class_map(map, ignore, use_nodata, classes)
     if values.dtype.name not in ("uint8", "int16", "uint16", "int32", "float32"):
         values = values.astype(np.int32)

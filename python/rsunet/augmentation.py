@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rsunet.errors import InputError
+from rsunet.labels import IGNORE
 
 __all__ = ["AugmentParams", "augment", "augment_batch", "preview_augmentation"]
 
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -326,14 +326,14 @@ def preview_augmentation(patches, out=None, n=4, versions=3, patch_ids=None, spl
         InputError: no such patches or split.
     """
     from rsunet.io import check_not_input
-    from rsunet.patches import _as_patchset, _chosen
+    from rsunet.patches import as_patchset
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     check_not_input(out, patches)
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     if split is not None and "split" not in ps.index.columns:
         split = None  # before split_patches every patch is a candidate
-    ids = _chosen(ps, n, patch_ids, split, seed)
+    ids = ps.chosen(n, patch_ids, split, seed)
     images, masks = ps.read(ids)
     settings = AugmentParams.from_any(augmentation) or AugmentParams()
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]

@@ -29,7 +29,7 @@ class PixelForest:
         classes: ``{class id: name}``; ``forest.classes_`` holds the ids it saw.
         meta: how it was trained (pixels per class, trees, normalize, seed).
         normalization: None (raw pixels) or ``{"scene": {"q": [2, 98]}}`` for a forest
-            trained on scene-scaled pixels (see :func:`rsunet.prediction.for_scene`).
+            trained on scene-scaled pixels (see :func:`rsunet.artefact.for_scene`).
     """
 
     forest: object
@@ -90,9 +90,9 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
         scene's percentiles for ``normalize="scene"``), ``y`` the class ids. Unknown
         (ignore) and nodata pixels are never sampled.
     """
-    from rsunet.patches import _as_patchset
+    from rsunet.patches import as_patchset
 
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     ids = _split_ids(ps, split)
     images, masks = ps.read(ids)
     scale, offset = ps.scaling(ids, normalize)
@@ -112,13 +112,8 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
 
 
 def _split_ids(ps, split):
-    index = ps.index
-    if split is None:
-        return list(index["patch_id"])
-    if "split" not in index:
-        raise InputError("the patch set has no split: run split_patches() first")
-    ids = list(index.loc[index["split"] == split, "patch_id"])
-    if not ids:
+    ids = ps.ids(split)
+    if split is not None and not ids:
         raise InputError(f"no patches in split {split!r}")
     return ids
 
@@ -146,12 +141,13 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     """
     from sklearn.ensemble import RandomForestClassifier
 
-    from rsunet.patches import _as_patchset, scene_record
+    from rsunet.normalization import scene_record
+    from rsunet.patches import as_patchset
 
     check_not_input(out, patches)
     if out is not None and os.path.exists(out) and not overwrite:  # before training, not after
         raise OutputExistsError(f"{out} exists; pass overwrite=True to replace it")
-    ps, scene = _as_patchset(patches), scene_record(normalize)
+    ps, scene = as_patchset(patches), scene_record(normalize)
     X, y = sample_pixels(ps, "train", n_per_class, seed, normalize)
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,
                                     min_samples_leaf=2)

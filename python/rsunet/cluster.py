@@ -7,7 +7,7 @@ limited to match), a scheduler address ``"tcp://host:8786"`` or, in Python, a
 ``distributed.Client``.
 
 Many scenes are one task each. One scene is cut into blocks of whole windows
-(:class:`rsunet.prediction._Layout`), one task each; every block is computed from all the
+(the block layout of :mod:`rsunet.prediction`), one task each; every block is computed from all the
 windows touching it, so its pixels are the bits a single process gives, and the assembled
 GeoTIFF is byte-identical whatever the number of workers. Tasks write into the output's
 hidden partial folder, which is why every worker must reach the model, the images and the
@@ -37,7 +37,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 _MODELS: dict = {}  # on a worker: {model key: model}
-_SCENE_MODELS: dict = {}  # on a worker: {(model key, scene key): model bound to that scene}
+_PREPARED: dict = {}  # on a worker: {(model key, precision, uncertainty, passes): model as run}
+_SCENE_MODELS: dict = {}  # on a worker: {(model key, prepared model, scene key): bound model}
 
 
 def _distributed():
@@ -204,8 +205,18 @@ def _file_digest(path):
     return h.hexdigest()
 
 
-def worker_model(key, path, scattered):
-    """The model on this worker, loaded (or unpacked) once per worker."""
+def worker_model(key, path, scattered, params):
+    """The model on this worker, loaded (or unpacked) once per worker and prepared as
+    ``params`` run it (precision, Monte Carlo dropout)."""
+    from rsunet.prediction import prepared
+
+    run = (key, params["precision"], params["uncertainty"], params.get("mc_passes"))
+    if run not in _PREPARED:
+        _PREPARED[run] = prepared(_loaded(key, path, scattered), params)
+    return _PREPARED[run]
+
+
+def _loaded(key, path, scattered):
     if key not in _MODELS:
         if path is not None:
             if not os.access(path, os.R_OK):
@@ -222,12 +233,12 @@ def worker_model(key, path, scattered):
 
 def scene_model(key, model, src, path):
     """``model`` bound to the scene at ``path`` (its band percentiles), once per worker."""
-    from rsunet.prediction import _scaled_for
+    from rsunet.artefact import for_raster
 
     stat = os.stat(path)
-    scene = (key, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    scene = (key, id(model), str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if scene not in _SCENE_MODELS:
-        _SCENE_MODELS[scene] = _scaled_for(model, src)
+        _SCENE_MODELS[scene] = for_raster(model, src)
     return _SCENE_MODELS[scene]
 
 
@@ -290,16 +301,16 @@ def map_tasks(cluster, func, items, args, what, reads=(), writes=()):
 
 def predict_on_cluster(cluster, model_arg, model, scenes, params, resume, progress):
     """:func:`rsunet.predict_raster`'s work on a cluster: ``[targets]`` per scene."""
-    from rsunet.prediction import _predict_one
+    from rsunet.prediction import predict_one
 
     with connect(cluster, progress) as client:
         path_model = isinstance(model_arg, (str, os.PathLike))
         check_paths(client, [p for p, _ in scenes] + ([model_arg] if path_model else []),
                     sorted({str(next(iter(t.values())).parent) for _, t in scenes}))
-        ref = ModelRef(client, model_arg if path_model else model)
+        ref = ModelRef(client, model_arg)  # a path, or the loaded model before preparing
         if len(scenes) == 1:
             path, targets = scenes[0]
-            return [_predict_one(model, path, targets, params, resume, progress,
+            return [predict_one(model, path, targets, params, resume, progress,
                                  _Blocks(client, ref, progress))]
         futures = [client.submit(_scene_task, ref.key, ref.path, ref.scattered, path, targets,
                                  params, resume, pure=False)
@@ -310,11 +321,11 @@ def predict_on_cluster(cluster, model_arg, model, scenes, params, resume, progre
 
 
 def _scene_task(key, model_path, scattered, path, targets, params, resume):
-    from rsunet.prediction import _predict_one
+    from rsunet.prediction import predict_one
 
-    model = worker_model(key, model_path, scattered)
+    model = worker_model(key, model_path, scattered, params)
     readable(path)
-    return _predict_one(model, path, targets, params, resume, progress=False)
+    return predict_one(model, path, targets, params, resume, progress=False)
 
 
 class _Blocks:
@@ -338,11 +349,11 @@ def _block_task(key, model_path, scattered, path, layout, b, store, fill, k, par
     import rasterio
 
     from rsunet.io import open_raster
-    from rsunet.prediction import _gdal_options, _predict_block
+    from rsunet.prediction import gdal_options, predict_block
 
-    model = worker_model(key, model_path, scattered)
+    model = worker_model(key, model_path, scattered, params)
     readable(path)
-    with rasterio.Env(**_gdal_options()), open_raster(path) as src:
-        _predict_block(src, scene_model(key, model, src, path), layout, b, store, fill, k,
+    with rasterio.Env(**gdal_options()), open_raster(path) as src:
+        predict_block(src, scene_model(key, model, src, path), layout, b, store, fill, k,
                        params)
     return b

@@ -21,7 +21,7 @@ WORKFLOW_OWNED = {"out", "out_dir", "overwrite", "seed", "png", "csv", "callback
                   "cluster"}  # cluster: one top-level key for every step that takes it
 # value ranges by argument name: the same name means the same thing in every function
 POSITIVE = {"size", "stride", "epochs", "batch_size", "patience", "window", "filters", "depth",
-            "n_trees", "n_per_class", "block", "sample"}
+            "n_trees", "n_per_class", "block", "sample", "n_boot", "thin"}
 NON_NEGATIVE = {"overlap"}
 UNIT_INTERVAL = {"min_labelled", "min_valid", "dropout"}
 # flags that also take a mapping of settings (train_unet's augmentation: True, False or a

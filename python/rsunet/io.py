@@ -19,13 +19,16 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio import windows
+from rasterio.errors import WindowError
 from rasterio.windows import Window
 
 from rsunet.errors import (InputError, OutputExistsError, OutputIsInputError, OutputWriteError,
                            RasterReadError, RsunetError)
 
 __all__ = ["Raster", "read_raster", "write_raster", "write_vector", "raster_info", "atomic_path",
-           "as_window", "check_not_input"]
+           "as_window", "as_affine", "check_not_input", "is_nodata", "read_padded", "window_intersection",
+           "window_offsets"]
 
 try:  # GDAL's errors (CPLE_*) are not OSErrors
     from rasterio._err import CPLE_BaseError as _GDALError
@@ -126,14 +129,14 @@ def read_raster(path, window=None, bands=None, boundless=False) -> Raster:
             raise InputError(f"{path} has {src.count} bands; cannot read band(s) {bad}")
         full = Window(0, 0, src.width, src.height)
         window = window or full
-        inside = _intersection(window, full)
+        inside = window_intersection(window, full)
         if inside is None or (not boundless and inside != window):
             if not boundless:
                 raise RasterReadError(
                     f"window {_fmt(window)} leaves {path} ({src.width}x{src.height} pixels);"
                     " pass boundless=True to pad it with nodata"
                 )
-        data, valid = _read_padded(src, indexes, window, inside)
+        data, valid = read_padded(src, indexes, window, inside)
         return Raster(
             data=data,
             valid=valid,
@@ -143,7 +146,10 @@ def read_raster(path, window=None, bands=None, boundless=False) -> Raster:
         )
 
 
-def _read_padded(src, indexes, window, inside):
+def read_padded(src, indexes, window, inside):
+    """``(data, valid)`` of ``window`` of an open raster, read where it lies ``inside`` the
+    raster (the window's intersection with it, or None) and padded with nodata (or 0),
+    invalid, beyond."""
     h, w = int(window.height), int(window.width)
     fill = src.nodata if src.nodata is not None else 0
     data = np.full((len(indexes), h, w), fill, dtype=src.dtypes[indexes[0] - 1])
@@ -158,6 +164,14 @@ def _read_padded(src, indexes, window, inside):
         valid[rows, cols] = np.all(src.read_masks(indexes, window=inside) > 0, axis=0)
     valid[rows, cols] &= finite(data[:, rows, cols])
     return data, valid
+
+
+def is_nodata(values, nodata) -> np.ndarray:
+    """True where ``values`` are the ``nodata`` value (a NaN nodata: where they are NaN);
+    all False when there is none."""
+    if nodata is None:
+        return np.zeros(np.shape(values), bool)
+    return np.isnan(values) if np.isnan(nodata) else values == nodata
 
 
 def finite(data) -> np.ndarray | bool:
@@ -178,13 +192,40 @@ def reading(src):
                               "or corrupt (copy or download it again)") from exc
 
 
-def _intersection(a: Window, b: Window) -> Window | None:
-    c0, r0 = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
-    c1 = min(a.col_off + a.width, b.col_off + b.width)
-    r1 = min(a.row_off + a.height, b.row_off + b.height)
-    if c1 <= c0 or r1 <= r0:
+def window_intersection(a: Window, b: Window) -> Window | None:
+    """The pixels two windows share (:func:`rasterio.windows.intersection`), None if none."""
+    try:
+        return windows.intersection(a, b)
+    except WindowError:
         return None
-    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def window_offsets(length, size, stride, edge="shift"):
+    """Start offsets of windows along one axis (patches and prediction slide the same way).
+
+    Args:
+        length: the axis length in pixels.
+        size: window length.
+        stride: step between window starts.
+        edge: what to do where the last window would leave the axis: ``"shift"`` it back
+            to end at the edge (a scene smaller than a window is padded instead),
+            ``"pad"`` (keep it on the stride grid, its outside part padded) or ``"drop"``
+            it (see :mod:`rsunet.patches`).
+
+    Returns:
+        A sorted list of int offsets (may be empty for ``"drop"``).
+    """
+    full = list(range(0, length - size + 1, stride))
+    if edge == "drop":
+        return full
+    if edge == "shift" and length >= size:
+        if full[-1] + size < length:
+            full.append(length - size)
+        return full
+    offsets = [0]  # pad (or shift on a scene smaller than a window)
+    while offsets[-1] + size < length:
+        offsets.append(offsets[-1] + stride)
+    return offsets
 
 
 def _fmt(window: Window) -> str:
@@ -322,7 +363,7 @@ def write_raster(path, data, transform, crs=None, nodata=None, overwrite=False,
         data = data.astype(np.uint8)
     if blocksize % 16:
         raise InputError(f"blocksize must be a multiple of 16, got {blocksize}")
-    transform = _as_affine(transform)
+    transform = as_affine(transform)
     crs = CRS.from_user_input(crs) if crs not in (None, "") else None
     profile = geotiff_profile(*data.shape, data.dtype, transform, crs, nodata, blocksize, compress)
     with atomic_path(path, overwrite) as tmp:
@@ -346,7 +387,8 @@ def write_vector(gdf, path, layer=None, overwrite=False):
     return Path(path)
 
 
-def _as_affine(transform) -> Affine:
+def as_affine(transform) -> Affine:
+    """An :class:`affine.Affine` from one, or from its 6 coefficients (a, b, c, d, e, f) or 9 (3 x 3)."""
     if isinstance(transform, Affine):
         return transform
     values = [float(v) for v in transform]
@@ -373,126 +415,3 @@ def raster_info(path) -> dict:
             bounds=list(src.bounds),
             descriptions=list(src.descriptions),
         )
-
-
-SCENE_PERCENTILES = (2.0, 98.0)
-
-
-def band_percentiles(src, q=SCENE_PERCENTILES, max_pixels=2 ** 22) -> np.ndarray:
-    """Per-band percentiles of a scene's valid pixels: its dark and bright ends.
-
-    A scene of at most ``max_pixels`` pixels is read whole. A larger one is sampled on
-    a regular grid of 256 x 256 windows holding about ``max_pixels`` pixels, so the cost
-    is bounded whatever the scene's size and the same call always gives the same values.
-    The figures are exactly numpy's ``np.percentile`` of those pixels in float64.
-
-    Args:
-        src: a raster path or an open rasterio dataset.
-        q: the percentiles (0..100).
-        max_pixels: the most pixels read.
-
-    Returns:
-        ``(bands, len(q))`` float64.
-
-    Raises:
-        InputError: the scene holds no valid pixel.
-    """
-    if isinstance(src, (str, os.PathLike)):
-        with open_raster(src) as opened:
-            return band_percentiles(opened, q, max_pixels)
-    indexes = list(range(1, src.count + 1))
-    values = BandValues(src.count, src.dtypes[0])
-    for w in _sample_windows(src.width, src.height, max_pixels):
-        values.add(*_read_padded(src, indexes, w, w))
-    return values.percentiles(q, src.name)
-
-
-def reads_whole(src, max_pixels=2 ** 22) -> bool:
-    """Whether :func:`band_percentiles` reads every pixel of ``src`` (not a sample)."""
-    return src.width * src.height <= max_pixels
-
-
-class BandValues:
-    """The valid pixel values of a scene, added window by window, and their percentiles.
-
-    Integer bands of up to 16 bits are kept as counts per value (``np.bincount``: a few
-    KiB whatever the scene, and percentiles without sorting the pixels); other dtypes
-    keep the values themselves. Either way :meth:`percentiles` gives exactly
-    ``np.percentile`` of all the values added, in float64, so a caller that reads the
-    scene anyway (make_patches cutting it strip by strip) gets the same figures as
-    :func:`band_percentiles` without a second read.
-    """
-
-    def __init__(self, bands, dtype):
-        dtype = np.dtype(dtype)
-        self.counted = dtype.kind in "ui" and dtype.itemsize <= 2
-        self.low = int(np.iinfo(dtype).min) if self.counted else 0
-        self.counts = [np.zeros(1 << (8 * dtype.itemsize), np.int64) if self.counted else []
-                       for _ in range(bands)]
-
-    def add(self, data, valid=None):
-        """Add ``(bands, rows, cols)`` pixels; ``valid`` ``(rows, cols)``, None when all are."""
-        for b, band in enumerate(data):
-            values = band.ravel() if valid is None else band[valid]
-            if self.counted:
-                shifted = values.astype(np.int64) - self.low if self.low else values
-                self.counts[b] += np.bincount(shifted, minlength=len(self.counts[b]))
-            else:
-                self.counts[b].append(values.copy())
-
-    def percentiles(self, q, name="the scene"):
-        """``(bands, len(q))`` float64, as ``np.percentile(values.astype(float64), q)``."""
-        out = []
-        for counts in self.counts:
-            if self.counted:
-                out.append(_percentiles_of_counts(counts, self.low, q))
-            else:
-                values = np.concatenate(counts) if counts else np.empty(0)
-                out.append(np.percentile(values.astype(np.float64), list(q)) if values.size else None)
-        if any(o is None for o in out):
-            raise InputError(f"{name} holds no valid pixel")
-        return np.stack(out)
-
-
-def _percentiles_of_counts(counts, low, q):
-    """``np.percentile`` (method "linear") of the values ``low + i`` repeated ``counts[i]`` times.
-
-    Follows numpy's own steps (virtual index ``(n - 1) * q / 100``, its two neighbours,
-    and numpy's two-sided linear interpolation), so the float64 result is bit-identical
-    to sorting the values; tests compare the two on random histograms.
-    """
-    n = int(counts.sum())
-    if n == 0:
-        return None
-    virtual = (n - 1) * np.asanyarray(np.true_divide(list(q), 100))
-    previous = np.floor(virtual)
-    above = virtual >= n - 1
-    previous[above] = n - 1
-    following = np.where(above, n - 1, previous + 1)
-    gamma = virtual - np.where(above, -1, previous)  # numpy's gamma, used only where a == b
-    ends = np.cumsum(counts)
-    a = (np.searchsorted(ends, previous, side="right") + low).astype(np.float64)
-    b = (np.searchsorted(ends, following, side="right") + low).astype(np.float64)
-    diff = b - a
-    result = a + diff * gamma
-    return np.where(gamma >= 0.5, b - diff * (1 - gamma), result)
-
-
-def _sample_windows(width, height, max_pixels, size=256):
-    if width * height <= max_pixels:
-        return [Window(0, 0, width, height)]
-    per_axis = max(1, int(np.sqrt(max_pixels / size ** 2)))
-    cols = np.linspace(0, max(width - size, 0), per_axis).astype(int)
-    rows = np.linspace(0, max(height - size, 0), per_axis).astype(int)
-    return [Window(int(c), int(r), min(size, width), min(size, height)) for r in rows for c in cols]
-
-
-def scene_scaling(percentiles) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale, offset)`` per band mapping a scene's low percentile to 0 and its high to 1.
-
-    ``x * scale + offset`` is the scene-normalised value; a band without spread keeps scale 1.
-    """
-    p = np.asarray(percentiles, np.float64)
-    low, high = p[:, 0], p[:, -1]
-    span = np.where(high > low, high - low, 1.0)
-    return (1.0 / span).astype(np.float32), (-low / span).astype(np.float32)

@@ -10,15 +10,22 @@ safe mode.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 from keras import ops
 
 from rsunet.errors import InputError
+from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
-           "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU"]
+           "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision",
+           "with_precision", "with_dropout_at_inference"]
 
-IGNORE = 255
+PRECISIONS = ("auto", "float32", "bfloat16")
+# CPU flags of native bfloat16 arithmetic (oneDNN then runs convolutions in bfloat16)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
 EPS = 1e-7
 LOSSES = ("bce_dice", "dice", "weighted_ce", "focal")
 
@@ -90,6 +97,111 @@ def _use_mixed(mixed_precision):
 
         return bool(tf.config.list_physical_devices("GPU"))
     return bool(mixed_precision)
+
+
+def resolve_precision(precision="auto"):
+    """The precision a forward pass computes in: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"`` is bfloat16 on a CPU with native bfloat16 arithmetic (AVX512_BF16 or AMX;
+    about 1.7x faster for a U-Net there, labels 99.97 % or more identical to float32 on
+    the Amazon chips) when no GPU is in use, and float32 elsewhere: a GPU model may
+    already compute in float16 (``mixed_precision``), and without native support
+    bfloat16 is emulated and slower.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "float32"
+    return "bfloat16" if _cpu_flags() & set(BF16_CPU_FLAGS) else "float32"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:  # not Linux: no way to know cheaply, so no bfloat16
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
+def with_precision(net, precision):
+    """A copy of Keras model ``net`` that computes in ``precision`` (same weights).
+
+    For ``"bfloat16"`` every layer but the outputs computes in bfloat16 with float32
+    weights (Keras' ``mixed_bfloat16`` policy); the outputs stay float32, so
+    probabilities sum to 1 as precisely as before. ``"float32"`` returns ``net`` itself.
+
+    Raises:
+        InputError: ``precision`` is unknown, or the model's layers cannot be rebuilt
+            with another dtype policy (a custom layer without ``dtype`` in its config).
+    """
+    precision = resolve_precision(precision)
+    if precision == "float32":
+        return net
+    copy = _PRECISION_COPIES.get(net)
+    if copy is None:
+        copy = _PRECISION_COPIES[net] = _rebuilt(net, precision)
+    # the same copy for every call: its compiled predict function is traced once; the
+    # weights are copied again each time, in case ``net`` was trained further meanwhile
+    copy.set_weights(net.get_weights())
+    return copy
+
+
+_PRECISION_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _rebuilt(net, precision):
+    outputs = set(net.output_names)
+
+    def rebuilt(layer):
+        config = layer.get_config()
+        if layer.name not in outputs and not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = "mixed_bfloat16"
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(net, clone_function=rebuilt)
+    except Exception as exc:  # a layer that does not take a dtype policy
+        raise InputError(f"model {net.name!r} cannot compute in {precision}: {exc}; "
+                         "pass precision='float32'") from exc
+    return copy
+
+
+class _DropoutAtInference(keras.layers.Dropout):
+    """Dropout that also drops when predicting (Monte Carlo dropout); never saved."""
+
+    def call(self, inputs, training=False):
+        return super().call(inputs, training=True)
+
+
+def with_dropout_at_inference(net):
+    """A copy of Keras model ``net`` (same weights) whose dropout layers also drop at
+    prediction, for Monte Carlo dropout, and the seed states of those layers.
+
+    Setting every state to the same ``(a, b)`` pair before a call makes its random
+    masks repeatable: the same input and pair give the same output.
+
+    Raises:
+        InputError: ``net`` has no dropout layer with a rate above 0.
+    """
+    if not any(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in net.layers):
+        raise InputError(f"model {net.name!r} has no dropout layer: Monte Carlo dropout needs a "
+                         "model trained with dropout > 0 (unet(dropout=0.1)); use 'entropy' instead")
+
+    def rebuilt(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            return _DropoutAtInference.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(net, clone_function=rebuilt)
+    copy.set_weights(net.get_weights())
+    states = [layer.seed_generator.state for layer in copy.layers
+              if isinstance(layer, _DropoutAtInference) and layer.rate > 0]
+    return copy, states
 
 
 def _block(x, n, batch_norm, dropout, dtype, name):

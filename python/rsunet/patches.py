@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import uuid
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +44,21 @@ from rasterio.windows import Window
 
 from rsunet.errors import (CorruptFileError, EmptyResultError, GridMismatchError, InputError,
                            OutputExistsError, PatchSizeError)
-from rsunet.io import (SCENE_PERCENTILES, BandValues, Raster, _intersection, _read_padded,
-                       atomic_path, band_percentiles, check_not_input, finite, open_raster,
-                       reading, reads_whole, scene_scaling, write_vector, writing)
+from rsunet.io import (Raster, check_not_input, is_nodata, open_raster,
+                       read_padded, reading, window_intersection, window_offsets, write_vector,
+                       writing)
+from rsunet.labels import CLASSES_TAG, IGNORE, same_grid
+from rsunet.normalization import (SCENE_PERCENTILES, BandValues, band_percentiles, check_normalize,
+                                  reads_whole, scene_scaling)
 from rsunet.plotting import class_colormap, stretch
+from rsunet.splits import EXCLUDED, SPLITS, block_ids, split_patches
 
-__all__ = ["PatchSet", "make_patches", "read_patch", "split_patches", "patch_grid",
-           "class_balance", "plot_patches", "window_offsets", "FORMAT", "EDGES", "SPLITS",
+__all__ = ["PatchSet", "as_patchset", "make_patches", "read_patch", "split_patches", "patch_grid",
+           "class_balance", "plot_patches", "window_offsets", "block_ids", "FORMAT", "EDGES", "SPLITS",
            "EXCLUDED"]
 
 FORMAT = "rsunet-patches/1"
 EDGES = ("shift", "pad", "drop")
-SPLITS = ("train", "validation", "test")
-EXCLUDED = "excluded"  # split of patches purged for sharing pixels with a later split
-IGNORE = 255
 MULTIPLE = 32  # a U-Net of depth 5 halves the size five times
 
 
@@ -169,7 +170,7 @@ class PatchSet:
         """Per-patch ``(scale, offset)``, each ``(n, bands)`` float32, applied before any other
         normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` maps each
         scene's 2 and 98 % band percentiles (recorded by :func:`make_patches`) to 0 and 1."""
-        _check_normalize(normalize)
+        check_normalize(normalize)
         scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"]
         n, bands = len(scenes), self.bands
         if normalize == "dataset":
@@ -184,6 +185,45 @@ class PatchSet:
         scale = np.stack([per_scene[s][0] for s in scenes])
         offset = np.stack([per_scene[s][1] for s in scenes])
         return scale.reshape(n, bands), offset.reshape(n, bands)
+
+    def ids(self, split=None) -> list:
+        """The ids of the patches of ``split`` (``"train"``, ``"validation"``, ...; all for None)."""
+        table = self.index
+        if split is not None:
+            if not self.has_split:
+                raise InputError("the patch set has no split: run split_patches() first")
+            table = table[table["split"] == split]
+        return table["patch_id"].astype(str).tolist()
+
+    has_split = property(lambda self: "split" in self.index.columns,
+                         doc="Whether :func:`split_patches` gave every patch a split.")
+
+    def pixel_counts(self) -> dict:
+        """``{class id: pixels}`` over the patches of the index (its ``n_<id>`` columns)."""
+        return {i: int(self.index[column].sum()) for i, column in count_columns(self.index).items()}
+
+    def valid(self, patch_ids, images) -> np.ndarray:
+        """``(n, size, size)`` bool: where every band of the patches' ``images`` (as
+        :meth:`read` returns them) holds data: not their scene's nodata, finite."""
+        scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"].to_numpy()
+        valid = np.ones((len(images),) + images.shape[2:], bool)
+        if images.dtype.kind == "f":  # NaN and inf are nodata, declared or not
+            valid &= np.isfinite(images).all(axis=1)
+        for scene in np.unique(scenes):
+            rows = scenes == scene
+            valid[rows] &= ~is_nodata(images[rows], self.scenes[scene]["nodata"]).any(axis=1)
+        return valid
+
+    def chosen(self, n, patch_ids=None, split=None, seed=0) -> list:
+        """The ids of ``patch_ids``, or of ``n`` patches (of ``split``) drawn with ``seed``, in
+        index order: the patches a figure shows."""
+        if patch_ids is not None:
+            return [patch_ids] if isinstance(patch_ids, str) else [str(p) for p in patch_ids]
+        ids = self.ids(split)
+        if not ids:
+            raise InputError(f"no patches to plot (split={split!r})")
+        pick = np.random.default_rng(int(seed)).choice(len(ids), size=min(int(n), len(ids)), replace=False)
+        return [ids[i] for i in np.sort(pick)]
 
     def _check_ids(self, ids):
         missing = [p for p in ids if p not in self._rows.index]
@@ -206,6 +246,12 @@ class PatchSet:
         """The CRS of the patch's scene (None for a plain image)."""
         wkt = self.scenes[self.row(patch_id)["scene"]]["crs"]
         return CRS.from_wkt(wkt) if wkt else None
+
+
+def count_columns(table) -> dict:
+    """``{class id: column}`` of an index's pixel counts per class (``n_<id>``)."""
+    ids = sorted(int(c[2:]) for c in table.columns if re.fullmatch(r"n_\d+", c))
+    return {i: f"n_{i}" for i in ids}
 
 
 INDEX_COLUMNS = ("patch_id", "scene", "slot", "col_off", "row_off", "width", "height")
@@ -249,22 +295,8 @@ def _load_stack(path, n):
     return stack
 
 
-NORMALIZE = ("dataset", "scene")
-
-
-def _check_normalize(normalize):
-    if normalize not in NORMALIZE:
-        raise InputError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
-
-
-def scene_record(normalize) -> dict | None:
-    """What a model trained with ``normalize`` records so prediction scales each scene as
-    its patches were: ``{"q": [2, 98]}`` for ``"scene"``, None for ``"dataset"``."""
-    _check_normalize(normalize)
-    return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
-
-
-def _as_patchset(patches) -> PatchSet:
+def as_patchset(patches) -> PatchSet:
+    """``patches`` if it is a :class:`PatchSet`, else the patch folder it names, opened."""
     return patches if isinstance(patches, PatchSet) else PatchSet(patches)
 
 
@@ -284,48 +316,16 @@ def read_patch(patches, patch_id):
     Raises:
         InputError: the folder is not a patch set or has no such patch.
     """
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     images, masks = ps.read([str(patch_id)])
-    scene = ps.scenes[ps.row(patch_id)["scene"]]
-    image, mask = images[0], masks[0]
-    nodata = scene["nodata"]
-    valid = np.ones(mask.shape, bool) if nodata is None else ~np.any(_is_nodata(image, nodata), axis=0)
-    valid &= finite(image)
+    image, mask, valid = images[0], masks[0], ps.valid([patch_id], images)[0]
+    nodata = ps.scenes[ps.row(patch_id)["scene"]]["nodata"]
     t, crs = ps.transform(patch_id), ps.crs(patch_id)
     return (Raster(image, valid, t, crs, nodata),
             Raster(mask[np.newaxis], mask != ps.ignore_value, t, crs, ps.ignore_value))
 
 
-def _is_nodata(a, nodata):
-    return np.isnan(a) if np.isnan(nodata) else a == nodata
-
-
 # ---- cutting ----------------------------------------------------------------------------
-
-def window_offsets(length, size, stride, edge="shift"):
-    """Start offsets of windows along one axis.
-
-    Args:
-        length: the axis length in pixels.
-        size: window length.
-        stride: step between window starts.
-        edge: ``"shift"``, ``"pad"`` or ``"drop"`` (see the module docstring).
-
-    Returns:
-        A sorted list of int offsets (may be empty for ``"drop"``).
-    """
-    full = list(range(0, length - size + 1, stride))
-    if edge == "drop":
-        return full
-    if edge == "shift" and length >= size:
-        if full[-1] + size < length:
-            full.append(length - size)
-        return full
-    offsets = [0]  # pad (or shift on a scene smaller than a window)
-    while offsets[-1] + size < length:
-        offsets.append(offsets[-1] + stride)
-    return offsets
-
 
 def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_labelled=0.0,
                  min_valid=0.5, edge="shift", overwrite=False, progress=True, cluster=None):
@@ -390,8 +390,8 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
     except InputError:
         wanted = _wanted_classes(keep, _classes_of(masks))  # class names do
     names = _scene_names(images)
-    params = dict(size=size, stride=stride, edge=edge, wanted=wanted,
-                  min_labelled=float(min_labelled), min_valid=float(min_valid))
+    settings = CutSettings(size=size, stride=stride, edge=edge, wanted=wanted,
+                           min_labelled=float(min_labelled), min_valid=float(min_valid))
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         with writing(out_dir):  # reading errors are typed already: an OSError here is a write
@@ -401,17 +401,18 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
             if cluster is not None:  # one task per scene, each writing its own stacks
                 from rsunet.cluster import map_tasks
 
-                cut = map_tasks(cluster, _cut_scene, items, (tmp, params), "scenes",
+                cut = map_tasks(cluster, _cut_scene, items, (tmp, settings), "scenes",
                                 reads=list(images) + list(masks), writes=[tmp])
             else:
-                cut = (_cut_scene(*item, tmp, params) for item in _progress(items, progress, "scenes"))
+                cut = (_cut_scene(*item, tmp, settings)
+                       for item in _progress(items, progress, "scenes"))
             for (name, _, mask), (scene_columns, scenes[name], tag) in zip(items, cut):
                 columns.append(scene_columns)
                 tags.append((mask, tag))
             classes = _merge_classes(tags)
             _check_bands(scenes)
             index = _index_table(columns, classes)
-            _check_not_empty(index, scenes, params)
+            _check_not_empty(index, scenes, settings)
             meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
                         min_labelled=float(min_labelled), min_valid=float(min_valid),
                         classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
@@ -425,17 +426,39 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
     return index
 
 
-def _check_not_empty(index, scenes, params):
+@dataclass(frozen=True)
+class CutSettings:
+    """How :func:`make_patches` cuts every scene: its checked arguments.
+
+    Attributes:
+        size: patch edge in pixels.
+        stride: step between patch starts.
+        edge: ``"shift"``, ``"pad"`` or ``"drop"``.
+        wanted: which patches to keep by class: None (all), ``"positive"`` or a set of
+            class ids (any of them present).
+        min_labelled: the least labelled fraction of a kept patch.
+        min_valid: the least valid fraction of a kept patch.
+    """
+
+    size: int
+    stride: int
+    edge: str
+    wanted: object
+    min_labelled: float
+    min_valid: float
+
+
+def _check_not_empty(index, scenes, settings):
     """No patch kept is an error that says why: the scenes are too small or the filters too strict."""
     if len(index):
         return
-    size = params["size"]
+    size = settings.size
     small = [f"{name} ({s['width']}x{s['height']})" for name, s in scenes.items()
              if min(s["width"], s["height"]) < size]
     why = (f"the scene(s) {small} are smaller than size={size}: with edge='drop' they give no "
            "window, otherwise windows mostly of padding, which min_valid rejects" if small else
-           f"no window passes the filters (keep, min_labelled={params['min_labelled']}, "
-           f"min_valid={params['min_valid']})")
+           f"no window passes the filters (keep, min_labelled={settings.min_labelled}, "
+           f"min_valid={settings.min_valid})")
     raise EmptyResultError(f"no patch was kept: {why}; use a smaller size, edge='shift' or "
                            "looser filters")
 
@@ -472,7 +495,7 @@ def _classes_of(masks) -> dict:
     recorded = []
     for m in masks:
         with open_raster(m) as src:
-            recorded.append((m, src.tags().get("RSUNET_CLASSES")))
+            recorded.append((m, src.tags().get(CLASSES_TAG)))
     return _merge_classes(recorded)
 
 
@@ -526,13 +549,13 @@ def _progress(items, progress, unit):
     return tqdm(items, unit=unit[:-1] if unit.endswith("s") else unit, desc="patches")
 
 
-def _cut_scene(name, image, mask, tmp, params):
+def _cut_scene(name, image, mask, tmp, settings):
     """Write one scene's kept patches into its two stacks.
 
     Returns:
         (the scene's index columns, its patches.json metadata, the mask's RSUNET_CLASSES tag).
     """
-    size, stride, edge = params["size"], params["stride"], params["edge"]
+    size, stride, edge = settings.size, settings.stride, settings.edge
     with open_raster(image) as src, open_raster(mask) as msrc:
         _check_grid(src, msrc, image, mask)
         rows_off = window_offsets(src.height, size, stride, edge)
@@ -545,7 +568,7 @@ def _cut_scene(name, image, mask, tmp, params):
             for row_off in rows_off:
                 data, valid, labels = strips.read(row_off)
                 stats = _window_stats(valid, labels, cols_off, size, values)
-                kept = np.flatnonzero(_kept(stats, params))
+                kept = np.flatnonzero(_kept(stats, settings))
                 if not len(kept):
                     continue
                 parts.append(dict(slot=np.arange(imgs.n, imgs.n + len(kept)), col_off=cols_off[kept],
@@ -558,14 +581,12 @@ def _cut_scene(name, image, mask, tmp, params):
                     width=src.width, height=src.height, bands=src.count, dtype=src.dtypes[0],
                     nodata=src.nodata, n=imgs.n, **files,
                     percentiles=dict(q=list(SCENE_PERCENTILES), values=strips.percentiles().tolist()))
-        tag = msrc.tags().get("RSUNET_CLASSES")
+        tag = msrc.tags().get(CLASSES_TAG)
     return _scene_columns(name, parts, size, meta["transform"]), meta, tag
 
 
 def _check_grid(src, msrc, image, mask):
-    same = (src.width, src.height) == (msrc.width, msrc.height) and \
-        src.transform.almost_equals(msrc.transform) and src.crs == msrc.crs
-    if not same:
+    if not same_grid(src, msrc):
         raise GridMismatchError(
             f"mask {mask} ({msrc.width}x{msrc.height}, {msrc.crs}) is not on the grid of "
             f"{image} ({src.width}x{src.height}, {src.crs}); make it with make_mask(image, labels, out)")
@@ -580,7 +601,7 @@ class _Strips:
 
     One read per strip and file instead of one per patch; the patches are sliced out.
     The strips' pixels also give the scene's band percentiles (what
-    :func:`rsunet.io.band_percentiles` returns, bit for bit) without reading the scene a
+    :func:`rsunet.normalization.band_percentiles` returns, bit for bit) without reading the scene a
     second time: each scene row is counted once, and rows no strip reached are read at
     the end. A scene too large for band_percentiles to read whole gets its sampled read.
     """
@@ -605,12 +626,12 @@ class _Strips:
     def read(self, row_off):
         """(data, valid or None when every pixel is, labels: 255 where invalid or outside)."""
         window = Window(0, row_off, self.width, self.size)
-        inside = _intersection(window, self.scene)
+        inside = window_intersection(window, self.scene)
         if self.plain and inside == window:
             with reading(self.src):
                 data, valid = self.src.read(self.indexes, window=window, out=self.data), None
         else:
-            data, valid = _read_padded(self.src, self.indexes, window, inside)
+            data, valid = read_padded(self.src, self.indexes, window, inside)
         labels = self.labels
         if inside != window:
             labels.fill(IGNORE)  # outside the scene the class is unknown, whatever the mask's nodata
@@ -633,12 +654,12 @@ class _Strips:
         self.counted = end
 
     def percentiles(self):
-        """The scene's band percentiles (2, 98 %), as :func:`rsunet.io.band_percentiles`."""
+        """The scene's band percentiles (2, 98 %), as :func:`rsunet.normalization.band_percentiles`."""
         if self.values is None:
             return band_percentiles(self.src)
         if self.counted < self.src.height:  # edge="drop" leaves the last rows uncut
             rest = Window(0, self.counted, self.src.width, self.src.height - self.counted)
-            self.values.add(*_read_padded(self.src, self.indexes, rest, rest))
+            self.values.add(*read_padded(self.src, self.indexes, rest, rest))
         return self.values.percentiles(SCENE_PERCENTILES, self.src.name)
 
     def gather(self, strip, kept, stack):
@@ -712,12 +733,12 @@ def _window_stats(valid, labels, col_offs, size, values):
                 counts=counts)
 
 
-def _kept(stats, params):
+def _kept(stats, settings):
     """Which windows pass the filters (a bool array)."""
     counts = stats["counts"]
-    ok = (stats["valid_fraction"] >= params["min_valid"]) & \
-        (stats["labelled_fraction"] >= params["min_labelled"])
-    wanted = params["wanted"]
+    ok = (stats["valid_fraction"] >= settings.min_valid) & \
+        (stats["labelled_fraction"] >= settings.min_labelled)
+    wanted = settings.wanted
     if wanted is None:
         return ok
     if wanted == "positive":
@@ -780,143 +801,6 @@ def _replace_dir(tmp, out_dir):
     os.replace(tmp, out_dir)
 
 
-# ---- splits -------------------------------------------------------------------------------
-
-def split_patches(index, fractions=(0.8, 0.2), method="blocks", block=4, seed=0, purge=None):
-    """Assign every patch to train / validation (/ test), randomly or by spatial blocks.
-
-    Overlapping or neighbouring patches share pixels (or look alike): split at random,
-    they leak between training and validation and inflate the scores. ``"blocks"``
-    groups each scene's patches into blocks of ``block`` x ``block`` patch cells (a
-    patch belongs to the cell holding its centre; cells are ``size`` pixels) and assigns
-    whole blocks. Overlapping patches (``stride < size``) on either side of a block
-    border still share a strip of pixels; ``purge`` removes that leak: a patch whose
-    window shares a pixel with a patch of a later split in the same scene (train before
-    validation before test) gets split ``"excluded"`` and is used for nothing. Without
-    overlap (``stride == size`` and ``edge`` ``"pad"`` or ``"drop"``) nothing is excluded;
-    with ``edge="shift"`` the last, shifted windows overlap their neighbours and may be.
-
-    Args:
-        index: a patch folder (its ``index.csv`` is rewritten atomically with the new
-            columns), a :class:`PatchSet`, or an index DataFrame.
-        fractions: shares of (train, validation) or (train, validation, test), or a
-            dict with keys among ``"train"``, ``"validation"``, ``"test"``; they are
-            normalised to sum to 1 (of the patches before purging: purged training
-            patches make the training share smaller).
-        method: ``"blocks"`` (spatial, default) or ``"random"`` (patch by patch).
-        block: block edge in patch cells (``"blocks"`` only).
-        seed: random seed: the same seed gives the same split.
-        purge: mark patches sharing pixels with a later split ``"excluded"``: no
-            training patch then overlaps a validation or test patch, and no validation
-            patch a test patch. None (default) purges for ``"blocks"`` and not for
-            ``"random"`` (where, with overlap, it would exclude most patches).
-
-    Returns:
-        The index with columns ``split`` (``"train"``, ``"validation"``, ``"test"`` or
-        ``"excluded"``) and ``block`` (the block id, e.g. ``"scene:2:0"``; for
-        ``"random"`` each patch is its own block).
-
-    Raises:
-        InputError: bad fractions, method or block.
-    """
-    ps = index if isinstance(index, PatchSet) else (
-        PatchSet(index) if isinstance(index, (str, os.PathLike)) else None)
-    table = (ps.index if ps is not None else pd.DataFrame(index)).copy()
-    shares = _shares(fractions)
-    if method not in ("blocks", "random"):
-        raise InputError(f"method must be 'blocks' or 'random', got {method!r}")
-    if int(block) < 1:
-        raise InputError(f"block must be a positive number of patch cells, got {block}")
-    rng = np.random.default_rng(int(seed))
-    if method == "random":
-        table["block"] = table["patch_id"].astype(str)
-    else:
-        table["block"] = block_ids(table, block)
-    table["split"] = _assign(table["block"], shares, rng)
-    if (method == "blocks") if purge is None else bool(purge):
-        table["split"] = _purged(table)
-    if ps is not None:
-        with atomic_path(ps.path / "index.csv", overwrite=True) as tmp:
-            table.to_csv(tmp, index=False)
-    return table
-
-
-def block_ids(index, block) -> pd.Series:
-    """Each patch's spatial block, ``"<scene>:<row>:<col>"``: the cell of ``block`` x
-    ``block`` patch sizes (from the scene's origin) that holds the patch's centre."""
-    cell = int(block) * index["width"].astype(int)
-    r = (index["row_off"] + index["height"] // 2) // cell
-    c = (index["col_off"] + index["width"] // 2) // cell
-    return index["scene"].astype(str) + ":" + r.astype(str) + ":" + c.astype(str)
-
-
-def _purged(table):
-    """The split column, with every patch that overlaps a later split's patch excluded."""
-    split = table["split"].to_numpy(dtype=object).copy()
-    windows = table[["col_off", "row_off", "width", "height"]].to_numpy(np.int64)
-    for rows in table.groupby(table["scene"].astype(str).to_numpy(), sort=False).indices.values():
-        # test first: a validation patch excluded for a test patch no longer counts against train
-        for k in reversed(range(len(SPLITS) - 1)):
-            mine = rows[split[rows] == SPLITS[k]]
-            later = rows[np.isin(split[rows], SPLITS[k + 1:])]
-            split[mine[_overlapping(windows[mine], windows[later])]] = EXCLUDED
-    return split
-
-
-def _overlapping(a, b):
-    """For each window of ``a`` (rows of col_off, row_off, width, height), whether it
-    shares a pixel with any window of ``b``."""
-    from scipy.spatial import cKDTree
-
-    hit = np.zeros(len(a), bool)
-    if not len(a) or not len(b):
-        return hit
-    # windows that overlap have upper-left corners less than the larger edge apart on
-    # both axes: candidates by a Chebyshev-distance search, then the exact test
-    reach = int(max(a[:, 2:].max(), b[:, 2:].max()))
-    near = cKDTree(b[:, :2]).query_ball_point(a[:, :2], r=reach, p=np.inf)
-    i = np.repeat(np.arange(len(a)), [len(n) for n in near])
-    j = np.concatenate([np.asarray(n, np.int64) for n in near])
-    shared = ((a[i, 0] < b[j, 0] + b[j, 2]) & (b[j, 0] < a[i, 0] + a[i, 2]) &
-              (a[i, 1] < b[j, 1] + b[j, 3]) & (b[j, 1] < a[i, 1] + a[i, 3]))
-    hit[i[shared]] = True
-    return hit
-
-
-def _shares(fractions) -> dict:
-    if isinstance(fractions, dict):
-        bad = set(fractions) - set(SPLITS)
-        if bad:
-            raise InputError(f"fractions keys must be among {SPLITS}, got {sorted(bad)}")
-        shares = {k: float(fractions[k]) for k in SPLITS if k in fractions}
-    else:
-        values = [float(v) for v in fractions]
-        if not 2 <= len(values) <= 3:
-            raise InputError(f"fractions needs 2 or 3 shares (train, validation[, test]), got {values}")
-        shares = dict(zip(SPLITS, values))
-    total = sum(shares.values())
-    if any(v < 0 for v in shares.values()) or total <= 0:
-        raise InputError(f"fractions must be non-negative and not all 0, got {fractions}")
-    if not np.isclose(total, 1.0):
-        warnings.warn(f"fractions {fractions} sum to {total:g}, not 1: they are rescaled to "
-                      f"{ {k: round(v / total, 4) for k, v in shares.items()} }", stacklevel=3)
-    return {k: v / total for k, v in shares.items()}
-
-
-def _assign(groups, shares, rng):
-    """Shuffle the groups, then fill the splits in order up to their share of patches."""
-    sizes = groups.value_counts(sort=False)
-    order = sizes.index.to_numpy()[rng.permutation(len(sizes))]
-    targets = np.cumsum([shares[k] for k in shares]) * len(groups)
-    names, which, done = list(shares), {}, 0
-    for g in order:
-        # the split whose cumulative target the middle of this group falls under
-        middle = done + sizes[g] / 2
-        which[g] = names[min(int(np.searchsorted(targets, middle, side="right")), len(names) - 1)]
-        done += sizes[g]
-    return groups.map(which).to_numpy()
-
-
 # ---- looking at a patch set -----------------------------------------------------------------
 
 def patch_grid(patches, out=None, crs=None, overwrite=False):
@@ -939,7 +823,7 @@ def patch_grid(patches, out=None, crs=None, overwrite=False):
     from shapely.geometry import box
 
     check_not_input(out, patches)
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     parts = []
     for scene, rows in ps.index.groupby("scene", sort=False):
         wkt = ps.scenes[scene]["crs"]
@@ -969,9 +853,9 @@ def class_balance(patches, by="split"):
     if isinstance(patches, pd.DataFrame):
         table, names = patches, {}
     else:
-        ps = _as_patchset(patches)
+        ps = as_patchset(patches)
         table, names = ps.index, ps.classes
-    ids = sorted(int(c[2:]) for c in table.columns if re.fullmatch(r"n_\d+", c))
+    ids = list(count_columns(table))
     groups = table[by].astype(str) if by in table.columns else pd.Series("all", index=table.index)
     out = []
     for group, rows in table.groupby(groups.to_numpy(), sort=True):
@@ -1015,8 +899,8 @@ def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None,
     from rsunet.plotting import new_figure, save_figure
 
     check_not_input(out, patches)
-    ps = _as_patchset(patches)
-    ids = _chosen(ps, n, patch_ids, split, seed)
+    ps = as_patchset(patches)
+    ids = ps.chosen(n, patch_ids, split, seed)
     images, masks = ps.read(ids)
     bands = [b - 1 for b in (bands or range(1, min(ps.bands, 3) + 1))]
     k = max(ps.classes) + 1 if ps.classes else 2
@@ -1034,17 +918,3 @@ def plot_patches(patches, out=None, n=8, patch_ids=None, split=None, bands=None,
     handles = [matplotlib.patches.Patch(color=cmap(i), label=f"{i} {name}") for i, name in ps.classes.items()]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7)
     return save_figure(fig, out, overwrite)
-
-
-def _chosen(ps, n, patch_ids, split, seed):
-    if patch_ids is not None:
-        return [patch_ids] if isinstance(patch_ids, str) else [str(p) for p in patch_ids]
-    table = ps.index
-    if split is not None:
-        if "split" not in table.columns:
-            raise InputError("the patch set has no split yet: run split_patches() first")
-        table = table[table["split"] == split]
-    if not len(table):
-        raise InputError(f"no patches to plot (split={split!r})")
-    pick = np.random.default_rng(int(seed)).choice(len(table), size=min(int(n), len(table)), replace=False)
-    return table["patch_id"].iloc[np.sort(pick)].tolist()

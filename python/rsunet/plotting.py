@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rsunet.io import SCENE_PERCENTILES, atomic_path, scene_scaling
+from rsunet.io import atomic_path, is_nodata
+from rsunet.normalization import SCENE_PERCENTILES, scene_scaling
 
 
 def new_figure(**kwargs):
@@ -38,10 +39,7 @@ def stretch(img, nodata=None) -> np.ndarray:
     Nodata pixels (in any band's value) are shown black.
     """
     x = img.astype(np.float64)
-    if nodata is None:
-        bad = np.zeros(x.shape, bool)
-    else:
-        bad = np.isnan(x) if np.isnan(nodata) else x == nodata
+    bad = is_nodata(x, nodata)
     out = np.zeros(x.shape)
     for b in range(x.shape[0]):
         v = x[b][~bad[b]]

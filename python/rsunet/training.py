@@ -1,9 +1,7 @@
-"""Training a U-Net on a patch set, and the self-describing model artefact.
+"""Training a U-Net on a patch set: the training loop, its checkpoints and its history.
 
-A trained model is one ``.keras`` file; rsunet adds ``rsunet.json`` inside the same zip
-with what prediction needs (bands, normalisation, classes, patch size, depth, ignore
-value). :func:`load_model` reads that file, or a plain Keras ``.keras`` model, in Keras'
-safe mode.
+What it writes, the self-describing ``.keras`` model, is :mod:`rsunet.artefact`'s
+(:func:`load_model`, :func:`save_model` and :class:`RsunetModel` are re-exported here).
 """
 
 from __future__ import annotations
@@ -13,130 +11,17 @@ import json
 import os
 import shutil
 import time
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rsunet.errors import InputError, ModelFormatError, OutputExistsError
+from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
+from rsunet.errors import InputError, OutputExistsError
 from rsunet.io import atomic_path, check_not_input
+from rsunet.normalization import band_stats, normalization_record
 
-METADATA_NAME = "rsunet.json"
+__all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
-
-@dataclass
-class RsunetModel:
-    """A Keras model with what it takes to apply it to raw pixels.
-
-    Attributes:
-        keras_model: the Keras model, ``(n, rows, cols, bands)`` in.
-        bands: number of input bands.
-        classes: ``{class id: name}``.
-        patch_size: training patch size (None for a plain Keras model).
-        depth: number of poolings; windows must be multiples of ``2**depth``.
-        ignore_value: the mask value that means unknown.
-        normalization: ``{"mean": [...], "std": [...]}`` per band, or None.
-        meta: everything recorded in ``rsunet.json``.
-    """
-
-    keras_model: object
-    bands: int
-    classes: dict
-    patch_size: int | None = None
-    depth: int | None = None
-    ignore_value: int = 255
-    normalization: dict | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def multiple(self) -> int:
-        """Window sizes must be multiples of this."""
-        return 2 ** self.depth if self.depth else 1
-
-    def normalize(self, batch: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(n, rows, cols, bands)`` -> float32 model input."""
-        x = np.asarray(batch, dtype=np.float32)
-        if self.normalization:
-            mean = np.asarray(self.normalization["mean"], np.float32)
-            std = np.asarray(self.normalization["std"], np.float32)
-            x = (x - mean) / std
-        return x
-
-    def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(n, rows, cols, K)`` for raw pixels ``(n, rows, cols, bands)``.
-
-        A single sigmoid output ``p`` becomes two classes ``[1 - p, p]``. Runs Keras'
-        compiled ``predict_on_batch`` (about 1.6x faster on a CPU than an eager call).
-        """
-        y = np.asarray(self.keras_model.predict_on_batch(self.normalize(batch)), dtype=np.float32)
-        if y.shape[-1] == 1:
-            y = np.concatenate([1.0 - y, y], axis=-1)
-        return y
-
-
-def read_metadata(path) -> dict | None:
-    """The ``rsunet.json`` stored in a ``.keras`` file, or None for a plain Keras model."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            if METADATA_NAME not in z.namelist():
-                return None
-            return json.loads(z.read(METADATA_NAME))
-    except zipfile.BadZipFile as exc:
-        raise ModelFormatError(f"{path} is not a .keras model file: {exc}") from exc
-
-
-def load_model(path) -> RsunetModel:
-    """Load a model saved by :func:`train_unet`, or a plain Keras ``.keras`` model.
-
-    Loading uses Keras' safe mode: no arbitrary code is deserialised.
-
-    Raises:
-        ModelFormatError: the file is missing or not a ``.keras`` model.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelFormatError(f"model not found: {path}")
-    if not path.endswith(".keras"):
-        raise ModelFormatError(f"{path}: expected a .keras file (Keras 3 format)")
-    meta = read_metadata(path)
-    import keras
-
-    from rsunet import model as _model  # registers rsunet's losses and metrics
-
-    try:
-        keras_model = keras.models.load_model(path, compile=False, safe_mode=True,
-                                              custom_objects=_model.custom_objects())
-    except Exception as exc:  # Keras raises ValueError, KeyError, TypeError... on foreign files
-        raise ModelFormatError(f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: "
-                               f"{exc}); safe mode refuses Lambda layers and custom code") from exc
-    if meta is None:
-        return _plain_model(keras_model)
-    return RsunetModel(
-        keras_model=keras_model,
-        bands=int(meta["bands"]),
-        classes={int(k): v for k, v in meta["classes"].items()},
-        patch_size=meta.get("patch_size"),
-        depth=meta.get("depth"),
-        ignore_value=int(meta.get("ignore_value", 255)),
-        normalization=meta.get("normalization"),
-        meta=meta,
-    )
-
-
-def _plain_model(keras_model) -> RsunetModel:
-    bands = int(keras_model.input_shape[-1])
-    k = int(keras_model.output_shape[-1])
-    k = 2 if k == 1 else k
-    return RsunetModel(keras_model=keras_model, bands=bands,
-                       classes={i: str(i) for i in range(k)})
-
-
-# ---- training ----------------------------------------------------------------------------
 
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
@@ -209,7 +94,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
     from rsunet import model as _model
     from rsunet.augmentation import AugmentParams
-    from rsunet.patches import _as_patchset
+    from rsunet.patches import as_patchset
 
     _check_numbers(depth=depth, filters=filters, dropout=dropout, epochs=epochs,
                    batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
@@ -222,10 +107,11 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     for path in [out] + ([] if mine else history_files):
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-    ps = _as_patchset(patches)
+    ps = as_patchset(patches)
     train_ids, val_ids = _split_ids(ps)
     aug = AugmentParams.from_any(augmentation)
-    n_classes = max(max(ps.classes), _max_label_column(ps.index)) + 1
+    seen = [i for i, n in ps.pixel_counts().items() if n > 0]
+    n_classes = max(max(ps.classes), max(seen, default=1)) + 1
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
@@ -245,7 +131,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     x_val, y_val, v_val = _read_split(ps, val_ids)
     run = _Run(out, settings, resume)
 
-    mean, std = _band_stats(x_train, v_train, s_train)
+    mean, std = band_stats(x_train, v_train, s_train)
     weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
     steps = -(-len(train_ids) // int(batch_size))
@@ -279,7 +165,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     best = history.loc[history["epoch"] == run.state["best_epoch"]].iloc[0]
     meta = dict(format=FORMAT, bands=ps.bands, band_names=None,
                 dtype=next(iter(ps.scenes.values()))["dtype"],
-                normalization=_normalization(mean, std, normalize),
+                normalization=normalization_record(mean, std, normalize),
                 classes={str(i): ps.classes.get(i, str(i)) for i in range(n_classes)},
                 patch_size=ps.size, depth=int(depth), multiple=2 ** int(depth),
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
@@ -317,35 +203,15 @@ def _learning_rate(learning_rate, schedule, total_steps):
         return float(learning_rate)
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
                                                   alpha=0.01)
-FORMAT = "rsunet-model/1"
-
-
-def save_model(keras_model, out, meta, overwrite=False):
-    """Save a Keras model as ``out`` (.keras) with ``rsunet.json`` inside the zip, atomically."""
-    with atomic_path(out, overwrite) as tmp:
-        keras_model.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as z:
-            z.writestr(METADATA_NAME, json.dumps(meta, indent=1))
-    return Path(out)
-
-
 def _split_ids(ps):
-    index = ps.index
-    if "split" not in index.columns:
+    if not ps.has_split:
         raise InputError(f"the patch set {ps.path} has no 'split' column: run "
                          "split_patches(patches) first to choose training and validation patches")
-    train = index.loc[index["split"] == "train", "patch_id"].astype(str).tolist()
-    val = index.loc[index["split"] == "validation", "patch_id"].astype(str).tolist()
+    train, val = ps.ids("train"), ps.ids("validation")
     if not train or not val:
         raise InputError(f"the patch set needs training and validation patches; it has {len(train)} "
                          f"and {len(val)}: run split_patches() with a validation share")
     return train, val
-
-
-def _max_label_column(index):
-    ids = [int(c[2:]) for c in index.columns if c.startswith("n_") and c[2:].isdigit()]
-    ids = [i for i in ids if index[f"n_{i}"].sum() > 0]
-    return max(ids) if ids else 1
 
 
 def _digest(ids):
@@ -355,45 +221,10 @@ def _digest(ids):
 def _read_split(ps, ids):
     """-> images (n, rows, cols, bands) native dtype, labels (n, rows, cols) uint8, valid bool."""
     images, labels = ps.read(ids)
-    valid = np.ones(labels.shape, bool)
-    scenes = ps.index.set_index("patch_id").loc[ids, "scene"].to_numpy()
+    valid = ps.valid(ids, images)
     if images.dtype.kind == "f":  # NaN and inf are nodata: never a value the network sees
-        bad = ~np.isfinite(images)
-        valid &= ~bad.any(axis=1)
-        images[bad] = 0
-    for scene in np.unique(scenes):
-        nodata = ps.scenes[scene]["nodata"]
-        if nodata is None:
-            continue
-        rows = scenes == scene
-        bad = np.isnan(images[rows]) if np.isnan(nodata) else images[rows] == nodata
-        valid[rows] &= ~bad.any(axis=1)
+        images[~np.isfinite(images)] = 0
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
-
-
-def _normalization(mean, std, normalize):
-    from rsunet.patches import scene_record
-
-    norm, scene = dict(mean=mean.tolist(), std=std.tolist()), scene_record(normalize)
-    return norm if scene is None else dict(norm, scene=scene)
-
-
-def _band_stats(x, valid, scaling):
-    """Per-band mean and standard deviation over valid pixels (float64 sums), each patch
-    first scaled by its ``(scale, offset)``."""
-    bands = x.shape[-1]
-    total, sq, n = np.zeros(bands), np.zeros(bands), 0
-    for i in range(0, len(x), 64):
-        scale, offset = (s[i:i + 64, None, None, :] for s in scaling)
-        v = (x[i:i + 64] * scale + offset)[valid[i:i + 64]].astype(np.float64)
-        total += v.sum(axis=0)
-        sq += (v * v).sum(axis=0)
-        n += len(v)
-    if n == 0:
-        raise InputError("the training patches hold no valid pixel")
-    mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
-    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def _class_weights(class_weights, labels, n_classes):

@@ -257,6 +257,8 @@ def _run_fold(ps, assignment, k, by, block, cfg, models, seed, folder, progress)
         return pd.read_csv(done)
     opts = {s: dict(cfg.get(s) or {}) for s in ("split_patches", "unet", "train_unet",
                                                 "train_baseline", "predict_raster", "assess_map")}
+    for extra in ("output", "uncertainty"):  # the folds assess class maps: no other layers
+        opts["predict_raster"].pop(extra, None)
     view = ps.with_index(_fold_index(ps, assignment, k, by, block, opts["split_patches"], seed))
     _write_csv(view.index, folder / "index.csv")  # the fold's split, patch by patch: traceable
     trained = _train(view, models, opts, seed, folder / "models", progress)

@@ -27,7 +27,7 @@ STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches
          "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
          "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
 # sections that add a step when present
-OPTIONAL = {"cross_validate": "validation.cross_validate"}
+OPTIONAL = {"cross_validate": "validation.cross_validate", "compare_maps": "estimation.compare_maps"}
 
 
 def example_config(full: bool = False, quick: bool = False) -> Path:
@@ -126,6 +126,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     (cutting patches, predicting, assessing) on that dask cluster; ``local`` starts one
     for each of those steps.
 
+    A ``compare_maps:`` section (e.g. ``{block: 64, n_boot: 500}``, the arguments of
+    :func:`rsunet.compare_maps`) compares the two models' maps of the held-aside scenes:
+    the difference in accuracy, kappa and F1 with 95 % block-bootstrap intervals and
+    McNemar's test, in ``out/assessment/comparison.csv`` and ``figures/comparison.png``.
+
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
     configuration's scenes, train and test, into ``out/cross_validation/``: how well the
@@ -180,15 +185,19 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
                    overwrite=overwrite, **opts["train_baseline"])
 
     log.step("6/7 predicting the held-aside scenes with both models")
-    maps = {}
+    maps, uncertainty = {}, {}
     with session(cfg.get("cluster")) as cluster:  # one cluster for every scene and model
         for name, model in (("unet", out / "models" / "unet.keras"),
                             ("random_forest", out / "models" / "random_forest.joblib")):
-            maps[name] = [predict_raster(model, image,
-                                         out / "maps" / name / f"{Path(image).stem}.tif",
-                                         overwrite=overwrite, cluster=cluster,
-                                         **opts["predict_raster"])
-                          for image in scenes["test"]["images"]]
+            written = [predict_raster(model, image,
+                                      out / "maps" / name / f"{Path(image).stem}.tif",
+                                      overwrite=overwrite, cluster=cluster,
+                                      **opts["predict_raster"])
+                       for image in scenes["test"]["images"]]
+            # a dict when probabilities or an uncertainty layer were written beside the map
+            maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
+            if opts["predict_raster"].get("uncertainty"):
+                uncertainty[name] = [w["uncertainty"] for w in written]
 
     log.step("7/7 assessing both maps against the reference")
     rows, per_scene = [], []
@@ -206,6 +215,12 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(per_scene, out / "assessment" / "per_scene.csv")
     _plot_comparison(scenes["test"]["images"], masks["test"], maps, per_scene,
                      out / "figures" / "maps.png")
+    if uncertainty:
+        _plot_uncertainty(scenes["test"]["images"], maps, uncertainty,
+                          opts["predict_raster"]["uncertainty"], out / "figures" / "uncertainty.png")
+    if cfg.get("compare_maps") is not None:
+        log.step("U-Net vs Random Forest: differences with block-bootstrap intervals, McNemar")
+        _compare_models(maps, masks["test"], out, overwrite, dict(cfg["compare_maps"]))
     if cfg.get("cross_validate") is not None:
         from rsunet.validation import cross_validate
 
@@ -215,6 +230,23 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary
+
+
+def _compare_models(maps, references, out, overwrite, options):
+    """compare_maps of the U-Net's and the Random Forest's maps of the held-aside scenes
+    (blocks pooled): ``assessment/comparison.csv`` (a = U-Net, b = Random Forest, with
+    McNemar's test in the last rows) and ``figures/comparison.png``."""
+    from rsunet.estimation import compare_maps, plot_comparison
+
+    result = compare_maps(maps["unet"], maps["random_forest"], references, **options)
+    plot_comparison(result, out / "figures" / "comparison.png", overwrite=True,
+                    labels=("U-Net", "Random Forest"))
+    m = result.mcnemar
+    mcnemar = pd.DataFrame({"metric": ["mcnemar_statistic", "mcnemar_p_value"],
+                            "difference": [m["statistic"], m["p_value"]]})
+    table = pd.concat([result.table.rename(columns={"a": "unet", "b": "random_forest"}), mcnemar],
+                      ignore_index=True)
+    _write_csv(table, out / "assessment" / "comparison.csv")
 
 
 def _write_csv(table, path):
@@ -241,6 +273,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
     import matplotlib.patches
     import numpy as np
     from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
@@ -253,7 +286,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
         axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         layers = [references[i]] + [paths[i] for paths in maps.values()]
         for j, layer in enumerate(layers, start=1):
-            values = np.ma.masked_equal(read_raster(layer).data[0], 255)
+            values = np.ma.masked_equal(read_raster(layer).data[0], IGNORE)
             axes[i, j].imshow(values, cmap=cmap, vmin=-0.5, vmax=max(classes) + 0.5,
                               interpolation="nearest")
         for j, name in enumerate(maps, start=2):
@@ -272,17 +305,51 @@ def _plot_comparison(images, references, maps, per_scene, path):
     return save_figure(fig, path, overwrite=True)
 
 
+def _plot_uncertainty(images, maps, uncertainty, kind, path):
+    """One row per held-aside scene: the image, then each model's map beside its uncertainty."""
+    import numpy as np
+    from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
+    from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
+
+    columns = ["image"] + [f"{name.replace('_', ' ')}{part}" for name in uncertainty
+                           for part in ("", f": {kind}")]
+    fig = new_figure(figsize=(3 * len(columns), 3 * len(images) + 0.6))
+    axes = fig.subplots(len(images), len(columns), squeeze=False)
+    k = max(_classes_of(maps[next(iter(maps))][0])) + 1
+    for i, image in enumerate(images):
+        img = read_raster(image)
+        axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
+        axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
+        for j, name in enumerate(uncertainty):
+            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], IGNORE)
+            axes[i, 1 + 2 * j].imshow(labels, cmap=class_colormap(k), vmin=-0.5, vmax=k - 0.5,
+                                      interpolation="nearest")
+            u = read_raster(uncertainty[name][i]).data[0]
+            # uint8 layers hold round(u * 254), nodata 255 (prob_dtype="uint8")
+            u = np.ma.masked_equal(u, 255) / 254 if u.dtype == np.uint8 else np.ma.masked_invalid(u)
+            shown = axes[i, 2 + 2 * j].imshow(u, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    for j, title in enumerate(columns):
+        axes[0, j].set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=axes, orientation="horizontal", fraction=0.03, pad=0.02,
+                 label=f"uncertainty ({kind}): 0 sure, 1 undecided")
+    return save_figure(fig, path, overwrite=True)
+
+
 def _classes_of(mask_path) -> dict:
     import rasterio
 
-    from rsunet.assessment import _parse_classes_tag
+    from rsunet.labels import read_classes_tag
 
     with rasterio.open(mask_path) as src:
-        return _parse_classes_tag(src.tags()) or {0: "0", 1: "1"}
+        return read_classes_tag(src.tags()) or {0: "0", 1: "1"}
 
 
 def _report(out, summary):
-    from rsunet.training import read_metadata
+    from rsunet.artefact import read_metadata
 
     history = pd.read_csv(out / "models" / "unet_history.csv").set_index("epoch", drop=False)
     best = history.loc[read_metadata(out / "models" / "unet.keras")["best_epoch"]]
@@ -290,6 +357,10 @@ def _report(out, summary):
           f"F1 {best['val_f1']:.3f}, IoU {best['val_iou']:.3f}")
     print("\nSummary on the held-aside scenes:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if (out / "assessment" / "comparison.csv").exists():
+        print("\nU-Net - Random Forest, 95 % block-bootstrap intervals (assessment/comparison.csv):")
+        print(pd.read_csv(out / "assessment" / "comparison.csv").to_string(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     per_scene = pd.read_csv(out / "assessment" / "per_scene.csv")
     print("\nOverall accuracy per scene:")
     print(per_scene.pivot(index="scene", columns="model", values="overall_accuracy")

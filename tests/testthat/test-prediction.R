@@ -101,3 +101,52 @@ test_that("bad inputs are classed errors", {
                class = "rsunet_output_exists_error")
   expect_equal(readLines(existing), "mine")
 })
+
+test_that("bfloat16 maps keep the float32 labels on the bundled test chips", {
+  skip_if_no_rsunet()
+  case <- vectors("precision")$bfloat16
+  model <- file.path(vectors_dir(), case$model)
+  root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
+  for (chip in unlist(case$chips)) {
+    maps <- lapply(c(float32 = "float32", bfloat16 = "bfloat16"), function(p)
+      terra::values(predict_raster(model, file.path(root, chip), tempfile(fileext = ".tif"),
+                                   window = case$window, overlap = case$overlap,
+                                   precision = p, progress = FALSE))[, 1])
+    expect_true(all(c(0, 1) %in% maps$float32))
+    expect_gte(mean(maps$bfloat16 == maps$float32), case$min_agreement)
+  }
+  expect_error(predict_raster(model, file.path(root, case$chips[[1]]), tempfile(fileext = ".tif"),
+                              window = 256, precision = "half", progress = FALSE),
+               class = "rsunet_input_error")
+})
+
+test_that("uncertainty layers equal entropy and margin computed by hand", {
+  skip_if_no_rsunet()
+  v <- vec()
+  h <- by_hand(v)
+  p <- h$p[h$valid, , drop = FALSE]
+  by_hand_u <- list(entropy = -rowSums(p * log(p)) / log(ncol(p)),
+                    margin = apply(p, 1, function(x) { s <- sort(x, decreasing = TRUE); 1 - (s[1] - s[2]) }))
+  case <- v$cases[[1]]
+  image <- file.path(vectors_dir(), v$image)
+  for (kind in names(by_hand_u)) {
+    r <- predict_raster(file.path(vectors_dir(), v$model), image, tempfile(fileext = ".tif"),
+                        window = case$window, overlap = case$overlap, blend = case$blend,
+                        tta = isTRUE(case$tta), uncertainty = kind, progress = FALSE)
+    expect_equal(names(r), c("class", paste0("uncertainty_", kind)))
+    u <- terra::values(r[[2]])[, 1]
+    expect_true(all(is.na(u[!h$valid])))
+    expect_equal(u[h$valid], unname(by_hand_u[[kind]]), tolerance = 1e-5)
+  }
+  expect_error(predict_raster(file.path(vectors_dir(), v$model), image, tempfile(fileext = ".tif"),
+                              window = 16, overlap = 4, uncertainty = "tta", progress = FALSE),
+               class = "rsunet_input_error")
+  expect_error(predict_raster(file.path(vectors_dir(), v$model), image, tempfile(fileext = ".tif"),
+                              window = 16, overlap = 4, uncertainty = "mc_dropout", progress = FALSE),
+               class = "rsunet_input_error", regexp = "no dropout layer")
+  folder <- tempfile()
+  both <- predict_raster(file.path(vectors_dir(), v$model), list(image), folder, window = 16,
+                         overlap = 4, uncertainty = "margin", progress = FALSE)
+  expect_equal(names(both), c("image", "classes", "uncertainty"))
+  expect_true(all(file.exists(both$uncertainty)))
+})

@@ -26,14 +26,24 @@ test_that("run_workflow maps the held-aside chips with both models and summarise
     map <- terra::rast(file.path(out, "maps", "unet", basename(img)))
     expect_equal(as.vector(terra::ext(map)), as.vector(terra::ext(terra::rast(img))))
     expect_true(all(terra::values(map)[, 1] %in% c(0, 1)))
+    stem <- tools::file_path_sans_ext(basename(img))
+    u <- terra::values(terra::rast(file.path(out, "maps", "unet", paste0(stem, "_uncertainty.tif"))))
+    expect_true(all(u >= 0 & u <= 1, na.rm = TRUE))  # the shared config asks for margin
   }
   expect_true(file.exists(file.path(out, "figures", "maps.png")))
+  expect_true(file.exists(file.path(out, "figures", "uncertainty.png")))
   per_scene <- utils::read.csv(file.path(out, "assessment", "per_scene.csv"))
   for (m in summary$model) {
     rows <- per_scene[per_scene$model == m, ]
     expect_equal(sum(rows$overall_accuracy * rows$pixels) / sum(rows$pixels),
                  summary$overall_accuracy[summary$model == m], tolerance = 1e-12)
   }
+  # the compare_maps section: U-Net vs Random Forest on the same pixels as the summary
+  cmp <- utils::read.csv(file.path(out, "assessment", "comparison.csv"))
+  oa <- cmp[cmp$metric == "overall_accuracy", ]
+  expect_equal(c(oa$unet, oa$random_forest), summary$overall_accuracy, tolerance = 1e-12)
+  expect_true(oa$lower <= oa$difference && oa$difference <= oa$upper)
+  expect_true(file.exists(file.path(out, "figures", "comparison.png")))
   # the cross_validate section: every chip held out once, the section's models only
   folds <- utils::read.csv(file.path(out, "cross_validation", "folds.csv"))
   chips <- list.files(system.file("extdata", "amazon", package = "rsunet"), pattern = "\\.tif$",
