@@ -59,9 +59,9 @@ test_that("real chips: one task per scene, same bytes", {
   images <- head(sort(list.files(shared_path("amazon", "train", "images"), "\\.tiff$",
                                  full.names = TRUE)), 2)
   v <- vectors("prediction")
-  model <- reticulate::import("keras")$models$Sequential(list(
-    reticulate::import("keras")$Input(shape = list(NULL, NULL, 3L)),
-    reticulate::import("keras")$layers$Conv2D(2L, 1L, activation = "softmax")))
+  keras <- reticulate::import("keras")
+  input <- keras$Input(shape = list(NULL, NULL, 3L))
+  model <- keras$Model(input, keras$layers$Conv2D(2L, 1L, activation = "softmax")(input))
   ref <- predict_raster(model, images, file.path(tempfile(), "ref"), window = 128,
                         overlap = 32, progress = FALSE)
   out <- predict_raster(model, images, file.path(tempfile(), "out"), window = 128,
