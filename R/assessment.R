@@ -46,6 +46,10 @@
 #'   reference class in column `field` (default `"reference"`), and the result is a
 #'   list of class `rsunet_area_estimate` (below); `png` is then the area figure and
 #'   `csv` its table; `where` and `sample` do not apply.
+#' @param cluster assess many maps on a dask cluster, one task per map: `NULL` (here),
+#'   `"local"`, `"local:N"` or a scheduler address, as in [predict_raster()]; the same
+#'   confusion matrix. With `sample` the maps are assessed here, in order (one random
+#'   generator for all scenes).
 #' @return A list of class `rsunet_assessment`: `confusion` (an integer matrix, reference
 #'   classes in rows, predicted classes in columns, with class names), `per_class` (a
 #'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
@@ -88,7 +92,7 @@
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
-                       overwrite = FALSE, design = "census") {
+                       overwrite = FALSE, design = "census", cluster = NULL) {
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
   if (many) {
@@ -106,7 +110,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
   res <- call_python(do.call(.py("assessment")$assess_map, c(
     list(prediction, reference, field = field, where = .as_where(where),
          classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
-         design = design),
+         design = design, cluster = .as_cluster(cluster)),
     .py_args(flags = c("use_nodata", "overwrite"), ints = c("sample", "seed", "ignore", "block_rows"),
              paths = c("png", "csv"))
   )))

@@ -26,6 +26,9 @@
 #' @param overwrite replace an existing non-empty `out_dir` (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @param progress show a progress bar.
+#' @param cluster cut the scenes on a dask cluster, one task per scene: `NULL` (here),
+#'   `"local"`, `"local:N"` or a scheduler address, as in [predict_raster()]; the same
+#'   patch set, byte for byte.
 #' @return The patch index, a data.frame (also `out_dir/index.csv`): `patch_id`,
 #'   `scene`, `slot`, `col_off`, `row_off` (0-based), `width`, `height`, `left`,
 #'   `bottom`, `right`, `top`, `valid_fraction`, `labelled_fraction` and `n_<class id>`
@@ -36,12 +39,13 @@
 #' @export
 make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep = "all",
                          min_labelled = 0, min_valid = 0.5, edge = "shift", overwrite = FALSE,
-                         progress = TRUE) {
+                         progress = TRUE, cluster = NULL) {
   index <- .py_call(do.call(.py_raw("patches")$make_patches, c(
     list(.as_path_list(images), .as_path_list(masks)),
     .py_args(flags = c("overwrite", "progress"), paths = "out_dir"),
     list(size = .as_whole(size), stride = .as_whole(stride), keep = .as_keep(keep),
-         min_labelled = min_labelled, min_valid = min_valid, edge = edge)
+         min_labelled = min_labelled, min_valid = min_valid, edge = edge,
+         cluster = .as_cluster(cluster))
   )))
   .df_from_py(index)
 }

@@ -21,7 +21,8 @@ from rsunet.errors import InputError, WorkerPathError
 
 distributed = need_module("distributed")
 need_module("keras")
-from test_prediction import Boom, per_pixel_model, small_unet, write_image  # noqa: E402
+from test_prediction import (interrupted_run, per_pixel_model, small_unet,  # noqa: E402
+                             write_image)
 
 cloudpickle = need_module("cloudpickle")
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # hooks below run on workers
@@ -31,8 +32,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # hooks below run o
 def client():
     client = rcluster.local_cluster(2, dashboard=False)
     yield client
-    client.cluster.close()
+    cluster = client.cluster
     client.close()
+    cluster.close()
 
 
 @pytest.fixture(autouse=True)
@@ -149,22 +151,12 @@ def test_a_restarted_run_computes_only_unfinished_blocks(tmp_path, monkeypatch, 
     kw = dict(KW, blend="centre")
     ref = _reference(unet, image, tmp_path / "ref.tif", monkeypatch, **kw)
     _blocks(monkeypatch, 30, 35)  # the same layout in one process and on the cluster
-    first = []
-
-    def stop(j):  # the whole run is killed after 25 bands
-        first.append(j)
-        if len(first) == 25:
-            raise Boom()
-    monkeypatch.setattr(prediction, "_after_band", stop)
     out = tmp_path / "out.tif"
-    with pytest.raises(Boom):
-        prediction.predict_raster(unet, image, out, **kw)
-    monkeypatch.setattr(prediction, "_after_band", None)
+    first = interrupted_run(monkeypatch, 25, unet, image, out, **kw)  # the whole run killed
     log = tmp_path / "bands.log"
     client.run(_set_hook, functools.partial(_log_band, str(log)))
     outs = prediction.predict_raster(unet, image, out, cluster=client, **kw)
-    layout = prediction._Layout.of(92, 120, 16, 6, 30, 35)
-    total = sum(len(layout.window_rows(b)) for b in range(len(layout.blocks)))
+    total = prediction._Layout.of(92, 120, 16, 6, 30, 35).total_rows()
     again = log.read_text().split()
     assert len(first) + len(again) == total  # no finished band computed twice
     _same(ref, outs)
@@ -185,3 +177,62 @@ def test_bad_cluster_arguments_are_input_errors(tmp_path, unet):
         with pytest.raises(InputError, match="cluster"):
             prediction.predict_raster(unet, image, tmp_path / "o.tif", cluster=bad, **KW)
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_the_cli_and_the_workflow_take_a_cluster(tmp_path, capsys):
+    from rsunet import cli, config, workflow
+    from rsunet.errors import ConfigError
+
+    assert "--cluster" in cli.build_parser()._subparsers._group_actions[0].choices[
+        "predict"].format_help()
+    image = _scene(tmp_path)
+    status = cli.main(["predict", str(image), str(image), str(tmp_path / "o.tif"),
+                       "--cluster", "local:none"])
+    assert status == 2 and "cluster" in capsys.readouterr().err
+    cfg = workflow.read_config({"cluster": "local:2", "scenes": {"example": True}})
+    assert cfg["cluster"] == "local:2"
+    config.check_cluster("tcp://10.0.0.1:8786")
+    for bad in ("local:0", 4, "remote"):
+        with pytest.raises(ConfigError, match="cluster"):
+            config.check_cluster(bad)
+
+
+def test_assess_map_on_the_cluster_gives_the_local_confusion_matrix(client):
+    from conftest import VECTORS, vectors
+    from rsunet.assessment import assess_map
+
+    v = vectors("assessment")
+    maps = [VECTORS / v[k]["prediction"] for k in ("multi", "worked")]
+    refs = [VECTORS / v[k]["reference"] for k in ("multi", "worked")]
+    local = assess_map(maps, refs)
+    spread = assess_map(maps, refs, cluster=client)
+    np.testing.assert_array_equal(spread.matrix, local.matrix)
+    pd_testing = need_module("pandas").testing
+    pd_testing.assert_frame_equal(spread.confusion, local.confusion)
+    pd_testing.assert_frame_equal(spread.per_scene, local.per_scene)
+    assert local.matrix.sum() > 0
+
+
+def test_make_patches_on_the_cluster_writes_the_local_patch_set(tmp_path, client):
+    from rsunet.patches import make_patches
+
+    images = sorted(shared_path("amazon", "train", "images").glob("*.tiff"))[:3]
+    masks = []
+    for image in images:  # the chips' own labels are PNGs: a mask on each image's grid
+        import rasterio
+
+        with rasterio.open(image) as src:
+            profile = dict(src.profile, count=1, dtype="uint8", nodata=None)
+            data = (src.read(1) > 100).astype(np.uint8)
+        masks.append(tmp_path / f"{image.stem}_mask.tif")
+        with rasterio.open(masks[-1], "w", **profile) as dst:
+            dst.write(data, 1)
+    kw = dict(size=64, stride=48, progress=False)
+    local = make_patches(images, masks, tmp_path / "local", **kw)
+    spread = make_patches(images, masks, tmp_path / "spread", cluster=client, **kw)
+    need_module("pandas").testing.assert_frame_equal(spread, local)
+    files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*")
+                   if p.is_file())
+    assert len(files) >= 7
+    for name in files:
+        assert (tmp_path / "spread" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name

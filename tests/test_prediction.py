@@ -603,6 +603,22 @@ def _blocked(monkeypatch, rows, cols):
     monkeypatch.setattr(prediction, "BLOCK_COLUMNS", cols)
 
 
+def interrupted_run(monkeypatch, n, model, image, out, **kw):
+    """Run predict_raster until ``n`` bands are saved, then kill it (an exception): the
+    bands it finished."""
+    bands = []
+
+    def stop(j):
+        bands.append(j)
+        if len(bands) == n:
+            raise Boom()
+    monkeypatch.setattr(prediction, "_after_band", stop)
+    with pytest.raises(Boom):
+        prediction.predict_raster(model, image, out, **kw)
+    monkeypatch.setattr(prediction, "_after_band", None)
+    return bands
+
+
 def _blocks_image(tmp_path):
     rng = np.random.default_rng(11)
     base = rng.integers(1, 256, size=(3, 23, 30)).astype(np.float32)
@@ -645,24 +661,15 @@ def test_an_interrupted_blocked_run_recomputes_only_unfinished_blocks(tmp_path, 
     _blocked(monkeypatch, None, None)
     ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", **kw)
     _blocked(monkeypatch, 30, 35)
-    bands = []
-
-    def explode(j):
-        bands.append(j)
-        if len(bands) == 40:
-            raise Boom()
-    monkeypatch.setattr(prediction, "_after_band", explode)
     out = tmp_path / "out.tif"
-    with pytest.raises(Boom):
-        prediction.predict_raster(pixel_model, image, out, **kw)
+    bands = interrupted_run(monkeypatch, 40, pixel_model, image, out, **kw)
     assert not out.exists()
     store = tmp_path / ".out.tif.rsunet-partial"
     finished = sorted(p.name for p in store.glob("block_*.json"))
     again = []
     monkeypatch.setattr(prediction, "_after_band", again.append)
     outs = prediction.predict_raster(pixel_model, image, out, **kw)
-    layout = prediction._Layout.of(92, 120, 16, 6, 30, 35)
-    total = sum(len(layout.window_rows(b)) for b in range(len(layout.blocks)))
+    total = prediction._Layout.of(92, 120, 16, 6, 30, 35).total_rows()
     assert len(bands) == 40 < total
     assert len(bands) + len(again) == total  # nothing finished was computed twice
     assert len(finished) >= 3

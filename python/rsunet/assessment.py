@@ -197,7 +197,8 @@ def _nanmean(x) -> float:
 
 def assess_map(prediction, reference, field=None, where=None, sample=None, seed=0,
                classes=None, unlabelled="background", ignore=IGNORE, use_nodata=True,
-               block_rows=None, png=None, csv=None, overwrite=False, design="census"):
+               block_rows=None, png=None, csv=None, overwrite=False, design="census",
+               cluster=None):
     """Assess a class map against a reference: confusion matrix and accuracy figures.
 
     With ``design="stratified"`` the reference is a stratified random sample of points
@@ -253,6 +254,10 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             or ``"stratified"``: ``reference`` is then points with their reference
             class in column ``field`` (default ``"reference"``), ``where`` and
             ``sample`` do not apply, ``png`` is the area figure and ``csv`` the table.
+        cluster: assess many maps on a dask cluster, one task per map (see
+            :func:`rsunet.predict_raster`; same confusion matrix, exactly: integer counts).
+            With ``sample`` the maps are assessed here, in order, as the random points
+            come from one generator. Files must be on a file system every worker reaches.
 
     Returns:
         An :class:`Assessment` (``.confusion``, ``.per_class``, ``.overall``,
@@ -268,6 +273,9 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             valid in both, or an argument is out of range.
         OutputExistsError: ``png`` or ``csv`` exists and ``overwrite`` is False.
     """
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
     if design not in DESIGNS:
         raise InputError(f"design must be one of {DESIGNS}, got {design!r}")
     if design == "stratified":
@@ -285,21 +293,21 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
     if sample is not None and int(sample) < 1:
         raise InputError(f"sample must be a positive number of points per area, got {sample!r}")
     rng = np.random.default_rng(seed)
+    pairs = _scene_pairs(prediction, reference)
+    args = (field, where, sample, unlabelled, ignore, use_nodata, block_rows, classes)
+    if cluster is not None and sample is None and len(pairs) > 1:
+        from rsunet.cluster import map_tasks
+
+        done = map_tasks(cluster, _assess_scene, pairs, args, "maps", reads=[
+            p for pair in pairs for p in pair if isinstance(p, (str, os.PathLike))])
+    else:  # random points come from one generator, scene after scene: here, in order
+        done = [_assess_scene(*pair, *args, rng=rng) for pair in pairs]
     counts, names, scenes = np.zeros((N_VALUES, N_VALUES), np.int64), {}, []
-    for pred_path, ref_input in _scene_pairs(prediction, reference):
-        with open_raster(pred_path) as src, \
-                ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
-            areas = _areas(where, src) if where is not None else None
-            grid = _Grid(src, ref, ignore, use_nodata)
-            rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
-            if sample is None:
-                scene = _count_blocks(grid, areas, rows)
-            else:
-                scene = _count_sampled(grid, areas, int(sample), rng, rows)
-            counts += scene
-            scenes.append((Path(pred_path).stem, scene))
-            for k, v in _class_names(classes, src, ref.tags).items():
-                names.setdefault(k, v)
+    for name, scene, scene_names in done:
+        counts += scene
+        scenes.append((name, scene))
+        for k, v in scene_names.items():
+            names.setdefault(k, v)
     result = _assessment(counts, names, classes)
     result.per_scene = pd.DataFrame([_scene_row(name, c, names, classes) for name, c in scenes])
     if png is not None:
@@ -308,6 +316,21 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         with atomic_path(csv, overwrite) as tmp:
             result.confusion.to_csv(tmp, index_label="reference")
     return result
+
+
+def _assess_scene(pred_path, ref_input, field, where, sample, unlabelled, ignore, use_nodata,
+                  block_rows, classes, rng=None):
+    """One map against its reference: ``(name, counts, class names)``."""
+    with open_raster(pred_path) as src, \
+            ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
+        areas = _areas(where, src) if where is not None else None
+        grid = _Grid(src, ref, ignore, use_nodata)
+        rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
+        if sample is None:
+            scene = _count_blocks(grid, areas, rows)
+        else:
+            scene = _count_sampled(grid, areas, int(sample), rng, rows)
+        return Path(pred_path).stem, scene, _class_names(classes, src, ref.tags)
 
 
 def _scene_pairs(prediction, reference) -> list:

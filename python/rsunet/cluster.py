@@ -25,11 +25,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 from rsunet.errors import DependencyError, InputError, WorkerPathError
 
-__all__ = ["connect", "local_cluster"]
+__all__ = ["connect", "local_cluster", "session", "check_spec"]
 
 BLOCK = 2048  # a block's core, rows and columns, when a cluster maps one scene
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -59,35 +60,57 @@ def local_cluster(workers=None, dashboard=True):
     """
     distributed = _distributed()
     n = workers or os.cpu_count() or 1
-    cluster = distributed.LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0" if dashboard else None,
-        env={name: "1" for name in THREAD_VARIABLES}, silence_logs=logging.ERROR)
+    import dask
+
+    _own_libpython_first()
+    # set before each worker process is spawned (the user's own values win)
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": "1"
+                          for name in THREAD_VARIABLES}), warnings.catch_warnings():
+        # without a dashboard the scheduler still serves /health on 127.0.0.1:8787, or
+        # on another port when that one is taken, with a warning that only adds noise
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = distributed.LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            silence_logs=logging.ERROR)
     return distributed.Client(cluster)
+
+
+def _own_libpython_first():
+    """Worker processes must load this Python's libpython, whatever LD_LIBRARY_PATH holds.
+
+    Embedded in R, LD_LIBRARY_PATH starts with the system's library folder (R's ldpaths):
+    a Python built elsewhere (pyenv) would start its workers with the system's libpython
+    of the same minor version, whose missing symbols break ``ssl`` (R/install.R's
+    ``.with_own_libpython()`` does the same for pip). Set in this process's environment,
+    not only around the start: a nanny re-spawns a lost worker with that environment.
+    """
+    import sysconfig
+
+    old = os.environ.get("LD_LIBRARY_PATH")
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if old and libdir and os.path.isdir(libdir) and not old.startswith(libdir + ":"):
+        os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{old}"
 
 
 @contextlib.contextmanager
 def connect(cluster, progress=True):
     """Yield a ``distributed.Client`` for a ``cluster=`` argument; one this call started
     (``"local"``, ``"local:N"``) is shut down on leaving, a given one is left running."""
+    check_spec(cluster)
     distributed = _distributed()
     if isinstance(cluster, distributed.Client):
         client, owned = cluster, False
-    elif isinstance(cluster, str) and (cluster == "local" or cluster.startswith("local:")):
+    elif cluster.startswith("local"):
         count = cluster.partition(":")[2]
-        if count and (not count.isdigit() or int(count) < 1):
-            raise InputError(f"cluster={cluster!r}: write 'local:N' with N a positive whole number")
         client, owned = local_cluster(int(count) if count else None), True
-    elif isinstance(cluster, str) and "://" in cluster:
+    else:
         try:
             client, owned = distributed.Client(cluster, timeout="30s"), True
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the dask scheduler at {cluster}: {exc}") from exc
-    else:
-        raise InputError(f"cluster must be None, 'local', 'local:N', a scheduler address "
-                         f"('tcp://host:8786') or a distributed.Client, got {cluster!r}")
     try:
-        if progress and client.dashboard_link and _has_dashboard(client):
+        if progress and owned and _has_dashboard(client):  # a given client: known already
             print(f"rsunet: dask dashboard at {client.dashboard_link}", flush=True)
         yield client
     finally:
@@ -96,6 +119,31 @@ def connect(cluster, progress=True):
             client.close()
             if started is not None:
                 started.close()
+
+
+@contextlib.contextmanager
+def session(cluster, progress=True):
+    """:func:`connect`, or ``None`` for ``cluster=None``: one cluster for a whole run."""
+    if cluster is None:
+        yield None
+        return
+    with connect(cluster, progress) as client:
+        yield client
+
+
+def check_spec(cluster):
+    """Refuse a ``cluster=`` value that is none of the accepted forms (without starting
+    anything); a ``distributed.Client`` object passes."""
+    if cluster is None or (not isinstance(cluster, str) and hasattr(cluster, "submit")):
+        return
+    if isinstance(cluster, str):
+        count = cluster.partition(":")[2] if cluster.startswith("local:") else ""
+        if cluster == "local" or (count.isdigit() and int(count) >= 1) or \
+                (not cluster.startswith("local") and "://" in cluster):
+            return
+    raise InputError(f"cluster must be None, 'local', 'local:N' (N worker processes), a "
+                     f"scheduler address ('tcp://host:8786') or a distributed.Client, "
+                     f"got {cluster!r}")
 
 
 def _has_dashboard(client):
@@ -233,6 +281,20 @@ def as_completed_with_progress(client, futures, total, desc, progress, unit):
         except BaseException:
             client.cancel(futures)
             raise
+
+
+# ---- one task per item ---------------------------------------------------------------
+
+def map_tasks(cluster, func, items, args, what, reads=(), writes=()):
+    """``[func(*item, *args) for item in items]`` on a cluster, one task per item, in order.
+
+    ``reads`` and ``writes`` are checked on every worker first (:func:`check_paths`).
+    """
+    with connect(cluster) as client:
+        check_paths(client, reads, writes)
+        futures = [client.submit(func, *item, *args, pure=False) for item in items]
+        list(as_completed_with_progress(client, futures, len(futures), what, True, what))
+        return [f.result() for f in futures]
 
 
 # ---- predict_raster on a cluster ----------------------------------------------------

@@ -328,7 +328,7 @@ def read_patch(patches, patch_id):
 # ---- cutting ----------------------------------------------------------------------------
 
 def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_labelled=0.0,
-                 min_valid=0.5, edge="shift", overwrite=False, progress=True):
+                 min_valid=0.5, edge="shift", overwrite=False, progress=True, cluster=None):
     """Cut scenes and their masks into georeferenced patches, stored for fast training.
 
     Args:
@@ -352,6 +352,9 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
             would leave the scene (see the module docstring).
         overwrite: replace an existing non-empty ``out_dir``.
         progress: show a progress bar over scenes.
+        cluster: cut the scenes on a dask cluster, one task per scene (see
+            :func:`rsunet.predict_raster`): the same patch set, byte for byte. Workers read
+            the scenes and write beside ``out_dir`` under the same paths.
 
     Returns:
         The patch index (a pandas DataFrame, also written as ``out_dir/index.csv``):
@@ -366,6 +369,9 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
         OutputExistsError: ``out_dir`` exists, is not empty, and ``overwrite`` is False.
         InputError: other bad arguments (counts of images and masks differ, ...).
     """
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
     images, masks = _as_list(images, "images"), _as_list(masks, "masks")
     if len(images) != len(masks):
         raise InputError(f"{len(images)} images but {len(masks)} masks: give one mask per image")
@@ -391,8 +397,16 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
         with writing(out_dir):  # reading errors are typed already: an OSError here is a write
             (tmp / "scenes").mkdir(parents=True)
             columns, scenes, tags = [], {}, []
-            for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
-                scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, settings)
+            items = list(zip(names, images, masks))
+            if cluster is not None:  # one task per scene, each writing its own stacks
+                from rsunet.cluster import map_tasks
+
+                cut = map_tasks(cluster, _cut_scene, items, (tmp, settings), "scenes",
+                                reads=list(images) + list(masks), writes=[tmp])
+            else:
+                cut = (_cut_scene(*item, tmp, settings)
+                       for item in _progress(items, progress, "scenes"))
+            for (name, _, mask), (scene_columns, scenes[name], tag) in zip(items, cut):
                 columns.append(scene_columns)
                 tags.append((mask, tag))
             classes = _merge_classes(tags)

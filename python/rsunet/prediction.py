@@ -139,6 +139,9 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         WorkerPathError: a cluster worker cannot read an input or write beside ``out``.
         DependencyError: ``cluster`` is set but dask.distributed is not installed.
     """
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
     scenes, many = _scenes(image, out, output, uncertainty)
     check_not_input([t for _, targets in scenes for t in targets.values()],
                     [model, image] + [p for p, _ in scenes])

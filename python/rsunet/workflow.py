@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsunet.config import check_scenes, check_sections, read_text_config
+from rsunet.config import check_cluster, check_scenes, check_sections, read_text_config
 from rsunet.errors import ConfigError, InputError, OutputExistsError
 
 # section -> the function its keys are arguments of (checked before step 1, rsunet.config)
@@ -49,11 +49,11 @@ def read_config(config) -> dict:
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
         cfg = read_text_config(path)
-    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
+    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes", "cluster"}
     if unknown:
         raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
-                          f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
-                          f"{', '.join(OPTIONAL)}")
+                          f"expected out, seed, scenes, cluster, {', '.join(STEPS)} and "
+                          f"optionally {', '.join(OPTIONAL)}")
     return cfg
 
 
@@ -85,6 +85,7 @@ def _check_before_running(cfg, config, scenes, out):
     if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
         raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
     check_sections(cfg, {**STEPS, **OPTIONAL}, source)
+    check_cluster(cfg.get("cluster"), source)
     check_scenes(scenes, source)
     check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
                     replaces_folder=True)
@@ -120,6 +121,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             a run that failed or was stopped: its outputs are replaced, training and
             prediction resume.
 
+    A top-level ``cluster:`` (``local``, ``local:4``, ``tcp://host:8786``; see
+    :func:`rsunet.predict_raster`) computes the steps that take a ``cluster`` argument
+    (cutting patches, predicting, assessing) on that dask cluster; ``local`` starts one
+    for each of those steps.
+
     A ``compare_maps:`` section (e.g. ``{block: 64, n_boot: 500}``, the arguments of
     :func:`rsunet.compare_maps`) compares the two models' maps of the held-aside scenes:
     the difference in accuracy, kappa and F1 with 95 % block-bootstrap intervals and
@@ -141,6 +147,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     """
     from rsunet.assessment import assess_map
     from rsunet.baseline import train_baseline
+    from rsunet.cluster import session
     from rsunet.patches import make_patches, plot_patches, split_patches
     from rsunet.prediction import predict_raster
     from rsunet.samples import make_mask
@@ -165,7 +172,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("2/7 patches: cutting the training scenes")
     make_patches(scenes["train"]["images"], masks["train"], out / "patches",
-                 overwrite=overwrite, **opts["make_patches"])
+                 overwrite=overwrite, cluster=cfg.get("cluster"), **opts["make_patches"])
     log.step("3/7 split: train / validation by spatial blocks")
     split_patches(out / "patches", seed=seed, **opts["split_patches"])
     plot_patches(out / "patches", out / "figures" / "patches.png", overwrite=overwrite)
@@ -179,22 +186,26 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("6/7 predicting the held-aside scenes with both models")
     maps, uncertainty = {}, {}
-    for name, model in (("unet", out / "models" / "unet.keras"),
-                        ("random_forest", out / "models" / "random_forest.joblib")):
-        written = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
-                                  overwrite=overwrite, **opts["predict_raster"])
-                   for image in scenes["test"]["images"]]
-        # a dict when probabilities or an uncertainty layer were written beside the map
-        maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
-        if opts["predict_raster"].get("uncertainty"):
-            uncertainty[name] = [w["uncertainty"] for w in written]
+    with session(cfg.get("cluster")) as cluster:  # one cluster for every scene and model
+        for name, model in (("unet", out / "models" / "unet.keras"),
+                            ("random_forest", out / "models" / "random_forest.joblib")):
+            written = [predict_raster(model, image,
+                                      out / "maps" / name / f"{Path(image).stem}.tif",
+                                      overwrite=overwrite, cluster=cluster,
+                                      **opts["predict_raster"])
+                       for image in scenes["test"]["images"]]
+            # a dict when probabilities or an uncertainty layer were written beside the map
+            maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
+            if opts["predict_raster"].get("uncertainty"):
+                uncertainty[name] = [w["uncertainty"] for w in written]
 
     log.step("7/7 assessing both maps against the reference")
     rows, per_scene = [], []
     for name, paths in maps.items():
         result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
                             csv=out / "assessment" / f"confusion_{name}.csv",
-                            overwrite=overwrite, **opts["assess_map"])
+                            overwrite=overwrite, cluster=cfg.get("cluster"),
+                            **opts["assess_map"])
         _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
         per_scene.append(result.per_scene.assign(model=name).rename(columns={"n": "pixels"}))
