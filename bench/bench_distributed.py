@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_prediction as bp  # noqa: E402  (its synthetic scenes)
+from report import print_ratios  # noqa: E402
 
 TMP = Path(tempfile.gettempdir()) / "rsunet-bench-distributed"
 FULL = dict(scenes=8, size=1024, memory=(2048, 8192), repeat=3)
@@ -130,10 +131,7 @@ def main(argv):
         ("P8b", f"worker peak RSS, one scene {big}^2 / {small}^2 (blocks)",
          peaks[1] / peaks[0], "<= 1.25", f"{peaks[1] / 1024:.0f} MB / {peaks[0] / 1024:.0f} MB"),
     ]
-    width = max(len(r[1]) for r in rows)
-    print(f"{'id':<3} {'measure':<{width}}  {'ratio':>7}  {'goal':<8} times")
-    for r in rows:
-        print(f"{r[0]:<3} {r[1]:<{width}}  {r[2]:>7.3f}  {r[3]:<8} {r[4]}")
+    print_ratios(rows)
     return 0
 
 

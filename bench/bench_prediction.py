@@ -35,6 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402
+from report import print_ratios  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 TMP = Path(tempfile.gettempdir()) / "rsunet-bench-prediction"
@@ -327,10 +328,7 @@ def main(argv):
         rows.append(("P6", f"course's tile files + VRT / predict_raster, {name}, {size6}^2",
                      f"{p6['course_s']:.2f} s / {p6['ours_s']:.2f} s "
                      f"(same class {p6['same_pixels']:.4f})", f"{p6['speedup']:.2f}x", ">= 3x"))
-    width = max(len(r[1]) for r in rows)
-    print(f"{'id':<3} {'measure':<{width}}  {'ratio':>7}  {'goal':<8} times")
-    for r in rows:
-        print(f"{r[0]:<3} {r[1]:<{width}}  {r[3]:>7}  {r[4]:<8} {r[2]}")
+    print_ratios([(r[0], r[1], r[3], r[4], r[2]) for r in rows])
     return 0
 
 

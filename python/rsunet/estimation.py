@@ -522,13 +522,9 @@ def _classes_at_points(points, field, src, ignore, use_nodata, name):
 def plot_area_estimates(result: AreaEstimate, path=None, overwrite=False):
     """Mapped and estimated area of each class, the estimate with its 95 % interval.
 
-    Args:
-        result: an :class:`AreaEstimate`.
-        path: the PNG to write (None: write nothing).
-        overwrite: replace an existing file.
-
-    Returns:
-        The :class:`matplotlib.figure.Figure`.
+    ``result`` is an :class:`AreaEstimate`; the figure is written as a PNG to ``path``
+    when one is given (an existing file only with ``overwrite``) and returned as a
+    :class:`matplotlib.figure.Figure` either way.
     """
     from rsunet.plotting import class_colormap, new_figure, save_figure
 
