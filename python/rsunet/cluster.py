@@ -210,7 +210,7 @@ def worker_model(key, path, scattered, params):
     ``params`` run it (precision, Monte Carlo dropout)."""
     from rsunet.prediction import prepared
 
-    run = (key, params["precision"], params["uncertainty"], params.get("mc_passes"))
+    run = (key, params.precision, params.uncertainty, params.mc_passes)
     if run not in _PREPARED:
         _PREPARED[run] = prepared(_loaded(key, path, scattered), params)
     return _PREPARED[run]

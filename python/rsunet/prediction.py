@@ -146,11 +146,11 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
     check_not_input([t for _, targets in scenes for t in targets.values()],
                     [model, image] + [p for p, _ in scenes])
     model_arg, model = model, as_model(model)
-    params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
-    params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model),
-                  uncertainty=_check_uncertainty(uncertainty, tta, model))
-    if uncertainty == "mc_dropout":
-        params["mc_passes"] = _check_count(mc_passes, "mc_passes")
+    params = PredictSettings(
+        **_check_params(model, window, overlap, blend, output, prob_dtype, batch_size),
+        tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model),
+        uncertainty=_check_uncertainty(uncertainty, tta, model),
+        mc_passes=_check_count(mc_passes, "mc_passes") if uncertainty == "mc_dropout" else None)
     for _, targets in scenes:
         for target in targets.values():
             if target.exists() and not overwrite:
@@ -197,9 +197,9 @@ def prepared(model, params):
     """The model as ``params`` run it: its network in their precision and, for
     ``uncertainty="mc_dropout"``, its passes with dropout on (a cluster's workers call
     this on the model they load)."""
-    model = _at_precision(model, params["precision"])
-    if params["uncertainty"] == "mc_dropout":
-        model = _MonteCarloModel(model, params["mc_passes"])
+    model = _at_precision(model, params.precision)
+    if params.uncertainty == "mc_dropout":
+        model = _MonteCarloModel(model, params.mc_passes)
     return model
 
 
@@ -210,6 +210,37 @@ def _at_precision(model, precision):
     from rsunet.model import with_precision
 
     return dataclasses.replace(model, keras_model=with_precision(model.keras_model, precision))
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictSettings:
+    """How :func:`predict_raster` maps every scene of a call: its checked arguments.
+
+    Attributes:
+        window: window edge, pixels.
+        overlap: pixels shared by neighbouring windows.
+        blend: ``"hann"``, ``"centre"`` or ``"average"``.
+        output: ``"classes"``, ``"probabilities"`` or ``"both"``.
+        prob_dtype: ``"float32"`` or ``"uint8"`` (probabilities and uncertainty).
+        batch_size: windows per model call.
+        tta: average the 8 flips and rotations of each window.
+        cog: write Cloud-Optimized GeoTIFFs.
+        precision: ``"float32"`` or ``"bfloat16"`` (resolved, never ``"auto"``).
+        uncertainty: None or one of :data:`UNCERTAINTIES`.
+        mc_passes: passes of Monte Carlo dropout (None unless ``uncertainty="mc_dropout"``).
+    """
+
+    window: int
+    overlap: int
+    blend: str
+    output: str
+    prob_dtype: str
+    batch_size: int
+    tta: bool = False
+    cog: bool = False
+    precision: str = "float32"
+    uncertainty: str | None = None
+    mc_passes: int | None = None
 
 
 def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size):
@@ -337,7 +368,7 @@ def _predict_scene(model, path, targets, params, resume, progress, blocks=None):
     with open_raster(path) as src:
         _check_bands(model, src, path)
         model = for_raster(model, src)
-        layout = _Layout.of(src.height, src.width, params["window"], params["overlap"],
+        layout = _Layout.of(src.height, src.width, params.window, params.overlap,
                             BLOCK_ROWS or getattr(blocks, "block_rows", None), BLOCK_COLUMNS)
         fill = fill_values(model, src.count)
         k = _n_outputs(model, src.count, fill)
@@ -438,7 +469,7 @@ def predict_block(src, model, layout, b, store, fill, k, params, on_band=None):
     finished band's core columns are saved with the accumulator's carried rows, so a
     killed run continues from the block's last finished band.
     """
-    w, blend = params["window"], params["blend"]
+    w, blend = params.window, params.blend
     rows, cols = layout.window_rows(b), layout.window_cols(b)
     row_offs = [layout.row_offs[i] for i in rows]
     col_offs = [layout.col_offs[c] for c in cols]
@@ -449,7 +480,7 @@ def predict_block(src, model, layout, b, store, fill, k, params, on_band=None):
     if done == len(rows):
         return
     # with uncertainty="tta" or "mc_dropout" the views' disagreement is one more channel
-    acc = _Accumulator(k + (params["uncertainty"] in SPREADS), w, col_offs[-1] + w - x0, blend)
+    acc = _Accumulator(k + (params.uncertainty in SPREADS), w, col_offs[-1] + w - x0, blend)
     if done:
         acc.load(store.carry(b, done))
     windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, done,
@@ -492,13 +523,13 @@ def _predicted_windows(src, predict, row_offs, col_offs, first_row, fill, params
     even for a model whose output depends on its batch. One batch is in flight: the
     caller finishes a row band before the next batch is read.
     """
-    n_cols, size, w = len(col_offs), params["batch_size"], params["window"]
+    n_cols, size, w = len(col_offs), params.batch_size, params.window
     first, total = first_row * n_cols, len(row_offs) * n_cols
     indexes = list(range(1, src.count + 1))
     for start in range(first - first % size, total, size):
         batch = range(start, min(start + size, total))
         x, valid = _read_batch(src, indexes, row_offs, col_offs, batch, w, fill)
-        probs = _predict(predict, x, params["tta"], spread=params["uncertainty"] == "tta")
+        probs = _predict(predict, x, params.tta, spread=params.uncertainty == "tta")
         del x  # not held while the next batch is read
         for i, p, v in zip(batch, probs, valid):
             if i >= first:
@@ -672,22 +703,22 @@ class _Accumulator:
 def _encode(p, ok, params):
     """The band's outputs, ready to write: {kind: (bands, rows, cols) array}."""
     out = {}
-    if params["uncertainty"]:
-        p, spread = (p[:-1], p[-1]) if params["uncertainty"] in SPREADS else (p, None)
-        u = spread if spread is not None else _uncertainty(p, params["uncertainty"])
+    if params.uncertainty:
+        p, spread = (p[:-1], p[-1]) if params.uncertainty in SPREADS else (p, None)
+        u = spread if spread is not None else _uncertainty(p, params.uncertainty)
         out["uncertainty"] = _as_probability(u[None], ok, params)
-    if params["output"] in ("classes", "both"):
+    if params.output in ("classes", "both"):
         classes = np.argmax(p, axis=0).astype(np.uint8)
         classes[~ok] = CLASS_NODATA
         out["classes"] = classes[None]
-    if params["output"] in ("probabilities", "both"):
+    if params.output in ("probabilities", "both"):
         out["probabilities"] = _as_probability(p, ok, params)
     return out
 
 
 def _as_probability(p, ok, params):
     """``(bands, rows, cols)`` values in 0..1 as written: float32 (NaN) or uint8 x 254 (255)."""
-    if params["prob_dtype"] == "uint8":
+    if params.prob_dtype == "uint8":
         q = np.rint(np.clip(p, 0, 1) * PROB_SCALE).astype(np.uint8)
         q[:, ~ok] = CLASS_NODATA
     else:
@@ -714,7 +745,7 @@ def _fingerprint(model, src, path, params, layout):
     h = hashlib.sha256()
     stat = os.stat(path)
     h.update(json.dumps(dict(
-        rsunet=__version__, params=params, path=str(Path(path).resolve()), size=stat.st_size,
+        rsunet=__version__, params=dataclasses.asdict(params), path=str(Path(path).resolve()), size=stat.st_size,
         mtime=stat.st_mtime_ns, shape=[src.count, src.height, src.width], dtypes=src.dtypes,
         transform=list(src.transform)[:6], normalization=model.normalization,
         classes={str(k): v for k, v in (model.classes or {}).items()},
@@ -825,31 +856,31 @@ def _assemble(store, targets, profile, model, k, params, layout):
         {i: str(i) for i in range(k)}
     names = [classes.get(i, str(i)) for i in range(k)]
     tags = dict(RSUNET_CLASSES=json.dumps({str(c): n for c, n in classes.items()}),
-                RSUNET_PREDICTION=json.dumps({key: params[key] for key in (
+                RSUNET_PREDICTION=json.dumps({key: getattr(params, key) for key in (
                     "window", "overlap", "blend", "tta")}))
     for kind, target in targets.items():
         if kind == "classes":
             dtype, nodata, count = "uint8", CLASS_NODATA, 1
             extra, bands = dict(RSUNET_IGNORE=str(CLASS_NODATA)), ["class"]
         else:
-            dtype = params["prob_dtype"]
+            dtype = params.prob_dtype
             nodata = CLASS_NODATA if dtype == "uint8" else float("nan")
             count, bands = k, [f"p_{n}" for n in names]
             extra = dict(RSUNET_PROB_SCALE=str(PROB_SCALE)) if dtype == "uint8" else {}
             if kind == "uncertainty":
-                count, bands = 1, [f"uncertainty_{params['uncertainty']}"]
-                extra["RSUNET_UNCERTAINTY"] = params["uncertainty"]
+                count, bands = 1, [f"uncertainty_{params.uncertainty}"]
+                extra["RSUNET_UNCERTAINTY"] = params.uncertainty
         prof = geotiff_profile(count, profile["height"], profile["width"], dtype,
                                profile["transform"], profile["crs"], nodata)
         with atomic_path(target, overwrite=True) as tmp:
-            plain = tmp.with_name(tmp.name + ".gtiff.tif") if params["cog"] else tmp
+            plain = tmp.with_name(tmp.name + ".gtiff.tif") if params.cog else tmp
             with rasterio.open(plain, "w", **prof) as dst:
                 for row, band in _bands_of(store, kind, layout):
                     dst.write(band, window=Window(0, row, band.shape[2], band.shape[1]))
                 dst.update_tags(**tags, **extra)
                 for i, name in enumerate(bands, start=1):
                     dst.set_band_description(i, name)
-            if params["cog"]:
+            if params.cog:
                 _to_cog(plain, tmp, kind)
     store.remove()
 
