@@ -165,15 +165,30 @@ def test_a_cosine_schedule_decays_the_learning_rate_to_one_percent(patches, tmp_
         training.train_unet(patches, tmp_path / "d.keras", schedule="linear", **TINY)
 
 
-def test_the_epoch_order_depends_only_on_seed_and_epoch():
+class _Held:
+    """A training source over arrays (what training._Patches gives, without a folder)."""
+
+    def __init__(self, x, y, v, scaling):
+        self.x, self.y, self.v, self.scaling = x, y, v, scaling
+        self.shape, self.dtype = x.shape[1:], x.dtype
+
+    def __len__(self):
+        return len(self.x)
+
+    def read(self, positions):
+        return self.x[positions], self.y[positions], self.v[positions]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_epoch_order_depends_only_on_seed_and_epoch(stream):
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
     y = np.zeros((10, 4, 4), np.uint8)
     v = np.ones((10, 4, 4), bool)
     mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-    scaling = np.ones((10, 1), np.float32), np.zeros((10, 1), np.float32)
+    source = _Held(x, y, v, (np.ones((10, 1), np.float32), np.zeros((10, 1), np.float32)))
 
     def batches(start):
-        ds = training._train_dataset(x, y, v, scaling, mean, std, None, 4, 5, start, 3, 3)
+        ds = training._train_dataset(source, mean, std, None, 4, 5, start, 3, 3, stream)
         return [b[0].numpy()[:, 0, 0, 0].tolist() for b in ds]
 
     whole, resumed = batches(0), batches(1)
@@ -181,17 +196,67 @@ def test_the_epoch_order_depends_only_on_seed_and_epoch():
     assert sorted(sum(whole[:3], [])[:10]) == list(range(10))  # every patch once per epoch
 
 
+def _sources(patches, split):
+    ps = PatchSet(patches)
+    return training._Patches([(ps, ps.ids(split))], "dataset")
+
+
+def test_streamed_and_held_batches_are_the_same_patches_augmented_alike(patches):
+    from rsunet.augmentation import AugmentParams
+
+    source = _sources(patches, "train")
+    mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
+    aug = AugmentParams(p_gain=0.5, p_haze=0.5, p_contrast=0.5)
+    steps = 3
+    got = {stream: [[t.numpy() for t in b]
+                    for b in training._train_dataset(source, mean, std, aug, 8, 3, 0, 1, steps, stream)]
+           for stream in (False, True)}
+    assert len(got[True]) == len(got[False]) == steps
+    order, _ = training._epoch_batches(len(source), 8, 3, 0, 1, steps)
+    for b, (held, streamed) in enumerate(zip(got[False], got[True])):
+        np.testing.assert_array_equal(streamed[0], held[0])  # the augmented pixels, bit for bit
+        np.testing.assert_array_equal(streamed[1], held[1])
+        # and they are the patches the epoch's order names: unaugmented pixels differ, labels agree
+        x, y, _ = source.read(order[b])
+        assert not np.allclose(held[0], (x - mean) / std)
+        assert (held[1][..., 0] == y).mean() > 0.5
+
+
 def test_validation_batches_are_never_augmented(patches):
     ps = PatchSet(patches)
-    ids = ps.index.loc[ps.index["split"] == "validation", "patch_id"].tolist()
+    ids = ps.ids("validation")
     x, y, v = training._read_split(ps, ids)
     mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
-    scaling = ps.scaling(ids, "dataset")
-    batches = list(training._plain_dataset(x, y, v, scaling, mean, std, 4))
-    got = np.concatenate([b[0].numpy() for b in batches])
-    np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
-    labels = np.concatenate([b[1].numpy() for b in batches])
-    np.testing.assert_array_equal(labels[..., 0], y)
+    source = _sources(patches, "validation")
+    for stream in (False, True):
+        batches = list(training._plain_dataset(source, mean, std, 4, stream))
+        got = np.concatenate([b[0].numpy() for b in batches])
+        np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
+        labels = np.concatenate([b[1].numpy() for b in batches])
+        np.testing.assert_array_equal(labels[..., 0], y)
+
+
+def test_streaming_and_in_memory_training_give_the_same_losses(patches, tmp_path):
+    args = dict(epochs=2, seed=4, patience=10, learning_rate=0.01, **TINY)
+    held = training.train_unet(patches, tmp_path / "held.keras", stream=False, **args)
+    streamed = training.train_unet(patches, tmp_path / "streamed.keras", stream=True, **args)
+    cols = [c for c in held.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(streamed[cols], held[cols], check_exact=True)  # bit for bit
+    with pytest.raises(InputError, match="stream must be"):
+        training.train_unet(patches, tmp_path / "x.keras", stream="yes", **args)
+
+
+def test_a_resumed_streaming_run_equals_an_uninterrupted_one(patches, tmp_path):
+    args = dict(epochs=3, seed=2, patience=10, learning_rate=0.01, stream=True, **TINY)
+    whole = training.train_unet(patches, tmp_path / "whole.keras", **args)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_unet(patches, tmp_path / "r.keras", callbacks=[_Interrupt(1)], **args)
+    resumed = training.train_unet(patches, tmp_path / "r.keras", **args)
+    cols = [c for c in whole.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols], rtol=1e-5)
+    a, b = (training.load_model(tmp_path / f).keras_model.get_weights() for f in ("whole.keras", "r.keras"))
+    for wa, wb in zip(a, b):
+        np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
 
 
 def test_clear_errors(patches, trained, tmp_path):

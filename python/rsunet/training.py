@@ -26,7 +26,8 @@ __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metad
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
                patience=5, monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
-               mixed_precision="auto", resume=True, overwrite=False, progress=True, callbacks=None):
+               mixed_precision="auto", stream="auto", resume=True, overwrite=False, progress=True,
+               callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
     Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
@@ -34,8 +35,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     never are; ``"test"`` patches are not used. Inputs are normalised per band with the
     mean and standard deviation of the training patches' valid pixels (after the scene
     scaling of ``normalize="scene"``); pixels whose mask is 255 (unknown, nodata,
-    rotation fill) count in no loss and no metric. The training and validation patches
-    are held in memory in their native dtype.
+    rotation fill) count in no loss and no metric.
+
+    Batches are read from the patch set's memory-mapped stacks as training goes
+    (``stream``), so memory does not grow with the number of patches, or, for a set that
+    fits, gathered from the patches held in memory; the batches, their augmentation and
+    the losses are the same either way.
 
     After every epoch the model is checkpointed in a hidden folder beside ``out``
     (``.<name>.training/``) and the log ``<name>_history.csv`` is rewritten. If the run
@@ -76,6 +81,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             composites, drone mosaics), wrong where a scene holds a single land cover.
         seed: random seed of the weights, the batch order and the augmentation.
         mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
+        stream: ``True``: read each batch from disk in the ``tf.data`` pipeline (parallel
+            reads, prefetch); ``False``: hold the training and validation patches in memory;
+            ``"auto"``: in memory up to 1 GiB of patches (``IN_MEMORY_BYTES``), streamed
+            beyond. The results are the same.
         resume: continue an interrupted run of the same call; ``False`` starts afresh.
         overwrite: replace an existing ``out``.
         progress: show a progress bar over epochs.
@@ -126,13 +135,13 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
-    s_train, s_val = ps.scaling(train_ids, normalize), ps.scaling(val_ids, normalize)
-    x_train, y_train, v_train = _read_split(ps, train_ids)  # before _Run: a broken set leaves nothing
-    x_val, y_val, v_val = _read_split(ps, val_ids)
+    train = _Patches([(ps, train_ids)], normalize)
+    val = _Patches([(ps, val_ids)], normalize)
+    stream = _streams(stream, train, val)
+    # one pass over the training patches, chunk by chunk, before _Run: a broken set leaves nothing
+    mean, std, counts = train.statistics()
+    weights = _class_weights(class_weights, counts, n_classes)
     run = _Run(out, settings, resume)
-
-    mean, std = band_stats(x_train, v_train, s_train)
-    weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
     steps = -(-len(train_ids) // int(batch_size))
 
@@ -150,10 +159,9 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     start, epochs = run.epoch, int(epochs)
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
-        train_ds = _train_dataset(x_train, y_train, v_train, s_train, mean, std, aug,
-                                  int(batch_size), int(seed), start, epochs, steps)
-        val_ds = _plain_dataset(x_val, y_val, v_val, s_val, mean, std, int(batch_size))
-        del x_train, x_val
+        train_ds = _train_dataset(train, mean, std, aug, int(batch_size), int(seed), start, epochs,
+                                  steps, stream)
+        val_ds = _plain_dataset(val, mean, std, int(batch_size), stream)
         cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
         net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                 steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
@@ -227,13 +235,13 @@ def _read_split(ps, ids):
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
-def _class_weights(class_weights, labels, n_classes):
+def _class_weights(class_weights, counts, n_classes):
     if class_weights is None:
         return None
     if isinstance(class_weights, str):
         if class_weights != "balanced":
             raise InputError(f"class_weights must be 'balanced' or one weight per class, got {class_weights!r}")
-        counts = np.bincount(labels.ravel(), minlength=256)[:n_classes].astype(np.float64)
+        counts = np.asarray(counts[:n_classes], np.float64)
         present = counts > 0
         w = np.zeros(n_classes)
         w[present] = counts[present].sum() / (present.sum() * counts[present])
@@ -250,14 +258,103 @@ def _prepare_batch(tf, images, labels, valid, mean, std):
     return z, labels[..., None]
 
 
-def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, epochs, steps):
-    """Batches for epochs start..epochs-1: the order and augmentation of epoch e depend
-    only on (seed, e), so a resumed run sees what an uninterrupted one would."""
-    import tensorflow as tf
+class _Patches:
+    """The patches of one split, of one or several patch sets, read by position.
 
-    from rsunet.augmentation import augment_batch
+    ``read`` copies a batch out of the sets' memory-mapped ``.npy`` stacks: it costs that
+    batch's bytes, whatever the number of patches, so a set larger than memory trains.
+    """
 
-    n = len(x)
+    def __init__(self, parts, normalize):
+        """``parts``: ``[(PatchSet, patch ids)]``; ``normalize`` as in :func:`train_unet`."""
+        self.parts = [(ps, np.asarray(ids, dtype=object)) for ps, ids in parts]
+        self.owner = np.concatenate([np.full(len(ids), k) for k, (_, ids) in enumerate(self.parts)])
+        self.local = np.concatenate([np.arange(len(ids)) for _, ids in self.parts])
+        scalings = [ps.scaling(ids, normalize) for ps, ids in self.parts]
+        self.scaling = tuple(np.concatenate([sc[i] for sc in scalings]) for i in (0, 1))
+        first = self.parts[0][0]
+        self.shape = (first.size, first.size, first.bands)
+        self.dtype = np.dtype(next(iter(first.scenes.values()))["dtype"])
+
+    def __len__(self):
+        return len(self.owner)
+
+    @property
+    def nbytes(self):
+        """Bytes of the images, masks and validity of every patch (what memory would hold)."""
+        rows, cols, bands = self.shape
+        return len(self) * rows * cols * (bands * self.dtype.itemsize + 2)
+
+    def read(self, positions):
+        """-> images ``(n, rows, cols, bands)`` native dtype, labels ``(n, rows, cols)`` uint8,
+        valid bool, of the patches at ``positions`` (in that order)."""
+        positions = np.asarray(positions, np.int64)
+        n = len(positions)
+        images = np.empty((n, *self.shape), self.dtype)
+        labels = np.empty((n, *self.shape[:2]), np.uint8)
+        valid = np.empty((n, *self.shape[:2]), bool)
+        owners = self.owner[positions]
+        for k in np.unique(owners):
+            where = np.flatnonzero(owners == k)
+            ps, ids = self.parts[k]
+            images[where], labels[where], valid[where] = _read_split(ps, ids[self.local[positions[where]]])
+        return images, labels, valid
+
+    def statistics(self, chunk=64):
+        """Band means and deviations of the valid pixels (after scaling) and the pixel count
+        of each label value (256), in one pass over the patches, ``chunk`` at a time."""
+        counts = np.zeros(256, np.int64)
+
+        def chunks():
+            for i in range(0, len(self), chunk):
+                positions = np.arange(i, min(i + chunk, len(self)))
+                x, y, v = self.read(positions)
+                counts[:] += np.bincount(y.ravel(), minlength=256)
+                yield x, v, tuple(s[positions] for s in self.scaling)
+
+        mean, std = band_stats(chunks())
+        return mean, std, counts
+
+
+# Up to this many bytes of patches (training and validation together) are held in memory when
+# stream="auto": see docs/architecture.md ("Training: streaming or in memory").
+IN_MEMORY_BYTES = 1 << 30
+STREAMS = ("auto", True, False)
+
+
+def _streams(stream, *splits):
+    """Whether batches are read from disk (True) or gathered from the splits held in memory."""
+    if stream not in STREAMS or not isinstance(stream, (str, bool)):
+        raise InputError(f"stream must be 'auto', True or False, got {stream!r}")
+    if stream == "auto":
+        return sum(s.nbytes for s in splits) > IN_MEMORY_BYTES
+    return bool(stream)
+
+
+def _fetch(tf, source, stream):
+    """A function of a batch's positions -> its (images, labels, valid) tensors: read from
+    disk in the pipeline (``stream``) or gathered from the whole split held as constants.
+    Both give the same values."""
+    if not stream:
+        held = [tf.constant(a) for a in source.read(np.arange(len(source)))]
+        return lambda idx: tuple(tf.gather(a, idx) for a in held)
+
+    def fetch(idx):
+        x, y, v = tf.numpy_function(source.read, [idx], [tf.as_dtype(source.dtype), tf.uint8, tf.bool],
+                                    stateful=False)
+        # the static shapes gather would give: the same shapes, the same kernels, the same sums
+        x.set_shape([idx.shape[0], *source.shape])
+        y.set_shape([idx.shape[0], *source.shape[:2]])
+        v.set_shape([idx.shape[0], *source.shape[:2]])
+        return x, y, v
+
+    return fetch
+
+
+def _epoch_batches(n, batch_size, seed, start, epochs, steps):
+    """Positions ``(steps * epochs', batch_size)`` and stateless seeds of every batch of
+    epochs start..epochs-1: those of epoch e depend only on (seed, e), so a resumed run sees
+    what an uninterrupted one would."""
     order, seeds = [], []
     for e in range(start, epochs):
         rng = np.random.default_rng([seed, e])
@@ -266,15 +363,25 @@ def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, ep
         idx = idx[:steps * batch_size]
         order.append(idx.reshape(steps, batch_size))
         seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
-    order = np.concatenate(order).astype(np.int32)
-    seeds = np.concatenate(seeds).astype(np.int64)
-    xt, yt, vt = tf.constant(x), tf.constant(y), tf.constant(v)
-    scale_t, offset_t = (tf.constant(s) for s in scaling)
+    return (np.concatenate(order).astype(np.int64).reshape(-1, batch_size),
+            np.concatenate(seeds).astype(np.int64).reshape(-1, 2))
+
+
+def _train_dataset(source, mean, std, aug, batch_size, seed, start, epochs, steps, stream):
+    """Augmented batches of epochs start..epochs-1 (:func:`_epoch_batches`), read by
+    ``source`` in a parallel map with prefetch."""
+    import tensorflow as tf
+
+    from rsunet.augmentation import augment_batch
+
+    order, seeds = _epoch_batches(len(source), batch_size, seed, start, epochs, steps)
+    fetch = _fetch(tf, source, stream)
+    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
 
     def load(idx, batch_seed):
-        images = _scaled(tf, tf.gather(xt, idx), tf.gather(scale_t, idx), tf.gather(offset_t, idx))
-        labels, valid = tf.gather(yt, idx), tf.gather(vt, idx)
+        x, labels, valid = fetch(idx)
+        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
         if aug is not None:
             images, labels, valid = augment_batch(images, labels, valid, batch_seed, aug, mean_t)
         return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
@@ -300,14 +407,23 @@ def _scaled(tf, images, scale, offset):
     return tf.cast(images, tf.float32) * scale[:, None, None, :] + offset[:, None, None, :]
 
 
-def _plain_dataset(x, y, v, scaling, mean, std, batch_size):
+def _plain_dataset(source, mean, std, batch_size, stream):
+    """Validation batches in index order, never augmented; held in memory once computed
+    unless streamed."""
     import tensorflow as tf
 
+    fetch = _fetch(tf, source, stream)
+    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, v, *scaling)).batch(batch_size)
-    ds = ds.map(lambda a, b, c, s, o: _prepare_batch(tf, _scaled(tf, a, s, o), b, c, mean_t, std_t),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.cache().prefetch(tf.data.AUTOTUNE)
+
+    def load(idx):
+        x, labels, valid = fetch(idx)
+        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
+        return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
+
+    ds = tf.data.Dataset.range(len(source)).batch(batch_size)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return (ds if stream else ds.cache()).prefetch(tf.data.AUTOTUNE)
 
 
 class _Run:
