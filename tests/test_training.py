@@ -314,3 +314,38 @@ def test_normalize_must_be_dataset_or_scene(patches, tmp_path):
     with pytest.raises(InputError, match="normalize must be one of"):
         training.train_unet(patches, tmp_path / "x.keras", epochs=1, normalize="patch", **TINY)
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_a_list_of_two_patch_sets_trains_one_model(patches, tmp_path):
+    from amazon_patches import amazon_patch_set
+
+    other = amazon_patch_set(tmp_path / "other", n_images=1, size=64, seed=1)
+    sets = [PatchSet(patches), PatchSet(other)]
+    both = training._Patches([(ps, ps.ids("train")) for ps in sets], "dataset")
+    n = [len(ps.ids("train")) for ps in sets]
+    assert len(both) == sum(n)
+    picks = np.array([n[0] + 1, 0, n[0]])  # positions past the first set's are the second's
+    x, y, v = both.read(picks)
+    for got, (ps, i) in zip(x, [(sets[1], 1), (sets[0], 0), (sets[1], 0)]):
+        np.testing.assert_array_equal(got, training._read_split(ps, [ps.ids("train")[i]])[0][0])
+    out = tmp_path / "two.keras"
+    h = training.train_unet([patches, other], out, epochs=1, stream=True, **TINY)
+    assert list(h["epoch"]) == [1]
+    meta = training.read_metadata(out)
+    assert meta["n_train"] == sum(n)
+    assert meta["patches"] == [str(patches.resolve()), str(other.resolve())]
+
+
+def test_patch_sets_that_differ_give_a_typed_error_naming_what_differs(patches, tmp_path):
+    import shutil
+
+    from rsunet.errors import PatchSetMismatchError
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(patches, renamed)
+    meta = json.loads((renamed / "patches.json").read_text())
+    meta["classes"] = {"0": "background", "1": "palms"}
+    (renamed / "patches.json").write_text(json.dumps(meta))
+    with pytest.raises(PatchSetMismatchError, match=r"renamed differ in classes .*palms"):
+        training.train_unet([patches, renamed], tmp_path / "x.keras", epochs=1, **TINY)
+    assert not (tmp_path / "x.keras").exists() and not (tmp_path / ".x.training").exists()

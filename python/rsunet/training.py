@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
-from rsunet.errors import InputError, OutputExistsError
+from rsunet.errors import InputError, OutputExistsError, PatchSetMismatchError
 from rsunet.io import atomic_path, check_not_input
 from rsunet.normalization import band_stats, normalization_record
 
@@ -103,7 +104,6 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
     from rsunet import model as _model
     from rsunet.augmentation import AugmentParams
-    from rsunet.patches import as_patchset
 
     _check_numbers(depth=depth, filters=filters, dropout=dropout, epochs=epochs,
                    batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
@@ -116,17 +116,18 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     for path in [out] + ([] if mine else history_files):
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-    ps = as_patchset(patches)
-    train_ids, val_ids = _split_ids(ps)
+    sets = _patch_sets(patches)
+    ps = sets[0]  # they agree in bands, dtype, size and classes
+    train_ids, val_ids = _split_ids(sets)
     aug = AugmentParams.from_any(augmentation)
-    seen = [i for i, n in ps.pixel_counts().items() if n > 0]
+    seen = [i for one in sets for i, n in one.pixel_counts().items() if n > 0]
     n_classes = max(max(ps.classes), max(seen, default=1)) + 1
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
                     schedule=schedule, monitor=monitor, augmentation=aug.as_dict() if aug else None,
                     normalize=normalize, seed=int(seed),
-                    n_classes=n_classes, patches=str(ps.path.resolve()),
+                    n_classes=n_classes, patches=_folders(sets),
                     train=_digest(train_ids), validation=_digest(val_ids))
     if schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -135,8 +136,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
-    train = _Patches([(ps, train_ids)], normalize)
-    val = _Patches([(ps, val_ids)], normalize)
+    train = _Patches(list(zip(sets, train_ids)), normalize)
+    val = _Patches(list(zip(sets, val_ids)), normalize)
     stream = _streams(stream, train, val)
     # one pass over the training patches, chunk by chunk, before _Run: a broken set leaves nothing
     mean, std, counts = train.statistics()
@@ -182,7 +183,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 augmentation=settings["augmentation"], seed=int(seed), monitor=monitor,
                 best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
                 best={k: float(v) for k, v in best.items() if k != "epoch"},
-                patches=settings["patches"], n_train=len(train_ids), n_validation=len(val_ids))
+                patches=settings["patches"], n_train=len(train), n_validation=len(val))
     save_model(final, out, meta, overwrite=True)
     plot_history(history, run.plot_path, overwrite=True)
     run.finish()
@@ -211,18 +212,58 @@ def _learning_rate(learning_rate, schedule, total_steps):
         return float(learning_rate)
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
                                                   alpha=0.01)
-def _split_ids(ps):
-    if not ps.has_split:
-        raise InputError(f"the patch set {ps.path} has no 'split' column: run "
-                         "split_patches(patches) first to choose training and validation patches")
-    train, val = ps.ids("train"), ps.ids("validation")
-    if not train or not val:
-        raise InputError(f"the patch set needs training and validation patches; it has {len(train)} "
-                         f"and {len(val)}: run split_patches() with a validation share")
+def _patch_sets(patches):
+    """``patches`` (a folder or PatchSet, or a list of them) -> [PatchSet], which must agree
+    in what a model is made for: bands, dtype, patch size and classes."""
+    from rsunet.patches import as_patchset
+
+    items = list(patches) if isinstance(patches, (list, tuple)) else [patches]
+    if not items:
+        raise InputError("patches is empty: give a patch folder or a list of them")
+    sets = [as_patchset(p) for p in items]
+    first = _what_a_model_sees(sets[0])
+    for other in sets[1:]:
+        seen = _what_a_model_sees(other)
+        differ = [k for k in first if first[k] != seen[k]]
+        if differ:
+            raise PatchSetMismatchError(
+                f"the patch sets {sets[0].path} and {other.path} differ in "
+                + ", ".join(f"{k} ({first[k]} vs {seen[k]})" for k in differ)
+                + ": one model trains on patch sets with the same bands, dtype, size and classes; "
+                "make them again with make_patches() alike")
+    return sets
+
+
+def _what_a_model_sees(ps):
+    return dict(bands=ps.bands, dtype=sorted({s["dtype"] for s in ps.scenes.values()}), size=ps.size,
+                classes=ps.classes)
+
+
+def _folders(sets):
+    """The settings' record of the patch sets: a folder, or the list of them."""
+    folders = [str(ps.path.resolve()) for ps in sets]
+    return folders[0] if len(folders) == 1 else folders
+
+
+def _split_ids(sets):
+    """-> (training ids, validation ids), each a list per patch set."""
+    for ps in sets:
+        if not ps.has_split:
+            raise InputError(f"the patch set {ps.path} has no 'split' column: run "
+                             "split_patches(patches) first to choose training and validation patches")
+    train, val = [ps.ids("train") for ps in sets], [ps.ids("validation") for ps in sets]
+    n_train, n_val = sum(map(len, train)), sum(map(len, val))
+    if not n_train or not n_val:
+        where = f"the patch set {sets[0].path} needs" if len(sets) == 1 else "the patch sets need"
+        raise InputError(f"{where} training and validation patches; there are {n_train} "
+                         f"and {n_val}: run split_patches() with a validation share")
     return train, val
 
 
-def _digest(ids):
+def _digest(ids_per_set):
+    """A fingerprint of the ids (one set: of its ids, as before several sets were possible)."""
+    ids = ids_per_set[0] if len(ids_per_set) == 1 else \
+        [f"{k}/{i}" for k, one in enumerate(ids_per_set) for i in one]
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
@@ -298,6 +339,7 @@ class _Patches:
             where = np.flatnonzero(owners == k)
             ps, ids = self.parts[k]
             images[where], labels[where], valid[where] = _read_split(ps, ids[self.local[positions[where]]])
+            _drop_pages(ps)
         return images, labels, valid
 
     def statistics(self, chunk=64):
@@ -316,9 +358,20 @@ class _Patches:
         return mean, std, counts
 
 
+def _drop_pages(ps):
+    """Unmap from this process the pages of ``ps``'s stacks that reads have touched (they
+    stay in the kernel's page cache; a later read maps them again). Without it, the
+    resident size of a streaming run grows, epoch after epoch, to the size of the stacks."""
+    for scene in ps.scenes:
+        for stack in ps.stacks(scene):
+            mapping = getattr(stack, "_mmap", None)  # np.memmap's mapping
+            if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
+
+
 # Up to this many bytes of patches (training and validation together) are held in memory when
 # stream="auto": see docs/architecture.md ("Training: streaming or in memory").
-IN_MEMORY_BYTES = 1 << 30
+IN_MEMORY_BYTES = 256 << 20
 STREAMS = ("auto", True, False)
 
 
