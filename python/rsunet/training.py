@@ -27,7 +27,7 @@ __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metad
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
                patience=5, monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
-               mixed_precision="auto", stream="auto", resume=True, overwrite=False, progress=True,
+               mixed_precision="auto", sampling="uniform", stream="auto", resume=True, overwrite=False, progress=True,
                callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
@@ -61,7 +61,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         loss: ``"bce_dice"`` (the course's cross-entropy + Dice), ``"dice"``,
             ``"weighted_ce"`` or ``"focal"``.
         class_weights: for ``"weighted_ce"`` and ``"focal"``: one weight per class id,
-            or ``"balanced"`` (inverse frequency in the training patches).
+            or ``"auto"`` (also called ``"balanced"``: each class weighted by the inverse of
+            its pixel frequency in the training patches).
         epochs: the last epoch to train.
         batch_size: patches per step.
         learning_rate: Adam's learning rate (its starting value with a schedule).
@@ -82,6 +83,15 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             composites, drone mosaics), wrong where a scene holds a single land cover.
         seed: random seed of the weights, the batch order and the augmentation.
         mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
+        sampling: ``"uniform"``: every epoch draws each training patch once, in a random
+            order. ``"balanced"``: for rare targets; each draw picks a class (one of those
+            present in the training patches, with equal chance), then a patch in which that
+            class is present (the index's ``n_<class>`` columns), so a patch is drawn with
+            probability ``1/K * sum(1/|patches with c|)`` over its classes ``c``, and each
+            class is present in at least ``1/K`` of the drawn patches. The loss then weighs
+            the rare classes' patches more (as if they were repeated in the set); the
+            validation patches and their loss are not resampled. Epochs keep their
+            length; patches without a labelled pixel are never drawn.
         stream: ``True``: read each batch from disk in the ``tf.data`` pipeline (parallel
             reads, prefetch); ``False``: hold the training and validation patches in memory;
             ``"auto"``: in memory up to 1 GiB of patches (``IN_MEMORY_BYTES``), streamed
@@ -126,6 +136,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
                     schedule=schedule, monitor=monitor, augmentation=aug.as_dict() if aug else None,
+                    sampling=sampling,
                     normalize=normalize, seed=int(seed),
                     n_classes=n_classes, patches=_folders(sets),
                     train=_digest(train_ids), validation=_digest(val_ids))
@@ -142,6 +153,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     # one pass over the training patches, chunk by chunk, before _Run: a broken set leaves nothing
     mean, std, counts = train.statistics()
     weights = _class_weights(class_weights, counts, n_classes)
+    draws = _draw_weights(sampling, train, n_classes)
     run = _Run(out, settings, resume)
     activation = "sigmoid" if n_classes == 2 else "softmax"
     steps = -(-len(train_ids) // int(batch_size))
@@ -161,7 +173,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
         train_ds = _train_dataset(train, mean, std, aug, int(batch_size), int(seed), start, epochs,
-                                  steps, stream)
+                                  steps, stream, draws)
         val_ds = _plain_dataset(val, mean, std, int(batch_size), stream)
         cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
         net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
@@ -180,7 +192,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
                 batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss, schedule=schedule,
                 class_weights=None if weights is None else [float(w) for w in weights],
-                augmentation=settings["augmentation"], seed=int(seed), monitor=monitor,
+                augmentation=settings["augmentation"], seed=int(seed), monitor=monitor, sampling=sampling,
                 best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
                 best={k: float(v) for k, v in best.items() if k != "epoch"},
                 patches=settings["patches"], n_train=len(train), n_validation=len(val))
@@ -280,8 +292,9 @@ def _class_weights(class_weights, counts, n_classes):
     if class_weights is None:
         return None
     if isinstance(class_weights, str):
-        if class_weights != "balanced":
-            raise InputError(f"class_weights must be 'balanced' or one weight per class, got {class_weights!r}")
+        if class_weights not in ("auto", "balanced"):
+            raise InputError(f"class_weights must be 'auto' (or 'balanced') or one weight per class, "
+                             f"got {class_weights!r}")
         counts = np.asarray(counts[:n_classes], np.float64)
         present = counts > 0
         w = np.zeros(n_classes)
@@ -341,6 +354,21 @@ class _Patches:
             images[where], labels[where], valid[where] = _read_split(ps, ids[self.local[positions[where]]])
             _drop_pages(ps)
         return images, labels, valid
+
+    def presence(self, n_classes):
+        """``(patches, n_classes)`` bool: which classes each patch holds (its index row's
+        ``n_<class>`` pixel counts)."""
+        from rsunet.patches import count_columns
+
+        out = np.zeros((len(self), n_classes), bool)
+        start = 0
+        for ps, ids in self.parts:
+            rows = ps.index.set_index("patch_id").loc[list(ids)]
+            for c, column in count_columns(ps.index).items():
+                if c < n_classes:
+                    out[start:start + len(ids), c] = rows[column].to_numpy() > 0
+            start += len(ids)
+        return out
 
     def statistics(self, chunk=64):
         """Band means and deviations of the valid pixels (after scaling) and the pixel count
@@ -404,15 +432,42 @@ def _fetch(tf, source, stream):
     return fetch
 
 
-def _epoch_batches(n, batch_size, seed, start, epochs, steps):
+SAMPLINGS = ("uniform", "balanced")
+
+
+def _draw_weights(sampling, source, n_classes):
+    """None (uniform: a permutation per epoch) or each training patch's chance of a draw."""
+    if sampling not in SAMPLINGS:
+        raise InputError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return None if sampling == "uniform" else _balanced_weights(source.presence(n_classes))
+
+
+def _balanced_weights(presence):
+    """Draw probabilities that equalise class presence: pick one of the K classes present
+    anywhere with equal chance, then a patch that holds it. ``presence`` is ``(patches,
+    classes)`` bool; a patch's probability is ``1/K * sum over its classes c of 1/n_c``."""
+    presence = np.asarray(presence, bool)
+    n_c = presence.sum(axis=0)
+    present = n_c > 0
+    if not present.any():
+        raise InputError("no training patch holds a labelled pixel: nothing to sample")
+    p = (presence[:, present] / n_c[present]).sum(axis=1) / present.sum()
+    return p / p.sum()
+
+
+def _epoch_batches(n, batch_size, seed, start, epochs, steps, weights=None):
     """Positions ``(steps * epochs', batch_size)`` and stateless seeds of every batch of
     epochs start..epochs-1: those of epoch e depend only on (seed, e), so a resumed run sees
-    what an uninterrupted one would."""
+    what an uninterrupted one would. ``weights``: draw with these probabilities (with
+    replacement) instead of a permutation."""
     order, seeds = [], []
     for e in range(start, epochs):
         rng = np.random.default_rng([seed, e])
-        idx = rng.permutation(n)
-        idx = np.concatenate([idx, rng.integers(0, n, max(steps * batch_size - n, 0))])
+        if weights is not None:
+            idx = rng.choice(n, steps * batch_size, p=weights)
+        else:
+            idx = rng.permutation(n)
+            idx = np.concatenate([idx, rng.integers(0, n, max(steps * batch_size - n, 0))])
         idx = idx[:steps * batch_size]
         order.append(idx.reshape(steps, batch_size))
         seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
@@ -420,14 +475,14 @@ def _epoch_batches(n, batch_size, seed, start, epochs, steps):
             np.concatenate(seeds).astype(np.int64).reshape(-1, 2))
 
 
-def _train_dataset(source, mean, std, aug, batch_size, seed, start, epochs, steps, stream):
+def _train_dataset(source, mean, std, aug, batch_size, seed, start, epochs, steps, stream, weights=None):
     """Augmented batches of epochs start..epochs-1 (:func:`_epoch_batches`), read by
     ``source`` in a parallel map with prefetch."""
     import tensorflow as tf
 
     from rsunet.augmentation import augment_batch
 
-    order, seeds = _epoch_batches(len(source), batch_size, seed, start, epochs, steps)
+    order, seeds = _epoch_batches(len(source), batch_size, seed, start, epochs, steps, weights)
     fetch = _fetch(tf, source, stream)
     scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
