@@ -387,3 +387,62 @@ def test_balanced_sampling_trains_and_is_recorded(patches, tmp_path):
     np.testing.assert_allclose(meta["class_weights"], counts.sum() / (2 * counts), rtol=1e-6)
     with pytest.raises(InputError, match="sampling must be one of"):
         training.train_unet(patches, tmp_path / "x.keras", sampling="rare", **TINY)
+
+
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf  # two logical CPU devices, set before TensorFlow starts its devices
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import pandas as pd
+from rsunet import training
+
+patches, out = sys.argv[1], sys.argv[2]
+args = dict(epochs=2, depth=2, filters=4, batch_size=8, seed=3, patience=5, progress=False,
+            strategy="mirrored", learning_rate=0.01)
+
+class Stop(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+try:
+    training.train_unet(patches, out, callbacks=[Stop()], **args)
+except KeyboardInterrupt:
+    pass
+first = pd.read_csv(out.replace(".keras", "_history.csv"))
+h = training.train_unet(patches, out, **args)
+meta = training.read_metadata(out)
+print(json.dumps(dict(replicas=meta["replicas"], epochs=h["epoch"].tolist(), first=first["loss"].tolist(),
+                      loss=h["loss"].tolist(), devices=len(tf.config.list_logical_devices("CPU")))))
+"""
+
+
+def test_a_mirrored_strategy_trains_and_resumes_on_two_logical_cpus(patches, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(patches), str(tmp_path / "m.keras")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 2 and got["replicas"] == 2
+    assert got["epochs"] == [1, 2]
+    assert got["loss"][:1] == pytest.approx(got["first"], rel=1e-6)  # epoch 1 kept, epoch 2 resumed
+    assert np.isfinite(got["loss"]).all()
+    m = training.load_model(tmp_path / "m.keras")
+    assert m.n_classes == 2
+
+
+def test_mixed_precision_forced_on_cpu_trains_and_predicts_float32(patches, tmp_path):
+    out = tmp_path / "mixed.keras"
+    h = training.train_unet(patches, out, epochs=1, mixed_precision=True, strategy="default", **TINY)
+    assert np.isfinite(h["loss"]).all()
+    meta = training.read_metadata(out)
+    assert meta["mixed_precision"] is True and meta["replicas"] == 1
+    m = training.load_model(out)
+    assert training._is_mixed(m.keras_model)
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.uint8)
+    p = m.predict_probabilities(x)
+    assert p.dtype == np.float32 and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(InputError, match="strategy must be one of"):
+        training.train_unet(patches, tmp_path / "x.keras", strategy="tpu", **TINY)

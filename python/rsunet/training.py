@@ -27,8 +27,8 @@ __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metad
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
                patience=5, monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
-               mixed_precision="auto", sampling="uniform", stream="auto", resume=True, overwrite=False, progress=True,
-               callbacks=None):
+               mixed_precision="auto", sampling="uniform", strategy="auto", stream="auto", resume=True,
+               overwrite=False, progress=True, callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
     Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
@@ -82,7 +82,14 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             scene by its own percentiles. Right for uncalibrated imagery (8-bit
             composites, drone mosaics), wrong where a scene holds a single land cover.
         seed: random seed of the weights, the batch order and the augmentation.
-        mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
+        mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``;
+            the output layer stays float32 and the loss is scaled (Keras'
+            ``LossScaleOptimizer``). Recorded in the model (``mixed_precision``).
+        strategy: ``"auto"``: ``tf.distribute.MirroredStrategy`` over the GPUs when more
+            than one is visible, else the default strategy (one device); ``"mirrored"``
+            (over the GPUs, or the logical CPU devices without one), ``"default"``, or a
+            ``tf.distribute.Strategy``. ``batch_size`` is the global batch (split among
+            the replicas); checkpoints, resuming and the model file are the same.
         sampling: ``"uniform"``: every epoch draws each training patch once, in a random
             order. ``"balanced"``: for rare targets; each draw picks a class (one of those
             present in the training patches, with equal chance), then a patch in which that
@@ -156,18 +163,22 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     draws = _draw_weights(sampling, train, n_classes)
     run = _Run(out, settings, resume)
     activation = "sigmoid" if n_classes == 2 else "softmax"
-    steps = -(-len(train_ids) // int(batch_size))
+    steps = -(-len(train) // int(batch_size))
+    devices = _strategy(strategy)
 
-    if run.resumed:
-        net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
-                                      safe_mode=True)
-    else:
-        keras.utils.set_random_seed(int(seed))
-        net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
-                          activation=activation, mixed_precision=mixed_precision)
-        net.compile(optimizer=keras.optimizers.Adam(_learning_rate(learning_rate, schedule,
-                                                                   int(epochs) * steps)),
-                    loss=_model.make_loss(loss, weights), metrics=_model.metrics(n_classes))
+    with devices.scope():  # the weights and the optimizer's slots live on every replica
+        if run.resumed:
+            net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
+                                          safe_mode=True)
+        else:
+            keras.utils.set_random_seed(int(seed))
+            net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
+                              activation=activation, mixed_precision=mixed_precision)
+            optimizer = keras.optimizers.Adam(_learning_rate(learning_rate, schedule, int(epochs) * steps))
+            if _is_mixed(net):  # float16 gradients underflow without loss scaling
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            net.compile(optimizer=optimizer, loss=_model.make_loss(loss, weights),
+                        metrics=_model.metrics(n_classes))
 
     start, epochs = run.epoch, int(epochs)
     run.state["patience"] = int(patience)
@@ -193,6 +204,7 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss, schedule=schedule,
                 class_weights=None if weights is None else [float(w) for w in weights],
                 augmentation=settings["augmentation"], seed=int(seed), monitor=monitor, sampling=sampling,
+                mixed_precision=_is_mixed(final), replicas=int(devices.num_replicas_in_sync),
                 best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
                 best={k: float(v) for k, v in best.items() if k != "epoch"},
                 patches=settings["patches"], n_train=len(train), n_validation=len(val))
@@ -203,6 +215,29 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
 
 MONITORS = ("val_loss", "val_accuracy", "val_f1", "val_iou")
+STRATEGIES = ("auto", "mirrored", "default")
+
+
+def _strategy(strategy):
+    """The ``tf.distribute.Strategy`` to train under: ``"auto"`` mirrors over the GPUs when
+    there are several, ``"mirrored"`` over the GPUs or, without any, the logical CPU devices
+    (how CI tests it), ``"default"`` is the one device TensorFlow picks."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InputError(f"strategy must be one of {STRATEGIES} or a tf.distribute.Strategy, "
+                         f"got {strategy!r}")
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if strategy == "mirrored" or (strategy == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
+def _is_mixed(net):
+    """Whether the network computes in float16 (its outputs stay float32)."""
+    return any(layer.dtype_policy.name == "mixed_float16" for layer in net.layers)
 
 
 def _check_numbers(**values):
