@@ -55,8 +55,8 @@
 #'   batch.
 #' @param stream `TRUE`: read each batch from the patch set's files as training goes
 #'   (memory does not grow with the number of patches); `FALSE`: hold the patches in
-#'   memory; `"auto"`: in memory up to 256 MiB of patches, streamed beyond. The results are
-#'   the same.
+#'   memory; `"auto"`: streamed, except on a GPU machine for sets of up to 256 MiB of
+#'   patches. The results are the same.
 #' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
 #' @param overwrite replace an existing `out` (otherwise error class `rsunet_output_exists_error`).
 #' @param progress show a progress bar over epochs.

@@ -244,6 +244,13 @@ def test_streaming_and_in_memory_training_give_the_same_losses(patches, tmp_path
     pd.testing.assert_frame_equal(streamed[cols], held[cols], check_exact=True)  # bit for bit
     with pytest.raises(InputError, match="stream must be"):
         training.train_unet(patches, tmp_path / "x.keras", stream="yes", **args)
+    # "auto": streamed on a CPU; on a GPU machine held in memory up to IN_MEMORY_BYTES
+    import tensorflow as tf
+
+    small = _sources(patches, "train")
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert training._streams("auto", small) is (not gpu)
+    assert training._streams(False, small) is False and training._streams(True, small) is True
 
 
 def test_a_resumed_streaming_run_equals_an_uninterrupted_one(patches, tmp_path):
