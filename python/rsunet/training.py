@@ -358,6 +358,9 @@ class _Patches:
     def __init__(self, parts, normalize):
         """``parts``: ``[(PatchSet, patch ids)]``; ``normalize`` as in :func:`train_unet`."""
         self.parts = [(ps, np.asarray(ids, dtype=object)) for ps, ids in parts]
+        for ps, _ in self.parts:  # a missing or truncated stack fails now, before any output exists
+            for scene in ps.scenes:
+                ps.stacks(scene)
         self.owner = np.concatenate([np.full(len(ids), k) for k, (_, ids) in enumerate(self.parts)])
         self.local = np.concatenate([np.arange(len(ids)) for _, ids in self.parts])
         scalings = [ps.scaling(ids, normalize) for ps, ids in self.parts]
