@@ -40,6 +40,16 @@
 #' @param csv optional path of the confusion matrix as CSV.
 #' @param overwrite replace existing `png` / `csv` files (otherwise an error of class
 #'   `rsunet_output_exists_error`).
+#' @param design `"census"` (the default: every pixel, or `sample` pixels, counted as
+#'   they are) or `"stratified"`: `reference` is then a stratified random sample of
+#'   points (strata = map classes, e.g. from [sample_points()], labelled) with the
+#'   reference class in column `field` (default `"reference"`), and the result is a
+#'   list of class `rsunet_area_estimate` (below); `png` is then the area figure and
+#'   `csv` its table; `where` and `sample` do not apply.
+#' @param cluster assess many maps on a dask cluster, one task per map: `NULL` (here),
+#'   `"local"`, `"local:N"` or a scheduler address, as in [predict_raster()]; the same
+#'   confusion matrix. With `sample` the maps are assessed here, in order (one random
+#'   generator for all scenes).
 #' @return A list of class `rsunet_assessment`: `confusion` (an integer matrix, reference
 #'   classes in rows, predicted classes in columns, with class names), `per_class` (a
 #'   data.frame: `class_id`, `class`, `precision`, `recall`, `f1`, `iou`, `support`,
@@ -48,9 +58,24 @@
 #'   `allocation_disagreement`, `macro_f1`, `mean_iou`), `class_ids`, and `per_scene` (a
 #'   data.frame, one row per map: `scene`, its file name without extension, and that
 #'   map's `overall` figures).
+#'
+#'   With `design = "stratified"`, the estimators of Olofsson et al. (2014): a list of
+#'   class `rsunet_area_estimate` with `per_class` (a data.frame: `class_id`, `class`,
+#'   `mapped_ha`, `weight`, `n`, `users_accuracy`, `users_se`, `users_ci`,
+#'   `producers_accuracy`, `producers_se`, `producers_ci`, `area_proportion`,
+#'   `area_ha`, `area_se_ha`, `area_ci_ha`; `*_ci` are half-widths of 95 % intervals,
+#'   1.96 standard errors), `overall` (a list: `n`, `overall_accuracy`,
+#'   `overall_accuracy_se`, `overall_accuracy_ci`, `total_area_ha`, `area_method`,
+#'   geodesic in a geographic CRS), `error_matrix` (estimated area proportions,
+#'   reference classes in rows, map classes in columns) and `confusion` (the sample
+#'   counts, laid out alike).
 #' @references Pontius, R. G. Jr. and Millones, M. (2011). Death to Kappa: birth of
 #'   quantity disagreement and allocation disagreement for accuracy assessment.
 #'   International Journal of Remote Sensing 32(15), 4407-4429.
+#'
+#'   Olofsson, P., Foody, G. M., Herold, M., Stehman, S. V., Woodcock, C. E., Wulder,
+#'   M. A. (2014). Good practices for estimating area and assessing accuracy of land
+#'   change. Remote Sensing of Environment 148, 42-57.
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' # a quick model (the pixel Random Forest) maps a held-aside chip; its reference mask
@@ -63,10 +88,11 @@
 #' a <- assess_map(map, reference, png = file.path(dir, "confusion.png"))
 #' a$overall[c("overall_accuracy", "kappa")]
 #' a$per_class
+#' @export
 assess_map <- function(prediction, reference, field = NULL, where = NULL, sample = NULL,
                        seed = 0, classes = NULL, unlabelled = "background", ignore = 255,
                        use_nodata = TRUE, block_rows = NULL, png = NULL, csv = NULL,
-                       overwrite = FALSE) {
+                       overwrite = FALSE, design = "census", cluster = NULL) {
   many <- (is.character(prediction) && length(prediction) > 1) ||
     (is.list(prediction) && !inherits(prediction, "SpatRaster"))
   if (many) {
@@ -80,18 +106,17 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     prediction <- .as_raster_path(prediction)
     reference <- .as_labels_path(reference)
   }
-  res <- .py_call(.py("assessment")$assess_map(
-    prediction, reference, field = field,
-    where = .as_where(where), sample = if (is.null(sample)) NULL else as.integer(sample),
-    seed = as.integer(seed), classes = if (is.null(classes)) NULL else as.list(classes),
-    unlabelled = unlabelled, ignore = as.integer(ignore), use_nodata = isTRUE(use_nodata),
-    block_rows = if (is.null(block_rows)) NULL else as.integer(block_rows), png = .out_path(png), csv = .out_path(csv),
-    overwrite = isTRUE(overwrite)
-  ))
+  call_python <- if (identical(design, "stratified")) .py_warnings else .py_call
+  res <- call_python(do.call(.py("assessment")$assess_map, c(
+    list(prediction, reference, field = field, where = .as_where(where),
+         classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
+         design = design, cluster = .as_cluster(cluster)),
+    .py_args(flags = c("use_nodata", "overwrite"), ints = c("sample", "seed", "ignore", "block_rows"),
+             paths = c("png", "csv"))
+  )))
+  if (identical(design, "stratified")) return(.area_estimate_from_py(.r(res$as_dict())))
   .assessment_from_py(.r(res$as_dict()))
 }
-
-.out_path <- function(x) if (is.null(x)) NULL else path.expand(x)
 
 # where: sf / SpatVector / vector file -> a GeoPackage path; a data.frame of boxes -> CSV.
 .as_where <- function(where) {
@@ -133,6 +158,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
 #' @rdname assess_map
 #' @param x an `rsunet_assessment`, as `assess_map()` returns.
 #' @param ... ignored.
+#' @export
 print.rsunet_assessment <- function(x, ...) {
   o <- x$overall
   cat(sprintf("rsunet assessment of %s pixels: OA %.4f, kappa %.4f, quantity %.4f, allocation %.4f\n",
@@ -171,14 +197,13 @@ print.rsunet_assessment <- function(x, ...) {
 #' # clearings (class 0) of at least 20 pixels
 #' clearings <- count_objects(mask, cls = 0, min_pixels = 20)
 #' attr(clearings, "summary")$objects_per_ha
+#' @export
 count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 255,
                           use_nodata = TRUE, keep_labels = FALSE) {
   path <- .as_raster_path(map)
-  res <- .py_call(.py("assessment")$count_objects(
-    path, as.integer(cls), connectivity = as.integer(connectivity),
-    min_pixels = as.integer(min_pixels), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), keep_labels = isTRUE(keep_labels)
-  ))
+  res <- .py_call(do.call(.py("assessment")$count_objects, c(list(path), .py_args(
+    flags = c("use_nodata", "keep_labels"), ints = c("cls", "connectivity", "min_pixels", "ignore")
+  ))))
   d <- .r(res$as_dict())  # plain lists: no pandas conversion through reticulate
   cols <- d$objects
   num <- function(x) as.numeric(unlist(x))
@@ -212,22 +237,22 @@ count_objects <- function(map, cls, connectivity = 8, min_pixels = 1, ignore = 2
 #' @param overwrite replace an existing `out` (otherwise an error of class
 #'   `rsunet_output_exists_error`).
 #' @return The polygons read back from `out`: an `sf` object if the 'sf' package is
-#'   installed, else a terra SpatVector; columns `class_id`, `class`, `area` (CRS
-#'   units squared).
+#'   installed, else a terra SpatVector; columns `class_id`, `class`, `area_m2` (square
+#'   metres: planar in a projected CRS, geodesic on the ellipsoid in a geographic one).
 #' @examplesIf rsunet_available()
 #' ex <- example_data()
 #' mask <- make_mask(ex$test$images[1], ex$test$masks[1], tempfile(fileext = ".tif"),
 #'                   classes = c("1" = "forest", "2" = "background"))
 #' p <- polygonize(mask, tempfile(fileext = ".gpkg"))
 #' p
+#' @export
 polygonize <- function(map, out, classes = NULL, connectivity = 4, ignore = 255,
                        use_nodata = TRUE, overwrite = FALSE) {
   out <- path.expand(out)
   # the GeoDataFrame Python returns stays there (.py_raw); R reads the file
-  .py_call(.py_raw("assessment")$polygonize(
-    .as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes),
-    connectivity = as.integer(connectivity), ignore = as.integer(ignore),
-    use_nodata = isTRUE(use_nodata), overwrite = isTRUE(overwrite)
-  ))
-  if (requireNamespace("sf", quietly = TRUE)) sf::st_read(out, quiet = TRUE) else terra::vect(out)
+  .py_call(do.call(.py_raw("assessment")$polygonize, c(
+    list(.as_raster_path(map), out, classes = if (is.null(classes)) NULL else as.list(classes)),
+    .py_args(flags = c("use_nodata", "overwrite"), ints = c("connectivity", "ignore"))
+  )))
+  .vector_from_file(out)
 }

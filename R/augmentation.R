@@ -47,6 +47,7 @@
 #' p <- read_patch(patches, index$patch_id[1])
 #' a <- augment(p$image, p$mask, seed = 1, p_rotation = 1)
 #' terra::plot(a$mask)
+#' @export
 augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.5,
                     p_hflip = 0.5, p_vflip = 0.5, zoom = c(0.9, 1.1), p_zoom = 0.5,
                     brightness = c(0.9, 1.1), p_brightness = 0.5, saturation = c(0.9, 1.1),
@@ -108,15 +109,16 @@ augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' preview_augmentation(patches, file.path(dir, "augmentation.png"), n = 2, versions = 2)
+#' @export
 preview_augmentation <- function(patches, out, n = 4, versions = 3, patch_ids = NULL,
                                  split = "train", seed = 0, bands = NULL, alpha = 0.4,
                                  augmentation = TRUE, overwrite = FALSE) {
-  .py_call(.py("augmentation")$preview_augmentation(
-    path.expand(patches), path.expand(out), n = as.integer(n), versions = as.integer(versions),
-    patch_ids = if (is.null(patch_ids)) NULL else as.list(as.character(patch_ids)),
-    split = split, seed = as.integer(seed), bands = .as_int_list(bands), alpha = alpha,
-    augmentation = .as_augmentation(augmentation), overwrite = isTRUE(overwrite)
-  ))
+  .py_call(do.call(.py("augmentation")$preview_augmentation, c(
+    .py_args(flags = "overwrite", ints = c("n", "versions", "seed"), paths = c("patches", "out")),
+    list(patch_ids = if (is.null(patch_ids)) NULL else as.list(as.character(patch_ids)),
+         split = split, bands = .as_int_list(bands), alpha = alpha,
+         augmentation = .as_augmentation(augmentation))
+  )))
   invisible(out)
 }
 

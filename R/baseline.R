@@ -25,12 +25,13 @@
 #' map <- predict_raster(rf, ex$test$images[1], file.path(dir, "map_rf.tif"), window = 256,
 #'                       overlap = 32, progress = FALSE)
 #' terra::plot(map)
+#' @export
 train_baseline <- function(patches, out, n_per_class = 5000, n_trees = 100,
                            normalize = "dataset", seed = 0, overwrite = FALSE) {
-  .py_call(.py("baseline")$train_baseline(
-    path.expand(patches), path.expand(out), n_per_class = .as_count(n_per_class, "n_per_class"),
-    n_trees = .as_count(n_trees, "n_trees"), normalize = normalize, seed = as.integer(seed),
-    overwrite = isTRUE(overwrite)
-  ))
+  .py_call(do.call(.py("baseline")$train_baseline, c(
+    .py_args(flags = "overwrite", ints = "seed", paths = c("patches", "out")),
+    list(n_per_class = .as_count(n_per_class, "n_per_class"), n_trees = .as_count(n_trees, "n_trees"),
+         normalize = normalize)
+  )))
   invisible(path.expand(out))
 }

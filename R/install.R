@@ -18,6 +18,7 @@
 #' \dontrun{
 #' install_rsunet()   # then restart R
 #' }
+#' @export
 install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bundled_python(),
                            python = NULL) {
   envname <- path.expand(envname)
@@ -106,6 +107,7 @@ install_rsunet <- function(envname = .default_venv(), gpu = FALSE, package = .bu
 #' @return `TRUE` or `FALSE`.
 #' @examples
 #' rsunet_available()
+#' @export
 rsunet_available <- function() {
   isTRUE(tryCatch({
     .py("io")
@@ -125,6 +127,7 @@ rsunet_available <- function() {
 #' @return A named list of versions and checks, invisibly; printed as a table.
 #' @examplesIf rsunet_available()
 #' rsunet_check()
+#' @export
 rsunet_check <- function(backend = TRUE) {
   info <- .py_call(.r(.py("check")$check(import_backend = backend)))
   info <- c(list(R = as.character(getRversion()),

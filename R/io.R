@@ -17,6 +17,7 @@
 #' f <- example_data()$train$images[1]
 #' r <- read_raster(f, window = c(10, 20, 64, 32))   # col_off, row_off, width, height
 #' terra::plotRGB(r)
+#' @export
 read_raster <- function(path, window = NULL, bands = NULL, boundless = FALSE) {
   path <- .as_raster_path(path)
   r <- .py_call(.py("io")$read_raster(path, window = .as_window(window),
@@ -40,6 +41,7 @@ read_raster <- function(path, window = NULL, bands = NULL, boundless = FALSE) {
 #' @examplesIf rsunet_available()
 #' r <- terra::rast(nrows = 40, ncols = 60, vals = 1:2400, crs = "EPSG:32622")
 #' write_raster(r, tempfile(fileext = ".tif"), dtype = "int16", nodata = -1)
+#' @export
 write_raster <- function(x, path, dtype = NULL, nodata = NULL, overwrite = FALSE) {
   if (!inherits(x, "SpatRaster")) .abort("x must be a terra SpatRaster", "rsunet_input_error")
   values <- terra::as.array(x)
@@ -67,6 +69,7 @@ write_raster <- function(x, path, dtype = NULL, nodata = NULL, overwrite = FALSE
 #'   bounds (left, bottom, right, top).
 #' @examplesIf rsunet_available()
 #' raster_info(example_data()$train$images[1])
+#' @export
 raster_info <- function(path) {
   .py_call(.py("io")$raster_info(.as_raster_path(path)))
 }

@@ -21,11 +21,11 @@
 #' @examplesIf rsunet_available()
 #' m <- unet(bands = 4, classes = 3, depth = 2, filters = 8)
 #' m$count_params()
+#' @export
 unet <- function(bands, classes = 2, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                  activation = "auto", mixed_precision = "auto") {
-  .py_call(.py("model")$unet(
-    as.integer(bands), as.integer(classes), depth = as.integer(depth),
-    filters = as.integer(filters), batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout),
-    activation = activation, mixed_precision = mixed_precision
-  ))
+  .py_call(do.call(.py("model")$unet, c(
+    .py_args(flags = "batch_norm", ints = c("bands", "classes", "depth", "filters")),
+    list(dropout = as.numeric(dropout), activation = activation, mixed_precision = mixed_precision)
+  )))
 }

@@ -26,6 +26,9 @@
 #' @param overwrite replace an existing non-empty `out_dir` (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @param progress show a progress bar.
+#' @param cluster cut the scenes on a dask cluster, one task per scene: `NULL` (here),
+#'   `"local"`, `"local:N"` or a scheduler address, as in [predict_raster()]; the same
+#'   patch set, byte for byte.
 #' @return The patch index, a data.frame (also `out_dir/index.csv`): `patch_id`,
 #'   `scene`, `slot`, `col_off`, `row_off` (0-based), `width`, `height`, `left`,
 #'   `bottom`, `right`, `top`, `valid_fraction`, `labelled_fraction` and `n_<class id>`
@@ -33,15 +36,17 @@
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' head(index)
+#' @export
 make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep = "all",
                          min_labelled = 0, min_valid = 0.5, edge = "shift", overwrite = FALSE,
-                         progress = TRUE) {
-  index <- .py_call(.py_raw("patches")$make_patches(
-    .as_path_list(images), .as_path_list(masks), path.expand(out_dir),
-    size = .as_whole(size), stride = .as_whole(stride), keep = .as_keep(keep),
-    min_labelled = min_labelled, min_valid = min_valid, edge = edge,
-    overwrite = isTRUE(overwrite), progress = isTRUE(progress)
-  ))
+                         progress = TRUE, cluster = NULL) {
+  index <- .py_call(do.call(.py_raw("patches")$make_patches, c(
+    list(.as_path_list(images), .as_path_list(masks)),
+    .py_args(flags = c("overwrite", "progress"), paths = "out_dir"),
+    list(size = .as_whole(size), stride = .as_whole(stride), keep = .as_keep(keep),
+         min_labelled = min_labelled, min_valid = min_valid, edge = edge,
+         cluster = .as_cluster(cluster))
+  )))
   .df_from_py(index)
 }
 
@@ -55,6 +60,7 @@ make_patches <- function(images, masks, out_dir, size = 128, stride = size, keep
 #' @examplesIf rsunet_available()
 #' p <- read_patch(patches, index$patch_id[1])
 #' terra::plotRGB(p$image, stretch = "lin")
+#' @export
 read_patch <- function(patches, patch_id) {
   res <- .py_call(.py("patches")$read_patch(path.expand(patches), as.character(patch_id)))
   list(image = .rast_from_py(res[[1]]), mask = .rast_from_py(res[[2]]))
@@ -86,6 +92,7 @@ read_patch <- function(patches, patch_id) {
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' table(index$split)
+#' @export
 split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", block = 4, seed = 0,
                           purge = NULL) {
   index <- if (is.character(index)) path.expand(index) else reticulate::r_to_py(as.data.frame(index))
@@ -108,6 +115,7 @@ split_patches <- function(index, fractions = c(0.8, 0.2), method = "blocks", blo
 #' @examplesIf rsunet_available()
 #' g <- patch_grid(patches)
 #' terra::plot(g, "split")
+#' @export
 patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
   target <- if (is.null(out)) tempfile(fileext = ".gpkg") else path.expand(out)
   # the GeoDataFrame stays in Python (.py_raw): R reads the file it wrote
@@ -126,6 +134,7 @@ patch_grid <- function(patches, out = NULL, crs = NULL, overwrite = FALSE) {
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' class_balance(patches)
+#' @export
 class_balance <- function(patches, by = "split") {
   x <- if (is.character(patches)) path.expand(patches) else reticulate::r_to_py(as.data.frame(patches))
   .df_from_py(.py_call(.py_raw("patches")$class_balance(x, by = by)))
@@ -149,14 +158,14 @@ class_balance <- function(patches, by = "split") {
 #' @template example-patches
 #' @examplesIf rsunet_available()
 #' plot_patches(patches, file.path(dir, "patches.png"), n = 4)
+#' @export
 plot_patches <- function(patches, out, n = 8, patch_ids = NULL, split = NULL, bands = NULL,
                          alpha = 0.4, seed = 0, overwrite = FALSE) {
-  .py_call(.py("patches")$plot_patches(
-    path.expand(patches), path.expand(out), n = .as_whole(n),
-    patch_ids = if (is.null(patch_ids)) NULL else as.list(as.character(patch_ids)),
-    split = split, bands = .as_int_list(bands), alpha = alpha, seed = .as_whole(seed),
-    overwrite = isTRUE(overwrite)
-  ))
+  .py_call(do.call(.py("patches")$plot_patches, c(
+    .py_args(flags = "overwrite", paths = c("patches", "out")),
+    list(n = .as_whole(n), patch_ids = if (is.null(patch_ids)) NULL else as.list(as.character(patch_ids)),
+         split = split, bands = .as_int_list(bands), alpha = alpha, seed = .as_whole(seed))
+  )))
   invisible(out)
 }
 

@@ -46,7 +46,17 @@
 #' @param overwrite replace existing outputs (otherwise error class
 #'   `rsunet_output_exists_error`).
 #' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
-#' @param progress show a progress bar.
+#' @param progress show a progress bar (on a cluster, over blocks or scenes, and print
+#'   the dask dashboard's address).
+#' @param cluster where to compute: `NULL` (this R session's Python, one process),
+#'   `"local"` or `"local:N"` (N worker processes on this machine, one thread each), or
+#'   the address of a running dask scheduler (`"tcp://host:8786"`). Many scenes are one
+#'   task each, one scene one task per block of windows; the written files are
+#'   byte-identical to those of one process. Workers read the model and the images and
+#'   write beside `out` under the same paths: a file system every worker shares (error
+#'   class `rsunet_worker_path_error` otherwise). Needs the Python extra `rsunet[dask]`
+#'   (`make setup` installs it; otherwise `reticulate::py_install(c("dask",
+#'   "distributed"))`, or error class `rsunet_dependency_error`).
 #' @return For one scene, a SpatRaster read from the written file(s) (class ids, and/or
 #'   layers `p_<class>`, and `uncertainty_<kind>`; nodata as `NA`). For many scenes, the
 #'   output paths: a character vector, or for `output = "both"` or an `uncertainty` a
@@ -59,21 +69,22 @@
 #' map <- predict_raster(model, ex$test$images[1], file.path(dir, "map.tif"), window = 256,
 #'                       overlap = 32, blend = "hann", progress = FALSE)
 #' terra::plot(map)
+#' @export
 predict_raster <- function(model, image, out, window = 512, overlap = 64, blend = "hann",
                            tta = FALSE, output = "classes", prob_dtype = "float32",
                            batch_size = 4, precision = "auto", uncertainty = NULL, mc_passes = 8,
                            cog = FALSE,
-                           overwrite = FALSE, resume = TRUE, progress = TRUE) {
+                           overwrite = FALSE, resume = TRUE, progress = TRUE, cluster = NULL) {
   images <- .as_scenes(image)
   model <- if (is.character(model)) path.expand(model) else model
-  result <- .py_call(.py("prediction")$predict_raster(
-    model, images$value, path.expand(out), window = .as_count(window, "window"),
-    overlap = .as_count(overlap, "overlap"), blend = blend, tta = isTRUE(tta),
-    output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
-    precision = precision, uncertainty = uncertainty,
-    mc_passes = .as_count(mc_passes, "mc_passes"), cog = isTRUE(cog), overwrite = isTRUE(overwrite), resume = isTRUE(resume),
-    progress = isTRUE(progress)
-  ))
+  result <- .py_call(do.call(.py("prediction")$predict_raster, c(
+    list(model, images$value), .py_args(flags = c("tta", "cog", "overwrite", "resume", "progress"),
+                                        paths = "out"),
+    list(window = .as_count(window, "window"), overlap = .as_count(overlap, "overlap"), blend = blend,
+         output = output, prob_dtype = prob_dtype, batch_size = .as_count(batch_size, "batch_size"),
+         precision = precision, uncertainty = uncertainty,
+         mc_passes = .as_count(mc_passes, "mc_passes"), cluster = .as_cluster(cluster))
+  )))
   result <- .r(result)
   several <- output == "both" || !is.null(uncertainty)  # Python returns {kind: path}
   as_paths <- function(x) .py_paths(if (several) x else list(x))
@@ -99,6 +110,16 @@ predict_raster <- function(model, image, out, window = 512, overlap = 64, blend 
   }
   path <- .as_raster_path(image)
   list(value = path, many = FALSE, paths = path)
+}
+
+# cluster = NULL, "local", "local:N", "tcp://..." (or a Python distributed.Client).
+.as_cluster <- function(cluster) {
+  if (is.null(cluster) || inherits(cluster, "python.builtin.object")) return(cluster)
+  if (!is.character(cluster) || length(cluster) != 1 || is.na(cluster)) {
+    .abort("`cluster` must be NULL, \"local\", \"local:N\" or a scheduler address",
+           "rsunet_input_error")
+  }
+  cluster
 }
 
 .as_count <- function(x, name) {

@@ -40,14 +40,15 @@
 #' m <- make_mask(ex$train$images[1], ex$train$masks[1], tempfile(fileext = ".tif"),
 #'                classes = c("1" = "forest", "2" = "background"))
 #' terra::plot(m)
+#' @export
 make_mask <- function(image, labels, out, field = NULL, classes = NULL,
                       unlabelled = "background", name_field = NULL, background = "background",
                       overwrite = FALSE) {
-  res <- .py_call(.py("samples")$make_mask(
-    .as_raster_path(image), .as_labels_path(labels), path.expand(out), field = field,
-    classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
-    name_field = name_field, background = background, overwrite = isTRUE(overwrite)
-  ))
+  res <- .py_call(do.call(.py("samples")$make_mask, c(
+    list(.as_raster_path(image), .as_labels_path(labels)), .py_args(flags = "overwrite", paths = "out"),
+    list(field = field, classes = if (is.null(classes)) NULL else as.list(classes),
+         unlabelled = unlabelled, name_field = name_field, background = background)
+  )))
   mask <- terra::rast(res$path)
   table <- unlist(res$classes)
   levels(mask) <- data.frame(id = as.integer(names(table)), class = unname(table))

@@ -73,6 +73,7 @@
 #' @examplesIf rsunet_available()
 #' model
 #' plot(model)
+#' @export
 train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE, dropout = 0,
                        loss = "bce_dice", class_weights = NULL, epochs = 20, batch_size = 16,
                        learning_rate = 1e-3, schedule = "constant", patience = 5,
@@ -83,18 +84,18 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
                        overwrite = FALSE, progress = TRUE, callbacks = NULL) {
   out <- path.expand(out)
   weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
-  patches <- path.expand(patches)
-  .py_call(.py_raw("training")$train_unet(
-    if (length(patches) > 1) as.list(patches) else patches, out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
-    batch_norm = isTRUE(batch_norm), dropout = as.numeric(dropout), loss = loss,
-    class_weights = weights, epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
-    learning_rate = as.numeric(learning_rate), schedule = schedule, patience = .as_count(patience, "patience"),
-    monitor = monitor, augmentation = .as_augmentation(augmentation), normalize = normalize,
-    seed = as.integer(seed),
-    mixed_precision = mixed_precision, sampling = sampling, strategy = strategy, stream = stream,
-    resume = isTRUE(resume), overwrite = isTRUE(overwrite),
-    progress = isTRUE(progress), callbacks = callbacks
-  ))
+  .py_call(do.call(.py_raw("training")$train_unet, c(
+    .py_args(flags = c("batch_norm", "resume", "overwrite", "progress"), ints = "seed",
+             paths = "patches"),
+    list(out = out, depth = .as_count(depth, "depth"), filters = .as_count(filters, "filters"),
+         dropout = as.numeric(dropout), loss = loss, class_weights = weights,
+         epochs = .as_count(epochs, "epochs"), batch_size = .as_count(batch_size, "batch_size"),
+         learning_rate = as.numeric(learning_rate), schedule = schedule,
+         patience = .as_count(patience, "patience"), monitor = monitor,
+         augmentation = .as_augmentation(augmentation), normalize = normalize,
+         mixed_precision = mixed_precision, sampling = sampling, strategy = strategy,
+         stream = stream, callbacks = callbacks)
+  )))
   load_model(out)
 }
 
@@ -113,6 +114,7 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
 #' m <- load_model(system.file("extdata", "testvectors", "prediction_model.keras", package = "rsunet"))
 #' m
 #' m$classes
+#' @export
 load_model <- function(path) {
   path <- normalizePath(path.expand(path), mustWork = FALSE)
   m <- .py_call(.py_raw("training")$load_model(path))
@@ -140,7 +142,7 @@ load_model <- function(path) {
   lapply(norm, function(v) if (is.list(v) && !is.null(names(v))) lapply(v, unlist) else unlist(v))
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 print.rsunet_model <- function(x, ...) {
   cat("<rsunet_model>", x$path, "\n")
   cat(sprintf("  %d bands -> %d classes: %s\n", as.integer(x$bands), length(x$classes),
@@ -164,7 +166,7 @@ print.rsunet_model <- function(x, ...) {
   invisible(x)
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 plot.rsunet_model <- function(x, ...) {
   h <- x$history
   if (is.null(h) || !nrow(h)) .abort("this model has no training history to plot", "rsunet_input_error")
@@ -185,6 +187,7 @@ plot.rsunet_model <- function(x, ...) {
 }
 
 # predict_raster() and any Python call receive the model's file.
+#' @exportS3Method reticulate::r_to_py
 r_to_py.rsunet_model <- function(x, convert = FALSE) {
   reticulate::r_to_py(x$path, convert = convert)
 }

@@ -36,21 +36,21 @@
 #'                      models = "random_forest", progress = FALSE)
 #' cv
 #' plot(cv)
+#' @export
 cross_validate <- function(source, out, folds = 5, by = "scene", block = 4, seed = NULL,
                            models = c("unet", "random_forest"), config = NULL,
                            overwrite = FALSE, progress = TRUE) {
-  res <- .py_call(.py_raw("validation")$cross_validate(
-    path.expand(source), path.expand(out), folds = .as_count(folds, "folds"), by = by,
-    block = .as_count(block, "block"), seed = if (is.null(seed)) NULL else .as_count(seed, "seed"),
-    models = as.list(models), config = if (is.null(config)) NULL else path.expand(config),
-    overwrite = isTRUE(overwrite), progress = isTRUE(progress)
-  ))
+  res <- .py_call(do.call(.py_raw("validation")$cross_validate, c(
+    .py_args(flags = c("overwrite", "progress"), paths = c("source", "out", "config")),
+    list(folds = .as_count(folds, "folds"), by = by, block = .as_count(block, "block"),
+         seed = if (is.null(seed)) NULL else .as_count(seed, "seed"), models = as.list(models))
+  )))
   structure(list(scores = .df_from_py(res$scores), summary = .df_from_py(res$summary),
                  folds = .df_from_py(res$folds), out = reticulate::py_str(res$out)),
             class = "rsunet_cv")
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 print.rsunet_cv <- function(x, ...) {
   cat(sprintf("<rsunet_cv> %d folds, %s\n", length(unique(x$folds$fold)), x$out))
   f1 <- x$summary[x$summary$metric == "macro_f1", , drop = FALSE]
@@ -61,7 +61,7 @@ print.rsunet_cv <- function(x, ...) {
   invisible(x)
 }
 
-# S3 method (registered in NAMESPACE)
+#' @export
 plot.rsunet_cv <- function(x, ...) {
   per_fold <- x$scores[x$scores$scene == "all", , drop = FALSE]
   wide <- stats::reshape(per_fold[c("fold", "model", "macro_f1")], idvar = "fold",

@@ -19,10 +19,10 @@
 #' summary <- run_workflow(example_config(quick = TRUE), out = tempfile("rsunet-quick-"))
 #' summary
 #' }
+#' @export
 run_workflow <- function(config, out = NULL, overwrite = FALSE) {
-  out <- if (is.null(out)) NULL else path.expand(out)
-  summary <- .py_call(.py_raw("workflow")$run_workflow(path.expand(config), out = out,
-                                                       overwrite = isTRUE(overwrite)))
+  summary <- .py_call(do.call(.py_raw("workflow")$run_workflow,
+                              .py_args(flags = "overwrite", paths = c("config", "out"))))
   .df_from_py(summary)
 }
 
@@ -35,9 +35,10 @@ run_workflow <- function(config, out = NULL, overwrite = FALSE) {
 #' @return The path of the YAML file; copy it to start your own.
 #' @examplesIf rsunet_available()
 #' cat(readLines(example_config(quick = TRUE)), sep = "\n")
+#' @export
 example_config <- function(full = FALSE, quick = FALSE) {
-  .py_call(reticulate::py_str(.py("workflow")$example_config(full = isTRUE(full),
-                                                             quick = isTRUE(quick))))
+  .py_call(reticulate::py_str(do.call(.py("workflow")$example_config,
+                                      .py_args(flags = c("full", "quick")))))
 }
 
 #' The bundled example scenes
@@ -53,6 +54,7 @@ example_config <- function(full = FALSE, quick = FALSE) {
 #' ex <- example_data()
 #' basename(ex$train$images)
 #' terra::plotRGB(terra::rast(ex$test$images[1]))
+#' @export
 example_data <- function() {
   root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
   part <- function(name) {

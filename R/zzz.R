@@ -139,3 +139,17 @@
   ours <- vapply(names, function(n) reticulate::py_has_attr(errors, n), logical(1))
   names[ours]
 }
+
+# Arguments for Python, converted by kind in the manner of keras3's capture_args(): the
+# calling function's arguments named in `flags`, `ints` and `paths` are read from its
+# frame (their names are Python's too) and become TRUE/FALSE (isTRUE), integers
+# (as.integer) or expanded paths (path.expand); a NULL integer or path stays NULL
+# (Python's None). Splice them into the call:
+#   do.call(.py("x")$f, c(list(<positional>), .py_args(...), list(<other arguments>)))
+.py_args <- function(flags = character(), ints = character(), paths = character(),
+                     env = parent.frame()) {
+  value <- function(name) get(name, envir = env, inherits = FALSE)
+  or_null <- function(f) function(x) if (is.null(x)) NULL else f(x)
+  convert <- function(names, f) stats::setNames(lapply(names, function(n) f(value(n))), names)
+  c(convert(flags, isTRUE), convert(ints, or_null(as.integer)), convert(paths, or_null(path.expand)))
+}

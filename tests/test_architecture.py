@@ -69,3 +69,20 @@ def test_both_kinds_of_model_satisfy_the_interface_prediction_needs():
     assert isinstance(RsunetModel(keras_model=None, bands=3, classes={0: "a", 1: "b"}), PixelModel)
     assert isinstance(PixelForest(forest=None, bands=3, classes={0: "a", 1: "b"}), PixelModel)
     assert not isinstance(object(), PixelModel)
+
+
+def _imported_modules(path) -> set:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "rsunet":
+                names.update(f"rsunet.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_prediction_and_the_model_artefact_do_not_import_training():
+    for name in ("prediction.py", "artefact.py"):
+        assert "rsunet.training" not in _imported_modules(PACKAGE / name), name

@@ -30,6 +30,8 @@ EXPECTED = {
                              rf"^P2 .*\s{N}\s+<= 1\.25 ", rf"^P2b .*\s{N}\s+<= 1\.25 ",
                              rf"^P6 .*1x1 conv.*\s{N}x\s+>= 3x", rf"^P6 .*U-Net.*\s{N}x\s+>= 3x"], None),
     "bench_assessment.py": ([rf"streaming peak x{N}"], None),
+    "bench_distributed.py": ([rf"^P7 .*\s{N}\s+<= 1\.15 ", rf"^P8 .*\s{N}\s+>= 1\.6 ",
+                              rf"^P8b .*\s{N}\s+<= 1\.25 "], None),
     "bench_r.py": ([rf"^uint8\s+{N}", rf"^float32\s+{N}"], "r"),
 }
 

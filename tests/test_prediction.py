@@ -24,7 +24,8 @@ from affine import Affine
 
 from conftest import VECTORS, need_module, vectors
 from rsunet import prediction
-from rsunet.errors import (BandMismatchError, InputError, OutputExistsError, PatchSizeError)
+from rsunet.errors import (BandMismatchError, InputError, ModelFormatError, OutputExistsError,
+                           PatchSizeError)
 
 keras = need_module("keras")
 from rsunet.artefact import RsunetModel, load_model, plain_model as _plain_model  # noqa: E402
@@ -593,3 +594,141 @@ def test_mc_dropout_needs_a_model_with_dropout(tmp_path, pixel_model):
         prediction.predict_raster(dropout_unet(), image, tmp_path / "m.tif", window=16, overlap=4,
                                   uncertainty="mc_dropout", mc_passes=0, progress=False)
     assert not (tmp_path / "m.tif").exists()
+
+
+# ---- blocks of whole windows ------------------------------------------------------------
+
+def _blocked(monkeypatch, rows, cols):
+    monkeypatch.setattr(prediction, "BLOCK_ROWS", rows)
+    monkeypatch.setattr(prediction, "BLOCK_COLUMNS", cols)
+
+
+def interrupted_run(monkeypatch, n, model, image, out, **kw):
+    """Run predict_raster until ``n`` bands are saved, then kill it (an exception): the
+    bands it finished."""
+    bands = []
+
+    def stop(j):
+        bands.append(j)
+        if len(bands) == n:
+            raise Boom()
+    monkeypatch.setattr(prediction, "_after_band", stop)
+    with pytest.raises(Boom):
+        prediction.predict_raster(model, image, out, **kw)
+    monkeypatch.setattr(prediction, "_after_band", None)
+    return bands
+
+
+def _blocks_image(tmp_path):
+    rng = np.random.default_rng(11)
+    base = rng.integers(1, 256, size=(3, 23, 30)).astype(np.float32)
+    data = np.clip(np.kron(base, np.ones((4, 4))) + rng.normal(0, 8, (3, 92, 120)), 0, 255)
+    data = data.astype(np.uint8)
+    data[:, :9, :13] = 0  # a nodata corner
+    return write_image(tmp_path / "s.tif", data)
+
+
+@pytest.fixture(scope="module")
+def unet_model():
+    return small_unet()
+
+
+@pytest.mark.parametrize("blend,tta,prob_dtype", [
+    ("hann", False, "float32"), ("centre", False, "uint8"), ("average", False, "float32"),
+    ("hann", True, "uint8"), ("centre", True, "float32")])
+def test_blocks_give_the_bytes_of_one_pass(tmp_path, monkeypatch, unet_model, blend, tta,
+                                          prob_dtype):
+    image = _blocks_image(tmp_path)
+    kw = dict(window=16, overlap=6, blend=blend, tta=tta, output="both",
+              prob_dtype=prob_dtype, batch_size=3, progress=False)
+    _blocked(monkeypatch, None, None)  # one block: the single pass over the scene
+    ref = prediction.predict_raster(unet_model, image, tmp_path / "ref.tif", **kw)
+    layouts = []
+    real = prediction._Layout.of
+    monkeypatch.setattr(prediction._Layout, "of",
+                        staticmethod(lambda *a: layouts.append(real(*a)) or layouts[-1]))
+    _blocked(monkeypatch, 30, 35)
+    outs = prediction.predict_raster(unet_model, image, tmp_path / "out.tif", **kw)
+    assert len(layouts[0].blocks) >= 9 and len(layouts[0].row_groups) >= 3
+    for kind in ("classes", "probabilities"):
+        assert outs[kind].read_bytes() == ref[kind].read_bytes(), kind
+
+
+def test_an_interrupted_blocked_run_recomputes_only_unfinished_blocks(tmp_path, monkeypatch,
+                                                                     pixel_model):
+    image = _blocks_image(tmp_path)
+    kw = dict(KW, window=16, overlap=6, output="both")
+    _blocked(monkeypatch, None, None)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", **kw)
+    _blocked(monkeypatch, 30, 35)
+    out = tmp_path / "out.tif"
+    bands = interrupted_run(monkeypatch, 40, pixel_model, image, out, **kw)
+    assert not out.exists()
+    store = tmp_path / ".out.tif.rsunet-partial"
+    finished = sorted(p.name for p in store.glob("block_*.json"))
+    again = []
+    monkeypatch.setattr(prediction, "_after_band", again.append)
+    outs = prediction.predict_raster(pixel_model, image, out, **kw)
+    total = prediction._Layout.of(92, 120, 16, 6, 30, 35).total_rows()
+    assert len(bands) == 40 < total
+    assert len(bands) + len(again) == total  # nothing finished was computed twice
+    assert len(finished) >= 3
+    for kind in ("classes", "probabilities"):
+        assert outs[kind].read_bytes() == ref[kind].read_bytes(), kind
+    assert not store.exists()
+
+
+def test_layout_cores_tile_the_scene_and_halos_reach_every_window():
+    for height, width, window, overlap, rows, cols in [(92, 120, 16, 6, 30, 35),
+                                                       (10, 7, 16, 4, 3, 2), (300, 50, 32, 0, 64, 1)]:
+        layout = prediction._Layout.of(height, width, window, overlap, rows, cols)
+        owner = np.zeros((height, width), int)
+        for b, ((ja, jb), (ma, mb)) in enumerate(layout.blocks):
+            r0, r1 = layout.row_offs[ja], layout.edge(layout.row_offs, height, jb - 1)
+            c0, c1 = layout.core_cols(b)
+            owner[r0:r1, c0:c1] += 1
+            # every window touching the core is in the block, and only those
+            for i, r in enumerate(layout.row_offs):
+                touches = r < r1 and r + window > r0
+                assert (i in layout.window_rows(b)) == touches
+            for m, c in enumerate(layout.col_offs):
+                assert (m in layout.window_cols(b)) == (c < c1 and c + window > c0)
+        assert (owner == 1).all()
+
+
+def test_any_object_with_predict_probabilities_bands_and_classes_is_a_model(tmp_path, pixel_model):
+    class Mine:  # what predict_raster's docstring promises to take: nothing more
+        bands, classes = 3, {0: "a", 1: "b", 2: "c", 3: "d"}
+
+        def predict_probabilities(self, batch):
+            return pixel_model.predict_probabilities(batch)
+
+    data = random_image(np.random.default_rng(9), 3, 30, 40)
+    image = write_image(tmp_path / "s.tif", data)
+    mine = prediction.predict_raster(Mine(), image, tmp_path / "mine.tif", window=16, overlap=4,
+                                     precision="float32", progress=False)
+    ref = prediction.predict_raster(pixel_model, image, tmp_path / "ref.tif", window=16, overlap=4,
+                                    precision="float32", progress=False)
+    np.testing.assert_array_equal(read(mine), read(ref))
+
+    class NoBands:
+        classes = {0: "a"}
+
+        def predict_probabilities(self, batch):
+            return batch
+
+    with pytest.raises(ModelFormatError, match="needs bands"):
+        prediction.predict_raster(NoBands(), image, tmp_path / "x.tif", window=16, overlap=4,
+                                  progress=False)
+
+
+def test_a_sequential_keras_model_maps_in_bfloat16_too(tmp_path):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Rescaling(1 / 255),
+                            keras.layers.Conv2D(4, 3, padding="same"),
+                            keras.layers.Conv2D(2, 1, activation="softmax")])
+    image = write_image(tmp_path / "s.tif", random_image(np.random.default_rng(1), 3, 40, 40))
+    maps = [read(prediction.predict_raster(net, image, tmp_path / f"{p}.tif", window=16, overlap=4,
+                                           output="probabilities", precision=p, progress=False))
+            for p in ("float32", "bfloat16")]
+    np.testing.assert_allclose(maps[1], maps[0], atol=0.05)

@@ -79,6 +79,18 @@ def test_per_scene_accuracies_pool_to_the_summary(tiny_run):
         assert pooled == pytest.approx(summary.set_index("model").loc[name, "overall_accuracy"], abs=1e-12)
 
 
+def test_a_compare_maps_section_compares_the_two_models(tiny_run):
+    out, summary = tiny_run
+    cmp = pd.read_csv(out / "assessment" / "comparison.csv").set_index("metric")
+    oa = cmp.loc["overall_accuracy"]
+    by_model = summary.set_index("model")["overall_accuracy"]
+    assert oa["unet"] == pytest.approx(by_model["unet"], abs=1e-12)
+    assert oa["random_forest"] == pytest.approx(by_model["random_forest"], abs=1e-12)
+    assert oa["lower"] <= oa["difference"] <= oa["upper"]
+    assert 0 <= cmp.loc["mcnemar_p_value", "difference"] <= 1
+    assert (out / "figures" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_cross_validate_section_cross_validates_every_scene(tiny_run):
     out, _ = tiny_run
     cv = out / "cross_validation"

@@ -19,7 +19,7 @@ TABLE = ROOT / "inst" / "extdata" / "testvectors" / "errors.json"
 DOC = ROOT / "docs" / "errors.md"
 
 STAGES = ("io", "samples", "patches", "split", "training", "baseline", "prediction",
-          "assessment", "workflow", "cli", "r")
+          "assessment", "estimation", "labelling", "workflow", "cli", "r")
 
 HEADER = """# Error catalogue
 

@@ -584,6 +584,7 @@ def vectors_workflow(out: Path) -> dict:
         "predict_raster": {"window": 256, "overlap": 32, "uncertainty": "margin", "progress": False},
         "assess_map": {},
         "cross_validate": {"folds": 2, "models": ["random_forest"]},
+        "compare_maps": {"block": 64, "n_boot": 200},
     }}
 
 
@@ -631,11 +632,161 @@ def vectors_precision(out: Path) -> dict:
                          "overlap": 32, "min_agreement": 0.999}}
 
 
+def vectors_estimation(out: Path) -> dict:
+    """Stratified estimation and map comparison (issue 18).
+
+    1. The worked example of Olofsson et al. (2014, section 5) at 1/100 of its pixel
+       count with 100x the pixel area (300 m pixels, 9 ha), so every published figure
+       is reproduced: the published values as printed (/work/shared/notes/accuracy.md),
+       and the eqs. of the paper written out here on the published table.
+    2. A map with unknown pixels and a rare class for stratified sampling.
+    3. Two maps whose thinned sample (every 4th pixel) is McNemar's table 88/10/2/0.
+    4. A small map in EPSG:4326 whose class areas come from an equal-area projection.
+    """
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    t = Affine(300.0, 0, 500000.0, 0, -300.0, 7000000.0)
+    names = ["deforestation", "forest gain", "stable forest", "stable non-forest"]
+    tags = {"RSUNET_CLASSES": json.dumps({str(i): n for i, n in enumerate(names)})}
+    # published sample counts, rows map class (stratum), columns reference class
+    table = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+    mapped = np.array([200000, 150000, 3200000, 6450000]) // 100
+    rng = np.random.default_rng(2014)
+    cls = rng.permutation(np.repeat(np.arange(4), mapped)).astype(np.uint8).reshape(250, 400)
+    _write(out / "estimation_olofsson_map.tif", cls[None], t, "EPSG:32622", 255)
+    with rasterio.open(out / "estimation_olofsson_map.tif", "r+") as dst:
+        dst.update_tags(**tags)
+    xs, ys, ref, mapc = [], [], [], []
+    for i in range(4):
+        rr, cc = np.nonzero(cls == i)
+        pick = rng.choice(rr.size, table[i].sum(), replace=False)
+        xs += list(t.c + (cc[pick] + 0.5) * t.a)
+        ys += list(t.f + (rr[pick] + 0.5) * t.e)
+        ref += [j for j in range(4) for _ in range(table[i, j])]
+        mapc += [i] * table[i].sum()
+    pts = gpd.GeoDataFrame({"map_class": mapc, "reference": ref,
+                            "reference_name": [names[j] for j in ref]},
+                           geometry=gpd.points_from_xy(xs, ys), crs="EPSG:32622")
+    (out / "estimation_olofsson_points.gpkg").unlink(missing_ok=True)
+    pts.to_file(out / "estimation_olofsson_points.gpkg", driver="GPKG", VERSION="1.2")
+    # the paper's equations, term by term (i: map class, j: reference class)
+    N = mapped.astype(float) * 100            # pixels of the published map
+    A = N.sum() * 0.09                        # ha
+    Wt = N / N.sum()
+    ni = table.sum(axis=1).astype(float)
+    P = Wt[:, None] * table / ni[:, None]     # eq. 4
+    U = np.diag(table) / ni                   # eq. 2
+    PA = np.diag(P) / P.sum(axis=0)           # eq. 3
+    v_u = U * (1 - U) / (ni - 1)              # eq. 6
+    v_o = np.sum(Wt ** 2 * U * (1 - U) / (ni - 1))      # eq. 5
+    Nj = np.array([sum(N[i] / ni[i] * table[i, j] for i in range(4)) for j in range(4)])
+    v_p = [(N[j] ** 2 * (1 - PA[j]) ** 2 * U[j] * (1 - U[j]) / (ni[j] - 1)
+            + PA[j] ** 2 * sum(N[i] ** 2 * table[i, j] / ni[i] * (1 - table[i, j] / ni[i]) / (ni[i] - 1)
+                               for i in range(4) if i != j)) / Nj[j] ** 2 for j in range(4)]  # eq. 7
+    s_p = [np.sqrt(sum((Wt[i] * P[i, k] - P[i, k] ** 2) / (ni[i] - 1) for i in range(4)))
+           for k in range(4)]                 # eq. 10
+    olofsson = dict(
+        map="estimation_olofsson_map.tif", points="estimation_olofsson_points.gpkg",
+        classes=names, field="reference", table_map_rows=table.tolist(), mapped_pixels=mapped.tolist(),
+        pixel_ha=9.0, total_ha=float(A),
+        published=dict(area_ha=[21158, 11686, 285770, 581386], area_ci_ha=[6158, 3756, 15510, 16282],
+                       users_accuracy=[0.88, 0.73, 0.93, 0.96], users_ci=[0.07, 0.10, 0.04, 0.02],
+                       producers_accuracy=[0.75, 0.85, 0.93, 0.96], overall_accuracy=0.95,
+                       overall_accuracy_ci=0.02),
+        equations=dict(error_matrix=P.T.tolist(), users_accuracy=U.tolist(), users_se=np.sqrt(v_u).tolist(),
+                       producers_accuracy=PA.tolist(), producers_se=np.sqrt(v_p).tolist(),
+                       overall_accuracy=float(np.trace(P)), overall_accuracy_se=float(np.sqrt(v_o)),
+                       area_ha=(P.sum(axis=0) * A).tolist(), area_se_ha=(np.array(s_p) * A).tolist()))
+
+    # 2. strata with unknown pixels (255) and a rare class of 10 pixels
+    st = np.repeat(np.repeat(rng.integers(0, 3, size=(6, 9)), 10, axis=0), 10, axis=1).astype(np.uint8)
+    st[rng.random(st.shape) < 0.05] = 255
+    st[:, 0] = 255
+    free = np.flatnonzero(st.ravel() != 255)
+    st.ravel()[rng.choice(free, 10, replace=False)] = 3
+    t2 = Affine(10.0, 0, 600000.0, 0, -10.0, 8000000.0)
+    _write(out / "estimation_strata.tif", st[None], t2, "EPSG:32633", 255)
+    pixels = [int((st == c).sum()) for c in range(4)]
+    strata = dict(map="estimation_strata.tif", pixels=pixels,
+                  proportional=dict(n=200, counts=_largest_remainder_counts(pixels, 200)),
+                  equal=dict(n=40, counts=[10, 10, 10, 10]),
+                  given=dict(allocation={"0": 5, "2": 7, "3": 10}, counts=[5, 0, 7, 10]))
+
+    # 3. McNemar: on the thinned grid (rows and columns 2, 6, ..., 38) 88 pixels both
+    #    maps right, 10 only a right, 2 only b right; noise elsewhere
+    truth = rng.integers(0, 3, size=(40, 40)).astype(np.uint8)
+    a, b = truth.copy(), truth.copy()
+    off = ~np.isin(np.arange(40), np.arange(2, 40, 4))
+    elsewhere = off[:, None] | off[None, :]
+    a[elsewhere & (rng.random(a.shape) < 0.1)] = 0
+    b[elsewhere & (rng.random(b.shape) < 0.3)] = 1
+    grid = [(r, c) for r in range(2, 40, 4) for c in range(2, 40, 4)]
+    for k, (r, c) in enumerate(grid[:12]):
+        wrong = (truth[r, c] + 1) % 3
+        if k < 10:
+            b[r, c] = wrong   # only a right
+        else:
+            a[r, c] = wrong   # only b right
+    t3 = Affine(5.0, 0, 300000.0, 0, -5.0, 9000000.0)
+    for name, arr in (("estimation_pair_ref.tif", truth), ("estimation_pair_a.tif", a),
+                      ("estimation_pair_b.tif", b)):
+        _write(out / name, arr[None], t3, "EPSG:32722", 255)
+    mcnemar = dict(reference="estimation_pair_ref.tif", a="estimation_pair_a.tif",
+                   b="estimation_pair_b.tif", thin=4, both_right=88, a_only=10, b_only=2,
+                   both_wrong=0, statistic=49 / 12, p_value=158 / 4096,
+                   overall_accuracy_a=float((a == truth).mean()),
+                   overall_accuracy_b=float((b == truth).mean()))
+
+    # 4. geographic CRS: 0.01 degree pixels near 60 S; areas by an equal-area projection
+    geo = np.array([[0, 0, 1, 1, 2], [0, 1, 1, 2, 2], [255, 1, 2, 2, 2], [0, 0, 0, 1, 255]], np.uint8)
+    t4 = Affine(0.01, 0, -60.0, 0, -0.01, -59.5)
+    _write(out / "estimation_geographic.tif", geo[None], t4, "EPSG:4326", 255)
+    cells = [(int(geo[r, c]), box(*(t4 * (c, r + 1)), *(t4 * (c + 1, r))))
+             for r in range(geo.shape[0]) for c in range(geo.shape[1]) if geo[r, c] != 255]
+    g = gpd.GeoDataFrame({"cls": [k for k, _ in cells]}, geometry=[b_ for _, b_ in cells],
+                         crs="EPSG:4326").to_crs("EPSG:6933")  # WGS 84 / NSIDC EASE-Grid 2.0 (equal area)
+    geographic = dict(map="estimation_geographic.tif",
+                      area_ha=[float(g.area[g.cls == k].sum() / 1e4) for k in range(3)])
+    return {"olofsson": olofsson, "strata": strata, "mcnemar": mcnemar, "geographic": geographic}
+
+
+def _largest_remainder_counts(pixels, n) -> list:
+    quota = [p * n / sum(pixels) for p in pixels]
+    counts = [int(q) for q in quota]
+    for k in sorted(range(len(quota)), key=lambda k: counts[k] - quota[k])[: n - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
+def vectors_labelling(out: Path) -> dict:
+    """A float32 uncertainty map (smooth bumps, NaN holes, a nodata band of -1) for
+    suggest_labels; its most uncertain valid pixel found by numpy."""
+    rng = np.random.default_rng(18)
+    rows, cols = np.mgrid[0:60, 0:80]
+    u = np.zeros((60, 80))
+    for r, c in rng.uniform([0, 0], [60, 80], size=(6, 2)):
+        u += np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / 60.0)
+    u = (u / u.max() * 0.9 + rng.uniform(0, 0.05, u.shape)).astype(np.float32)
+    u[rng.random(u.shape) < 0.02] = np.nan
+    u[:, 75:] = -1.0  # nodata
+    _write(out / "labelling_uncertainty.tif", u[None], Affine(20.0, 0, 400000.0, 0, -20.0, 6000000.0),
+           "EPSG:32721", -1.0)
+    valid = np.isfinite(u) & (u != -1.0)
+    r, c = np.unravel_index(np.argmax(np.where(valid, u, -np.inf)), u.shape)
+    return {"map": "labelling_uncertainty.tif", "valid": int(valid.sum()),
+            "top": dict(row=int(r), col=int(c), value=float(u[r, c])),
+            "cases": [dict(n=15, min_distance=8, shape="point"),
+                      dict(n=6, min_distance=16, shape="box", size=16),
+                      dict(n=500, min_distance=12, shape="point")]}
+
+
 STAGES = {"io": vectors_io, "prediction": vectors_prediction, "samples": vectors_samples,
           "patches": vectors_patches, "bridge": vectors_bridge,
           "assessment": vectors_assessment, "augmentation": vectors_augmentation,
           "model": vectors_model, "workflow": vectors_workflow, "validation": vectors_validation,
-          "precision": vectors_precision}
+          "precision": vectors_precision, "estimation": vectors_estimation,
+          "labelling": vectors_labelling}
 
 
 def main(argv):

@@ -73,11 +73,11 @@ stage_venv() {
   fi
   local py
   py=$(pick_python)
-  say "creating .venv with $py ($("$py" --version)) and installing rsunet[cpu,r,dev]"
+  say "creating .venv with $py ($("$py" --version)) and installing rsunet[cpu,r,dev,dask]"
   [ -x .venv/bin/python ] || "$py" -m venv .venv
   export RPY2_CFFI_MODE=ABI
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev]"
+  .venv/bin/python -m pip install -q -c .stamps/constraints.txt -e ".[cpu,r,dev,dask]"
   # the checkout's python/ as a plain sys.path entry too: the editable install's import
   # hook comes after sys.path, so a folder named rsunet in the working directory (R CMD
   # check runs the examples beside the installed R package's rsunet/) would shadow the

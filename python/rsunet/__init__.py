@@ -13,6 +13,8 @@ One module per stage of the workflow::
     artefact     load_model, RsunetModel: the self-describing, reloadable model
     prediction   predict_raster: sliding windows, blending, streaming mosaic
     assessment   assess_map, count_objects, polygonize
+    estimation   sample_points, compare_maps: stratified samples, area estimates, map comparison
+    labelling    suggest_labels: where to label next
     baseline     train_baseline: the course's pixel-based Random Forest, for comparison
     validation   cross_validate: both models on scene-wise (or block-wise) folds
     example      example_data: the bundled Amazon scenes
@@ -53,6 +55,9 @@ _PUBLIC = {
     "assess_map": "assessment",
     "count_objects": "assessment",
     "polygonize": "assessment",
+    "sample_points": "estimation",
+    "compare_maps": "estimation",
+    "suggest_labels": "labelling",
     "train_baseline": "baseline",
     "load_baseline": "baseline",
     "example_data": "example",

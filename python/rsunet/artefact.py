@@ -187,20 +187,37 @@ def as_model(model):
             from rsunet.baseline import load_baseline
 
             return load_baseline(path)
-        from rsunet.training import load_model
-
         return load_model(path)
-    if hasattr(model, "predict_probabilities"):
+    if isinstance(model, PixelModel):
         return model
+    if hasattr(model, "predict_probabilities"):
+        return _Completed(model)
     if hasattr(model, "input_shape") and hasattr(model, "output_shape"):
         return plain_model(model)
     raise ModelFormatError(
         f"model must be a .keras path, an RsunetModel or a Keras model, got {type(model).__name__}")
 
 
+class _Completed:
+    """A user's model object with ``predict_probabilities`` made a full :class:`PixelModel`:
+    the attributes it lacks get the values that change nothing (pixel by pixel, raw input)."""
+
+    def __init__(self, model):
+        self.model = model
+        missing = [name for name in ("bands", "classes") if not hasattr(model, name)]
+        if missing:
+            raise ModelFormatError(f"a {type(model).__name__} model needs {' and '.join(missing)} "
+                                   "beside predict_probabilities (the band count and {id: name})")
+        self.multiple = getattr(model, "multiple", 1) or 1
+        self.normalization = getattr(model, "normalization", None)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
 def scene_normalised(model) -> dict | None:
     """The scene scaling a model was trained with (``{"q": [2, 98]}``), or None."""
-    return (getattr(model, "normalization", None) or {}).get("scene")
+    return (model.normalization or {}).get("scene")
 
 
 def for_raster(model, src):
@@ -247,7 +264,7 @@ class SceneModel:
 
 def fill_values(model, bands):
     """What invalid or padded pixels are fed to the model: the band means (0 once normalised)."""
-    norm = getattr(model, "normalization", None)
+    norm = model.normalization
     if norm and norm.get("mean") is not None:
         return np.asarray(norm["mean"], np.float32).reshape(-1)[:bands]
     return np.zeros(bands, np.float32)

@@ -48,6 +48,7 @@ __all__ = ["assess_map", "count_objects", "polygonize", "Assessment", "ObjectCou
 N_VALUES = 256  # class ids are 0..254 (uint8 values); 255 is ignore
 BLOCK_PIXELS = 2 ** 19  # pixels per block read by default (~50 bytes each at the peak)
 UNLABELLED = ("background", "ignore")
+DESIGNS = ("census", "stratified")
 
 
 # ---- results --------------------------------------------------------------------------
@@ -196,8 +197,16 @@ def _nanmean(x) -> float:
 
 def assess_map(prediction, reference, field=None, where=None, sample=None, seed=0,
                classes=None, unlabelled="background", ignore=IGNORE, use_nodata=True,
-               block_rows=None, png=None, csv=None, overwrite=False) -> Assessment:
+               block_rows=None, png=None, csv=None, overwrite=False, design="census",
+               cluster=None):
     """Assess a class map against a reference: confusion matrix and accuracy figures.
+
+    With ``design="stratified"`` the reference is a stratified random sample of points
+    (strata = map classes, e.g. from :func:`rsunet.sample_points`, labelled) and the
+    result is an :class:`rsunet.estimation.AreaEstimate`: user's, producer's and
+    overall accuracy with 95 % confidence intervals, the error matrix in area
+    proportions and each class's area in hectares with its 95 % interval, by the
+    estimators of Olofsson et al. (2014) (:mod:`rsunet.estimation`).
 
     Args:
         prediction: the class map (a single-band integer GeoTIFF, e.g. from
@@ -241,10 +250,19 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         csv: optional path of the confusion matrix as CSV (reference classes in rows,
             predicted in columns, names as labels).
         overwrite: replace existing ``png`` / ``csv`` files.
+        design: ``"census"`` (every pixel, or ``sample`` pixels, counted as they are)
+            or ``"stratified"``: ``reference`` is then points with their reference
+            class in column ``field`` (default ``"reference"``), ``where`` and
+            ``sample`` do not apply, ``png`` is the area figure and ``csv`` the table.
+        cluster: assess many maps on a dask cluster, one task per map (see
+            :func:`rsunet.predict_raster`; same confusion matrix, exactly: integer counts).
+            With ``sample`` the maps are assessed here, in order, as the random points
+            come from one generator. Files must be on a file system every worker reaches.
 
     Returns:
         An :class:`Assessment` (``.confusion``, ``.per_class``, ``.overall``,
-        ``.per_scene``, ``.table()``).
+        ``.per_scene``, ``.table()``); with ``design="stratified"`` an
+        :class:`rsunet.estimation.AreaEstimate`.
 
     Raises:
         GridMismatchError: the reference cannot be placed on the map's grid (CRS or
@@ -255,27 +273,41 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
             valid in both, or an argument is out of range.
         OutputExistsError: ``png`` or ``csv`` exists and ``overwrite`` is False.
     """
-    _check_outputs(overwrite, [png, csv], [prediction, reference, where])
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
+    if design not in DESIGNS:
+        raise InputError(f"design must be one of {DESIGNS}, got {design!r}")
+    if design == "stratified":
+        if where is not None or sample is not None:
+            raise InputError("design='stratified' takes its sample from the reference points: "
+                             "leave where and sample unset")
+        from rsunet.estimation import stratified_assessment
+
+        return stratified_assessment(prediction, reference, field=field, classes=classes,
+                                     ignore=ignore, use_nodata=use_nodata, block_rows=block_rows,
+                                     png=png, csv=csv, overwrite=overwrite)
+    check_outputs(overwrite, [png, csv], [prediction, reference, where])
     if unlabelled not in UNLABELLED:
         raise InputError(f"unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
     if sample is not None and int(sample) < 1:
         raise InputError(f"sample must be a positive number of points per area, got {sample!r}")
     rng = np.random.default_rng(seed)
+    pairs = _scene_pairs(prediction, reference)
+    args = (field, where, sample, unlabelled, ignore, use_nodata, block_rows, classes)
+    if cluster is not None and sample is None and len(pairs) > 1:
+        from rsunet.cluster import map_tasks
+
+        done = map_tasks(cluster, _assess_scene, pairs, args, "maps", reads=[
+            p for pair in pairs for p in pair if isinstance(p, (str, os.PathLike))])
+    else:  # random points come from one generator, scene after scene: here, in order
+        done = [_assess_scene(*pair, *args, rng=rng) for pair in pairs]
     counts, names, scenes = np.zeros((N_VALUES, N_VALUES), np.int64), {}, []
-    for pred_path, ref_input in _scene_pairs(prediction, reference):
-        with open_raster(pred_path) as src, \
-                _ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
-            areas = _areas(where, src) if where is not None else None
-            grid = _Grid(src, ref, ignore, use_nodata)
-            rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
-            if sample is None:
-                scene = _count_blocks(grid, areas, rows)
-            else:
-                scene = _count_sampled(grid, areas, int(sample), rng, rows)
-            counts += scene
-            scenes.append((Path(pred_path).stem, scene))
-            for k, v in _class_names(classes, src, ref.tags).items():
-                names.setdefault(k, v)
+    for name, scene, scene_names in done:
+        counts += scene
+        scenes.append((name, scene))
+        for k, v in scene_names.items():
+            names.setdefault(k, v)
     result = _assessment(counts, names, classes)
     result.per_scene = pd.DataFrame([_scene_row(name, c, names, classes) for name, c in scenes])
     if png is not None:
@@ -284,6 +316,21 @@ def assess_map(prediction, reference, field=None, where=None, sample=None, seed=
         with atomic_path(csv, overwrite) as tmp:
             result.confusion.to_csv(tmp, index_label="reference")
     return result
+
+
+def _assess_scene(pred_path, ref_input, field, where, sample, unlabelled, ignore, use_nodata,
+                  block_rows, classes, rng=None):
+    """One map against its reference: ``(name, counts, class names)``."""
+    with open_raster(pred_path) as src, \
+            ReferenceReader(ref_input, src, field, unlabelled, ignore, use_nodata) as ref:
+        areas = _areas(where, src) if where is not None else None
+        grid = _Grid(src, ref, ignore, use_nodata)
+        rows = max(1, int(block_rows) if block_rows else BLOCK_PIXELS // src.width)
+        if sample is None:
+            scene = _count_blocks(grid, areas, rows)
+        else:
+            scene = _count_sampled(grid, areas, int(sample), rng, rows)
+        return Path(pred_path).stem, scene, _class_names(classes, src, ref.tags)
 
 
 def _scene_pairs(prediction, reference) -> list:
@@ -299,14 +346,15 @@ def _scene_pairs(prediction, reference) -> list:
     return list(zip(prediction, reference))
 
 
-def _check_outputs(overwrite, paths, inputs):
+def check_outputs(overwrite, paths, inputs):
+    """Refuse outputs that are inputs (:func:`rsunet.io.check_not_input`) or exist unasked."""
     check_not_input(paths, inputs)
     for path in paths:
         if path is not None and Path(path).exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
 
 
-class _ReferenceReader:
+class ReferenceReader:
     """Reference class ids and validity for any window of the map's grid."""
 
     def __init__(self, reference, src, field, unlabelled, ignore, use_nodata):
@@ -684,7 +732,7 @@ def count_objects(map, cls, connectivity=8, min_pixels=1, ignore=IGNORE, use_nod
     lut = np.zeros(n + 1, np.int32)
     lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
     labels = lut[labels]
-    row_area, method = _row_areas(transform, crs, labels.shape[0])
+    row_area, method = row_areas(transform, crs, labels.shape[0])
     area = np.bincount(labels.ravel(), weights=np.broadcast_to(row_area[:, None], labels.shape).ravel(),
                        minlength=keep.size + 1)
     ids = np.arange(1, keep.size + 1)
@@ -708,7 +756,7 @@ def count_objects(map, cls, connectivity=8, min_pixels=1, ignore=IGNORE, use_nod
     return ObjectCount(objects=objects, summary=summary, labels=labels if keep_labels else None)
 
 
-def _row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
+def row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
     """Area in m² of one pixel in each row, and how it was computed."""
     planar = abs(transform.a * transform.e - transform.b * transform.d)
     if crs is None:
@@ -782,7 +830,7 @@ def polygonize(map, out, classes=None, connectivity=4, ignore=IGNORE, use_nodata
 
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    _check_outputs(overwrite, [out], [map])
+    check_outputs(overwrite, [out], [map])
     values, valid, transform, crs, names = _read_class_map(map, ignore, use_nodata, classes)
     if values.dtype.name not in ("uint8", "int16", "uint16", "int32", "float32"):
         values = values.astype(np.int32)

@@ -36,6 +36,9 @@ STEPS = {
     "assess": ("assessment", "assess_map"),
     "count": ("assessment", "count_objects"),
     "polygonize": ("assessment", "polygonize"),
+    "sample": ("estimation", "sample_points"),
+    "compare": ("estimation", "compare_maps"),
+    "suggest": ("labelling", "suggest_labels"),
     "cv": ("validation", "cross_validate"),
 }
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from rsunet.errors import ConfigError, InputError
 
 # arguments the workflow passes itself (with the required ones: inputs and outputs)
-WORKFLOW_OWNED = {"out", "out_dir", "overwrite", "seed", "png", "csv", "callbacks"}
+WORKFLOW_OWNED = {"out", "out_dir", "overwrite", "seed", "png", "csv", "callbacks",
+                  "cluster"}  # cluster: one top-level key for every step that takes it
 # value ranges by argument name: the same name means the same thing in every function
 POSITIVE = {"size", "stride", "epochs", "batch_size", "patience", "window", "filters", "depth",
-            "n_trees", "n_per_class", "block", "sample"}
+            "n_trees", "n_per_class", "block", "sample", "n_boot", "thin"}
 NON_NEGATIVE = {"overlap"}
 UNIT_INTERVAL = {"min_labelled", "min_valid", "dropout"}
 # flags that also take a mapping of settings (train_unet's augmentation: True, False or a
@@ -120,6 +121,16 @@ def _check_value(section, key, value, default, source):
         raise ConfigError(f"{name} must be 0 or more, got {value!r}")
     if key in UNIT_INTERVAL and not 0 <= value <= 1:
         raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def check_cluster(cluster, source="the configuration"):
+    """The top-level ``cluster:`` is one of the forms ``cluster=`` takes (nothing started)."""
+    from rsunet.cluster import check_spec
+
+    try:
+        check_spec(cluster)
+    except InputError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def check_scenes(scenes: dict, source="the configuration"):

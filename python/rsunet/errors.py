@@ -76,3 +76,8 @@ class DependencyError(RsunetError, ImportError):
 
 class RCodeError(RsunetError, RuntimeError):
     """R code run through the rpy2 bridge (``rsunet.r``) failed; the message is R's."""
+
+
+class WorkerPathError(InputError):
+    """A cluster worker cannot read an input or write an output: on a cluster the files must
+    be on a file system every worker reaches under the same path."""

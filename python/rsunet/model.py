@@ -155,7 +155,8 @@ _PRECISION_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _rebuilt(net, precision):
-    outputs = set(net.output_names)
+    # the output layers stay float32; a Sequential model's is its last layer
+    outputs = {net.layers[-1].name} if isinstance(net, keras.Sequential) else set(net.output_names)
 
     def rebuilt(layer):
         config = layer.get_config()

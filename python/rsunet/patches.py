@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +328,7 @@ def read_patch(patches, patch_id):
 # ---- cutting ----------------------------------------------------------------------------
 
 def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_labelled=0.0,
-                 min_valid=0.5, edge="shift", overwrite=False, progress=True):
+                 min_valid=0.5, edge="shift", overwrite=False, progress=True, cluster=None):
     """Cut scenes and their masks into georeferenced patches, stored for fast training.
 
     Args:
@@ -351,6 +352,9 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
             would leave the scene (see the module docstring).
         overwrite: replace an existing non-empty ``out_dir``.
         progress: show a progress bar over scenes.
+        cluster: cut the scenes on a dask cluster, one task per scene (see
+            :func:`rsunet.predict_raster`): the same patch set, byte for byte. Workers read
+            the scenes and write beside ``out_dir`` under the same paths.
 
     Returns:
         The patch index (a pandas DataFrame, also written as ``out_dir/index.csv``):
@@ -365,6 +369,9 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
         OutputExistsError: ``out_dir`` exists, is not empty, and ``overwrite`` is False.
         InputError: other bad arguments (counts of images and masks differ, ...).
     """
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
     images, masks = _as_list(images, "images"), _as_list(masks, "masks")
     if len(images) != len(masks):
         raise InputError(f"{len(images)} images but {len(masks)} masks: give one mask per image")
@@ -383,21 +390,29 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
     except InputError:
         wanted = _wanted_classes(keep, _classes_of(masks))  # class names do
     names = _scene_names(images)
-    params = dict(size=size, stride=stride, edge=edge, wanted=wanted,
-                  min_labelled=float(min_labelled), min_valid=float(min_valid))
+    settings = CutSettings(size=size, stride=stride, edge=edge, wanted=wanted,
+                           min_labelled=float(min_labelled), min_valid=float(min_valid))
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         with writing(out_dir):  # reading errors are typed already: an OSError here is a write
             (tmp / "scenes").mkdir(parents=True)
             columns, scenes, tags = [], {}, []
-            for name, image, mask in _progress(list(zip(names, images, masks)), progress, "scenes"):
-                scene_columns, scenes[name], tag = _cut_scene(name, image, mask, tmp, params)
+            items = list(zip(names, images, masks))
+            if cluster is not None:  # one task per scene, each writing its own stacks
+                from rsunet.cluster import map_tasks
+
+                cut = map_tasks(cluster, _cut_scene, items, (tmp, settings), "scenes",
+                                reads=list(images) + list(masks), writes=[tmp])
+            else:
+                cut = (_cut_scene(*item, tmp, settings)
+                       for item in _progress(items, progress, "scenes"))
+            for (name, _, mask), (scene_columns, scenes[name], tag) in zip(items, cut):
                 columns.append(scene_columns)
                 tags.append((mask, tag))
             classes = _merge_classes(tags)
             _check_bands(scenes)
             index = _index_table(columns, classes)
-            _check_not_empty(index, scenes, params)
+            _check_not_empty(index, scenes, settings)
             meta = dict(format=FORMAT, size=size, stride=stride, edge=edge, keep=_jsonable(keep),
                         min_labelled=float(min_labelled), min_valid=float(min_valid),
                         classes={str(k): v for k, v in classes.items()}, ignore_value=IGNORE,
@@ -411,17 +426,39 @@ def make_patches(images, masks, out_dir, size=128, stride=None, keep="all", min_
     return index
 
 
-def _check_not_empty(index, scenes, params):
+@dataclass(frozen=True)
+class CutSettings:
+    """How :func:`make_patches` cuts every scene: its checked arguments.
+
+    Attributes:
+        size: patch edge in pixels.
+        stride: step between patch starts.
+        edge: ``"shift"``, ``"pad"`` or ``"drop"``.
+        wanted: which patches to keep by class: None (all), ``"positive"`` or a set of
+            class ids (any of them present).
+        min_labelled: the least labelled fraction of a kept patch.
+        min_valid: the least valid fraction of a kept patch.
+    """
+
+    size: int
+    stride: int
+    edge: str
+    wanted: object
+    min_labelled: float
+    min_valid: float
+
+
+def _check_not_empty(index, scenes, settings):
     """No patch kept is an error that says why: the scenes are too small or the filters too strict."""
     if len(index):
         return
-    size = params["size"]
+    size = settings.size
     small = [f"{name} ({s['width']}x{s['height']})" for name, s in scenes.items()
              if min(s["width"], s["height"]) < size]
     why = (f"the scene(s) {small} are smaller than size={size}: with edge='drop' they give no "
            "window, otherwise windows mostly of padding, which min_valid rejects" if small else
-           f"no window passes the filters (keep, min_labelled={params['min_labelled']}, "
-           f"min_valid={params['min_valid']})")
+           f"no window passes the filters (keep, min_labelled={settings.min_labelled}, "
+           f"min_valid={settings.min_valid})")
     raise EmptyResultError(f"no patch was kept: {why}; use a smaller size, edge='shift' or "
                            "looser filters")
 
@@ -512,13 +549,13 @@ def _progress(items, progress, unit):
     return tqdm(items, unit=unit[:-1] if unit.endswith("s") else unit, desc="patches")
 
 
-def _cut_scene(name, image, mask, tmp, params):
+def _cut_scene(name, image, mask, tmp, settings):
     """Write one scene's kept patches into its two stacks.
 
     Returns:
         (the scene's index columns, its patches.json metadata, the mask's RSUNET_CLASSES tag).
     """
-    size, stride, edge = params["size"], params["stride"], params["edge"]
+    size, stride, edge = settings.size, settings.stride, settings.edge
     with open_raster(image) as src, open_raster(mask) as msrc:
         _check_grid(src, msrc, image, mask)
         rows_off = window_offsets(src.height, size, stride, edge)
@@ -531,7 +568,7 @@ def _cut_scene(name, image, mask, tmp, params):
             for row_off in rows_off:
                 data, valid, labels = strips.read(row_off)
                 stats = _window_stats(valid, labels, cols_off, size, values)
-                kept = np.flatnonzero(_kept(stats, params))
+                kept = np.flatnonzero(_kept(stats, settings))
                 if not len(kept):
                     continue
                 parts.append(dict(slot=np.arange(imgs.n, imgs.n + len(kept)), col_off=cols_off[kept],
@@ -696,12 +733,12 @@ def _window_stats(valid, labels, col_offs, size, values):
                 counts=counts)
 
 
-def _kept(stats, params):
+def _kept(stats, settings):
     """Which windows pass the filters (a bool array)."""
     counts = stats["counts"]
-    ok = (stats["valid_fraction"] >= params["min_valid"]) & \
-        (stats["labelled_fraction"] >= params["min_labelled"])
-    wanted = params["wanted"]
+    ok = (stats["valid_fraction"] >= settings.min_valid) & \
+        (stats["labelled_fraction"] >= settings.min_labelled)
+    wanted = settings.wanted
     if wanted is None:
         return ok
     if wanted == "positive":

@@ -7,12 +7,16 @@ scenes smaller than a window are padded), predicts the windows in batches (optio
 with the 8 flips and rotations of test-time augmentation), blends overlapping
 predictions and writes one georeferenced GeoTIFF.
 
-Memory stays flat in the scene's height: only the rows of the windows in flight are held
-(an accumulator ``window`` rows high and one scene wide, and one batch of windows, which
-may reach into the next row of windows so that model calls stay full). Each finished row
-band is kept in a hidden folder beside the output, with a small state file; a killed run,
-called again the same way, continues from the last finished band and writes the same
-bytes an uninterrupted run would. The output's own name appears only once it is complete.
+Memory stays flat in the scene's height and width: the scene is cut into blocks of whole
+windows (column blocks of at most ``BLOCK_COLUMNS`` pixels, and row blocks if set), each
+computed from every window touching it, the neighbours' overlapping windows included, so
+that each of its pixels gets exactly the bits a single pass over the whole scene gives.
+Within a block only the rows of the windows in flight are held (an accumulator ``window``
+rows high and as wide as the block's windows, and one batch of windows). Each finished
+band of a block is kept in a hidden folder beside the output, with a small state file per
+block; a killed run, called again the same way, continues from each block's last finished
+band and writes the same bytes an uninterrupted run would. Blocks are independent, the
+unit of work for many processes. The output's own name appears only once it is complete.
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ PROB_DTYPES = ("float32", "uint8")
 CLASS_NODATA = 255
 PROB_SCALE = 254  # uint8 probabilities: round(p * 254); 255 is nodata
 COLUMN_CHUNK = 2048  # columns blended and encoded at a time
+# Blocks of whole windows (see _Layout), in pixels of core: at most this many columns
+# (memory flat in width: the accumulator spans a block and its halo, not the scene) and,
+# when set, rows. Each block's halo windows are predicted again, about window/BLOCK_COLUMNS
+# more model work on scenes wider than a block.
+BLOCK_COLUMNS = 2048
+BLOCK_ROWS = None
 GDAL_CACHE_MB = 128  # GDAL's block cache during a run (its default, 5 % of RAM, grows with the scene)
 EPSILON = 1e-3  # weight floor: pixels at a window's edge still count where nothing else covers them
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -57,7 +67,7 @@ _after_band = None
 def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=False,
                    output="classes", prob_dtype="float32", batch_size=4, precision="auto",
                    uncertainty=None, mc_passes=8, cog=False, overwrite=False, resume=True,
-                   progress=True):
+                   progress=True, cluster=None):
     """Predict a whole scene (or many) with sliding windows and write a blended GeoTIFF.
 
     Args:
@@ -106,7 +116,14 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         cog: write a Cloud-Optimized GeoTIFF (with overviews).
         overwrite: replace an existing output.
         resume: continue an interrupted run of the same call; False starts afresh.
-        progress: show a progress bar over row bands.
+        progress: show a progress bar over bands (of blocks); on a cluster, over blocks
+            or scenes, and print the dashboard's address.
+        cluster: where to compute: None (this process), ``"local"`` or ``"local:N"`` (N
+            worker processes on this machine, one thread each), a dask scheduler's address
+            (``"tcp://host:8786"``) or a ``distributed.Client``. Many scenes are one task
+            each, one scene one task per block of windows; the output's bytes are the same
+            as in one process. Workers read the model and images and write beside ``out``
+            under the same paths: a shared file system (see ``docs/scale-out.md``).
 
     Returns:
         The output path (:class:`pathlib.Path`); for ``output="both"`` or an ``uncertainty``
@@ -119,11 +136,16 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         OutputExistsError: an output exists and ``overwrite`` is False.
         InputError: another argument is out of range.
         ModelFormatError: ``model`` is not a model rsunet can use.
+        WorkerPathError: a cluster worker cannot read an input or write beside ``out``.
+        DependencyError: ``cluster`` is set but dask.distributed is not installed.
     """
+    from rsunet.cluster import check_spec
+
+    check_spec(cluster)
     scenes, many = _scenes(image, out, output, uncertainty)
     check_not_input([t for _, targets in scenes for t in targets.values()],
                     [model, image] + [p for p, _ in scenes])
-    model = as_model(model)
+    model_arg, model = model, as_model(model)
     params = _check_params(model, window, overlap, blend, output, prob_dtype, batch_size)
     params.update(tta=bool(tta), cog=bool(cog), precision=_resolved(precision, model),
                   uncertainty=_check_uncertainty(uncertainty, tta, model))
@@ -133,19 +155,29 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise OutputExistsError(f"{target} exists; pass overwrite=True to replace it")
-    model = _at_precision(model, params["precision"])
-    if uncertainty == "mc_dropout":
-        model = _MonteCarloModel(model, params["mc_passes"])
-    results = []
-    for path, targets in scenes:
-        try:
-            with rasterio.Env(**_gdal_options()), writing(next(iter(targets.values()))):
-                _predict_scene(model, path, targets, params, resume, progress)
-        except RsunetError:  # a bad input or a full disk: nothing to resume, leave no debris
-            shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
-            raise
-        results.append(targets if len(targets) > 1 else targets[output])
+    # the model as run (the workers prepare theirs alike): one fingerprint for the partial files
+    loaded, model = model, prepared(model, params)
+    if cluster is not None:
+        from rsunet.cluster import predict_on_cluster
+
+        source = model_arg if isinstance(model_arg, (str, os.PathLike)) else loaded
+        done = predict_on_cluster(cluster, source, model, scenes, params, resume, progress)
+    else:
+        done = [predict_one(model, path, targets, params, resume, progress)
+                for path, targets in scenes]
+    results = [targets if len(targets) > 1 else targets[output] for targets in done]
     return results if many else results[0]
+
+
+def predict_one(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene into ``targets``; a bad input or a full disk leaves no debris."""
+    try:
+        with rasterio.Env(**gdal_options()), writing(next(iter(targets.values()))):
+            _predict_scene(model, path, targets, params, resume, progress, blocks)
+    except RsunetError:  # nothing to resume
+        shutil.rmtree(_PartialStore.folder(targets), ignore_errors=True)
+        raise
+    return targets
 
 
 # ---- arguments ---------------------------------------------------------------------
@@ -161,6 +193,16 @@ def _resolved(precision, model):
     return resolve_precision(precision)
 
 
+def prepared(model, params):
+    """The model as ``params`` run it: its network in their precision and, for
+    ``uncertainty="mc_dropout"``, its passes with dropout on (a cluster's workers call
+    this on the model they load)."""
+    model = _at_precision(model, params["precision"])
+    if params["uncertainty"] == "mc_dropout":
+        model = _MonteCarloModel(model, params["mc_passes"])
+    return model
+
+
 def _at_precision(model, precision):
     """The model with its Keras network computing in ``precision`` (others unchanged)."""
     if precision == "float32":
@@ -171,7 +213,7 @@ def _at_precision(model, precision):
 
 
 def _check_params(model, window, overlap, blend, output, prob_dtype, batch_size):
-    multiple = int(getattr(model, "multiple", 1) or 1)
+    multiple = int(model.multiple)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window <= 0 \
             or window % multiple:
         raise PatchSizeError(
@@ -225,12 +267,12 @@ class _MonteCarloModel:
 
     def predict_probabilities(self, batch):
         key = zlib.crc32(np.ascontiguousarray(batch, np.float32).data)  # same pixels, same masks
-        views = []
-        for p in range(self.passes):
-            for state in self.states:
-                state.assign(np.array([key, p], np.int64))
-            views.append(np.asarray(self.model.predict_probabilities(batch), np.float32))
-        return _mean_and_spread(views)
+        return _mean_and_spread(self._pass(batch, key, p) for p in range(self.passes))
+
+    def _pass(self, batch, key, p):
+        for state in self.states:
+            state.assign(np.array([key, p], np.int64))
+        return np.asarray(self.model.predict_probabilities(batch), np.float32)
 
 
 def _scenes(image, out, output, uncertainty=None):
@@ -267,7 +309,7 @@ def _targets(out, output, uncertainty=None):
 
 
 def _check_bands(model, src, path):
-    bands = int(getattr(model, "bands", src.count))
+    bands = int(model.bands)
     if src.count != bands:
         raise BandMismatchError(
             f"{path} has {src.count} bands but the model takes {bands}; "
@@ -280,50 +322,152 @@ def _check_bands(model, src, path):
             "convert the image to the same data type and scale")
 
 
-def _gdal_options():
+def gdal_options():
     """A bounded block cache, unless the user set GDAL_CACHEMAX."""
     return {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
 
 
 # ---- one scene ---------------------------------------------------------------------
 
-def _predict_scene(model, path, targets, params, resume, progress):
+def _predict_scene(model, path, targets, params, resume, progress, blocks=None):
+    """Predict one scene block by block; ``blocks`` (a cluster's runner) computes the
+    unfinished blocks elsewhere instead of here, one after another."""
     from tqdm.auto import tqdm
 
-    w = params["window"]
     with open_raster(path) as src:
         _check_bands(model, src, path)
         model = for_raster(model, src)
-        height, width = src.height, src.width
-        stride = w - params["overlap"]
-        row_offs, col_offs = window_offsets(height, w, stride), window_offsets(width, w, stride)
+        layout = _Layout.of(src.height, src.width, params["window"], params["overlap"],
+                            BLOCK_ROWS or getattr(blocks, "block_rows", None), BLOCK_COLUMNS)
         fill = fill_values(model, src.count)
         k = _n_outputs(model, src.count, fill)
-        store = _PartialStore(targets, _fingerprint(model, src, path, params), resume)
-        # with uncertainty="tta" the views' disagreement is blended as one more channel
-        channels = k + (params["uncertainty"] in SPREADS)
-        acc = _Accumulator(channels, w, max(width, col_offs[-1] + w), params["blend"])
-        if store.done:
-            acc.load(store.carry())
-        windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, store.done,
-                                     fill, params)
-        bar = tqdm(total=len(row_offs), initial=store.done, unit="band",
-                   desc=Path(path).name, disable=not progress, leave=False)
-        with bar:
-            for j, c, probs, valid in windows:
-                r = row_offs[j]
-                acc.add(probs, _weights(params["blend"], w, r, c, height, width) * valid, c)
-                if c != col_offs[-1]:
-                    continue
-                # the row's last window: every window touching band j is in, so it is final
-                rows = (row_offs[j + 1] if j + 1 < len(row_offs) else height) - r
-                band = acc.pop(min(rows, height - r), width, lambda p, ok: _encode(p, ok, params))
-                store.save_band(j, band, acc.carry())
-                bar.update(1)
-                if _after_band is not None:
-                    _after_band(j)
-        profile = dict(height=height, width=width, transform=src.transform, crs=src.crs)
-    _assemble(store, targets, profile, model, k, params, len(row_offs))
+        store = _PartialStore(targets, _fingerprint(model, src, path, params, layout), resume)
+        done = [store.block_done(b) for b in range(len(layout.blocks))]
+        todo = [b for b, n in enumerate(done) if n < len(layout.window_rows(b))]
+        if blocks is not None:
+            blocks.run(path, layout, store, fill, k, params, todo)
+        else:
+            bar = tqdm(total=layout.total_rows(), initial=sum(done), unit="band",
+                       desc=Path(path).name, disable=not progress, leave=False)
+            with bar:
+                for b in todo:
+                    predict_block(src, model, layout, b, store, fill, k, params,
+                                   lambda j: bar.update(1))
+        profile = dict(height=src.height, width=src.width, transform=src.transform, crs=src.crs)
+    _assemble(store, targets, profile, model, k, params, layout)
+
+
+class _Layout:
+    """The scene's global window grid and its blocks of whole windows.
+
+    Window row ``i`` finishes pixel band ``i``: rows ``[row_offs[i], row_offs[i + 1])``
+    (the last band runs to the scene's edge); columns likewise. A block is a rectangle of
+    such bands, its *core*; it is computed from every window that touches its core, in
+    the scene's row-major order, with the weights of the global grid, so each core pixel
+    sums the same operands in the same order as a single pass over the whole scene and
+    gets the same bits. Windows in the halo (touching two cores) are predicted twice.
+    """
+
+    def __init__(self, height, width, window, row_offs, col_offs, row_groups, col_groups):
+        self.height, self.width, self.window = height, width, window
+        self.row_offs, self.col_offs = row_offs, col_offs
+        self.row_groups, self.col_groups = row_groups, col_groups
+        self.blocks = [(rg, cg) for rg in row_groups for cg in col_groups]
+
+    @classmethod
+    def of(cls, height, width, window, overlap, block_rows=None, block_cols=None):
+        stride = window - overlap
+        row_offs, col_offs = window_offsets(height, window, stride), window_offsets(width, window, stride)
+        return cls(height, width, window, row_offs, col_offs,
+                   _band_groups(row_offs, height, block_rows),
+                   _band_groups(col_offs, width, block_cols))
+
+    def describe(self):
+        """What decides the partial files: a different layout never resumes."""
+        return dict(row_groups=self.row_groups, col_groups=self.col_groups)
+
+    def edge(self, offs, length, j):
+        """Where band ``j`` ends: the next window's offset, or the scene's edge."""
+        return offs[j + 1] if j + 1 < len(offs) else length
+
+    def window_rows(self, b):
+        """The window rows (a range) that touch block ``b``'s core."""
+        (ja, jb), _ = self.blocks[b]
+        return _touching(self.row_offs, self.window, ja, jb)
+
+    def window_cols(self, b):
+        _, (ma, mb) = self.blocks[b]
+        return _touching(self.col_offs, self.window, ma, mb)
+
+    def core_cols(self, b):
+        """Block ``b``'s core columns in scene coordinates: ``(start, stop)``."""
+        _, (ma, mb) = self.blocks[b]
+        return self.col_offs[ma], self.edge(self.col_offs, self.width, mb - 1)
+
+    def total_rows(self):
+        return sum(len(self.window_rows(b)) for b in range(len(self.blocks)))
+
+
+def _band_groups(offs, length, target):
+    """Consecutive bands grouped into ``[(first, stop)]`` spans of at most ``target`` pixels
+    (at least one band each); ``target=None``: one span."""
+    groups, first = [], 0
+    for j in range(len(offs)):
+        end = offs[j + 1] if j + 1 < len(offs) else length
+        if target is not None and j > first and end - offs[first] > target:
+            groups.append((first, j))
+            first = j
+    groups.append((first, len(offs)))
+    return groups
+
+
+def _touching(offs, window, first, stop):
+    """Indexes of the windows that overlap bands ``first .. stop - 1``: the core's windows
+    and the halo's (windows starting up to a window before the core)."""
+    start = first
+    while start > 0 and offs[start - 1] + window > offs[first]:
+        start -= 1
+    return range(start, stop)
+
+
+def predict_block(src, model, layout, b, store, fill, k, params, on_band=None):
+    """Predict block ``b`` of the scene into ``store``, continuing where it stopped.
+
+    The block is a small scene of its own: the windows touching its core stream row by
+    row through an accumulator ``window`` rows high and as wide as those windows; each
+    finished band's core columns are saved with the accumulator's carried rows, so a
+    killed run continues from the block's last finished band.
+    """
+    w, blend = params["window"], params["blend"]
+    rows, cols = layout.window_rows(b), layout.window_cols(b)
+    row_offs = [layout.row_offs[i] for i in rows]
+    col_offs = [layout.col_offs[c] for c in cols]
+    x0 = col_offs[0]
+    core = tuple(c - x0 for c in layout.core_cols(b))
+    first_core = layout.blocks[b][0][0]
+    done = store.block_done(b)
+    if done == len(rows):
+        return
+    # with uncertainty="tta" or "mc_dropout" the views' disagreement is one more channel
+    acc = _Accumulator(k + (params["uncertainty"] in SPREADS), w, col_offs[-1] + w - x0, blend)
+    if done:
+        acc.load(store.carry(b, done))
+    windows = _predicted_windows(src, model.predict_probabilities, row_offs, col_offs, done,
+                                 fill, params)
+    for li, c, probs, valid in windows:
+        j, r = rows[li], row_offs[li]
+        acc.add(probs, _weights(blend, w, r, c, layout.height, layout.width) * valid, c - x0)
+        if c != col_offs[-1]:
+            continue
+        # the row's last window: every window touching band j is in, so it is final
+        height = layout.edge(layout.row_offs, layout.height, j) - r
+        band = acc.pop(height, core if j >= first_core else None,
+                       lambda p, ok: _encode(p, ok, params))
+        store.save_band(b, j, li, band, acc.carry())
+        if on_band is not None:
+            on_band(j)
+        if _after_band is not None:
+            _after_band(j)
 
 
 def _n_outputs(model, bands, fill):
@@ -332,7 +476,7 @@ def _n_outputs(model, bands, fill):
     if keras_model is not None:
         k = int(keras_model.output_shape[-1])
         return 2 if k == 1 else k
-    m = int(getattr(model, "multiple", 1) or 1)
+    m = int(model.multiple)
     probe = np.broadcast_to(fill, (1, m, m, bands)).astype(np.float32)
     return int(np.asarray(model.predict_probabilities(probe)).shape[-1])
 
@@ -408,7 +552,7 @@ def _predict(predict, x, tta, spread=False):
     views = (_undo_dihedral(np.asarray(predict(np.ascontiguousarray(_dihedral(x, t))), np.float32), t)
              for t in range(8))
     if spread:
-        return _mean_and_spread(list(views))
+        return _mean_and_spread(views)
     total = next(views)
     for y in views:  # one view at a time: a batch's memory, not eight
         total = total + y
@@ -417,9 +561,16 @@ def _predict(predict, x, tta, spread=False):
 
 def _mean_and_spread(views):
     """The views' mean ``(..., K)`` and, as channel K+1, their variance averaged over the
-    classes, times 4: 0 where they agree, 1 where two classes split them evenly."""
-    mean = sum(views[1:], views[0]) / np.float32(len(views))
-    variance = sum((y - mean) ** 2 for y in views) / np.float32(len(views))
+    classes, times 4: 0 where they agree, 1 where two classes split them evenly.
+
+    ``views`` may be a generator: one view is held at a time, with running sums of the
+    values and their squares (values in 0..1, so float32 loses nothing that matters).
+    """
+    n = total = squares = 0
+    for y in views:
+        total, squares, n = total + y, squares + y * y, n + 1
+    mean = total / np.float32(n)
+    variance = np.maximum(squares / np.float32(n) - mean * mean, 0)
     return np.concatenate([mean, variance.mean(axis=-1, keepdims=True) * np.float32(4)], axis=-1)
 
 
@@ -479,24 +630,26 @@ class _Accumulator:
             self.values[:, :, cols] += p * weight
             self.weight[:, cols] += weight
 
-    def pop(self, rows, width, encode):
-        """Encode the blended top ``rows`` (``encode(p, ok)`` on ``(K, rows, cols)`` chunks).
+    def pop(self, rows, cols, encode):
+        """Encode the blended top ``rows`` of columns ``cols = (start, stop)`` (None: none).
 
-        Returns ``{kind: (bands, rows, width) array}``. The remaining rows move up: the
-        next row of windows starts ``rows`` lower. Chunks of columns keep temporaries
-        small on wide scenes.
+        ``encode(p, ok)`` takes ``(K, rows, cols)`` chunks and returns
+        ``{kind: (bands, rows, cols) array}``; returns those outputs joined. The remaining
+        rows move up: the next row of windows starts ``rows`` lower. Chunks of columns
+        keep temporaries small.
         """
         out = {}
-        for c0 in range(0, width, COLUMN_CHUNK):
-            cols = slice(c0, min(c0 + COLUMN_CHUNK, width))
+        start, stop = cols or (0, 0)
+        for c0 in range(start, stop, COLUMN_CHUNK):
+            cols = slice(c0, min(c0 + COLUMN_CHUNK, stop))
             weight = self.weight[:rows, cols]
             ok = weight > 0
             p = self.values[:, :rows, cols]
             p = p / np.where(ok, weight, 1) if self.blend != "centre" else p.copy()
             for kind, array in encode(p, ok).items():
                 if kind not in out:
-                    out[kind] = np.empty(array.shape[:2] + (width,), array.dtype)
-                out[kind][:, :, cols] = array
+                    out[kind] = np.empty(array.shape[:2] + (stop - start,), array.dtype)
+                out[kind][:, :, cols.start - start:cols.stop - start] = array
         keep = self.window - rows
         self.values[:, :keep] = self.values[:, rows:].copy()
         self.values[:, keep:] = 0
@@ -555,15 +708,17 @@ def _uncertainty(p, kind):
 
 # ---- resumable partial output --------------------------------------------------------
 
-def _fingerprint(model, src, path, params):
-    """A hash of everything that decides the output: a different call never resumes."""
+def _fingerprint(model, src, path, params, layout):
+    """A hash of everything that decides the output and the partial files' layout: a
+    different call never resumes."""
     h = hashlib.sha256()
     stat = os.stat(path)
     h.update(json.dumps(dict(
         rsunet=__version__, params=params, path=str(Path(path).resolve()), size=stat.st_size,
         mtime=stat.st_mtime_ns, shape=[src.count, src.height, src.width], dtypes=src.dtypes,
-        transform=list(src.transform)[:6], normalization=getattr(model, "normalization", None),
-        classes={str(k): v for k, v in (getattr(model, "classes", None) or {}).items()},
+        transform=list(src.transform)[:6], normalization=model.normalization,
+        classes={str(k): v for k, v in (model.classes or {}).items()},
+        blocks=layout.describe(),
     ), sort_keys=True, default=str).encode())
     _hash_model(h, model)
     return h.hexdigest()
@@ -589,36 +744,55 @@ def _hash_model(h, model):
 
 
 class _PartialStore:
-    """Finished row bands and the state of an unfinished run, in a hidden folder.
+    """Finished bands of each block and the state of unfinished blocks, in a hidden folder.
 
-    Every file is written under a temporary name and renamed, and ``state.json`` last, so
-    whatever moment the process dies at, the folder describes a consistent point.
+    ``state.json`` holds the call's fingerprint; each block has its own state file
+    (window rows done), its finished bands' core columns and the accumulator rows it
+    carries, so blocks can be computed in any order, by any process sharing the folder.
+    Every file is written under a temporary name and renamed, a block's state last, so
+    whatever moment a process dies at, the folder describes a consistent point.
     """
 
     def __init__(self, targets, fingerprint, resume):
         self.dir = self.folder(targets)
         self.fingerprint = fingerprint
-        self.done = 0
-        state = self._read_state() if resume else None
-        if state and state.get("fingerprint") == fingerprint:
-            self.done = int(state["done"])
-        else:
+        state = self._read_json(self.dir / "state.json") if resume else None
+        if not state or state.get("fingerprint") != fingerprint:
             shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._write_json(self.dir / "state.json", {"fingerprint": fingerprint})
 
     @staticmethod
     def folder(targets):
         first = next(iter(targets.values()))
         return first.with_name(f".{first.name}.rsunet-partial")
 
-    def _read_state(self):
+    @staticmethod
+    def _read_json(path):
         try:
-            return json.loads((self.dir / "state.json").read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def band_path(self, kind, j):
-        return self.dir / f"{kind}_{j:06d}.npy"
+    @staticmethod
+    def _write_json(path, value):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)
+
+    def block_done(self, b):
+        """Window rows of block ``b`` finished so far."""
+        state = self._read_json(self._block_state(b))
+        return int(state["done"]) if state else 0
+
+    def _block_state(self, b):
+        return self.dir / f"block_{b:05d}.json"
+
+    def band_path(self, kind, j, b):
+        return self.dir / f"{kind}_{j:06d}_{b:05d}.npy"
+
+    def _carry_path(self, name, b, done):
+        return self.dir / f"carry_{name}_{b:05d}_{done:06d}.npy"
 
     def _save_npy(self, path, array):
         tmp = path.with_name(path.name + ".tmp")
@@ -626,30 +800,26 @@ class _PartialStore:
             np.save(f, array)
         os.replace(tmp, path)
 
-    def save_band(self, j, outputs, carry):
+    def save_band(self, b, j, li, outputs, carry):
+        """Block ``b``'s band ``j`` (its window row ``li``) is final: save it, then the state."""
         for kind, array in outputs.items():
-            self._save_npy(self.band_path(kind, j), array)
+            self._save_npy(self.band_path(kind, j, b), array)
         for name, array in carry.items():
-            self._save_npy(self.dir / f"carry_{name}_{j:06d}.npy", array)
-        tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done": j + 1}))
-        os.replace(tmp, self.dir / "state.json")
+            self._save_npy(self._carry_path(name, b, li + 1), array)
+        self._write_json(self._block_state(b), {"done": li + 1})
         for name in carry:
-            old = self.dir / f"carry_{name}_{j - 1:06d}.npy"
+            old = self._carry_path(name, b, li)
             if old.exists():
                 old.unlink()
-        self.done = j + 1
 
-    def carry(self):
-        j = self.done - 1
-        return {name: np.load(self.dir / f"carry_{name}_{j:06d}.npy")
-                for name in ("values", "weight")}
+    def carry(self, b, done):
+        return {name: np.load(self._carry_path(name, b, done)) for name in ("values", "weight")}
 
     def remove(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _assemble(store, targets, profile, model, k, params, n_bands):
+def _assemble(store, targets, profile, model, k, params, layout):
     """Write each output GeoTIFF from the finished bands, then drop the partial folder."""
     classes = {int(c): str(n) for c, n in (model.classes or {}).items()} or \
         {i: str(i) for i in range(k)}
@@ -674,17 +844,38 @@ def _assemble(store, targets, profile, model, k, params, n_bands):
         with atomic_path(target, overwrite=True) as tmp:
             plain = tmp.with_name(tmp.name + ".gtiff.tif") if params["cog"] else tmp
             with rasterio.open(plain, "w", **prof) as dst:
-                row = 0
-                for j in range(n_bands):
-                    band = np.load(store.band_path(kind, j), mmap_mode="r")
+                for row, band in _bands_of(store, kind, layout):
                     dst.write(band, window=Window(0, row, band.shape[2], band.shape[1]))
-                    row += band.shape[1]
                 dst.update_tags(**tags, **extra)
                 for i, name in enumerate(bands, start=1):
                     dst.set_band_description(i, name)
             if params["cog"]:
                 _to_cog(plain, tmp, kind)
     store.remove()
+
+
+def _bands_of(store, kind, layout):
+    """Yield ``(first row, (bands, rows, width) array)`` top to bottom, every band whole.
+
+    A band of one block is its memory-mapped file; a band split into column blocks is
+    joined into a memory-mapped file of its own (disk, not memory, on wide scenes). Either
+    way GDAL gets one write per band, as from a single pass: with a block cache smaller
+    than the file, the tiles' order in the file depends on the writes, not just the pixels.
+    """
+    n_cols = len(layout.col_groups)
+    joined = store.dir / f"joined_{kind}.npy"
+    for g, (ja, jb) in enumerate(layout.row_groups):
+        blocks = range(g * n_cols, (g + 1) * n_cols)
+        for j in range(ja, jb):
+            pieces = [np.load(store.band_path(kind, j, b), mmap_mode="r") for b in blocks]
+            band = pieces[0]
+            if len(pieces) > 1:
+                band = np.lib.format.open_memmap(joined, mode="w+", dtype=band.dtype, shape=(
+                    band.shape[0], band.shape[1], sum(p.shape[2] for p in pieces)))
+                np.concatenate(pieces, axis=2, out=band)
+            yield layout.row_offs[j], band
+            del band, pieces
+    joined.unlink(missing_ok=True)
 
 
 def _to_cog(plain, target, kind):

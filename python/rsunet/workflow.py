@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rsunet.config import check_scenes, check_sections, read_text_config
+from rsunet.config import check_cluster, check_scenes, check_sections, read_text_config
 from rsunet.errors import ConfigError, InputError, OutputExistsError
 
 # section -> the function its keys are arguments of (checked before step 1, rsunet.config)
@@ -27,7 +27,7 @@ STEPS = {"make_mask": "samples.make_mask", "make_patches": "patches.make_patches
          "train_unet": "training.train_unet", "train_baseline": "baseline.train_baseline",
          "predict_raster": "prediction.predict_raster", "assess_map": "assessment.assess_map"}
 # sections that add a step when present
-OPTIONAL = {"cross_validate": "validation.cross_validate"}
+OPTIONAL = {"cross_validate": "validation.cross_validate", "compare_maps": "estimation.compare_maps"}
 
 
 def example_config(full: bool = False, quick: bool = False) -> Path:
@@ -49,11 +49,11 @@ def read_config(config) -> dict:
         if not path.exists():
             raise InputError(f"configuration not found: {path}")
         cfg = read_text_config(path)
-    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes"}
+    unknown = set(cfg) - set(STEPS) - set(OPTIONAL) - {"out", "seed", "scenes", "cluster"}
     if unknown:
         raise ConfigError(f"unknown configuration section(s): {sorted(unknown)}; "
-                          f"expected out, seed, scenes, {', '.join(STEPS)} and optionally "
-                          f"{', '.join(OPTIONAL)}")
+                          f"expected out, seed, scenes, cluster, {', '.join(STEPS)} and "
+                          f"optionally {', '.join(OPTIONAL)}")
     return cfg
 
 
@@ -85,6 +85,7 @@ def _check_before_running(cfg, config, scenes, out):
     if isinstance(cfg.get("seed", 0), bool) or not isinstance(cfg.get("seed", 0), int):
         raise ConfigError(f"{source}: seed must be a whole number, got {cfg['seed']!r}")
     check_sections(cfg, {**STEPS, **OPTIONAL}, source)
+    check_cluster(cfg.get("cluster"), source)
     check_scenes(scenes, source)
     check_not_input(out, [p for part in scenes.values() for paths in part.values() for p in paths],
                     replaces_folder=True)
@@ -120,6 +121,16 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
             a run that failed or was stopped: its outputs are replaced, training and
             prediction resume.
 
+    A top-level ``cluster:`` (``local``, ``local:4``, ``tcp://host:8786``; see
+    :func:`rsunet.predict_raster`) computes the steps that take a ``cluster`` argument
+    (cutting patches, predicting, assessing) on that dask cluster; ``local`` starts one
+    for each of those steps.
+
+    A ``compare_maps:`` section (e.g. ``{block: 64, n_boot: 500}``, the arguments of
+    :func:`rsunet.compare_maps`) compares the two models' maps of the held-aside scenes:
+    the difference in accuracy, kappa and F1 with 95 % block-bootstrap intervals and
+    McNemar's test, in ``out/assessment/comparison.csv`` and ``figures/comparison.png``.
+
     A ``cross_validate:`` section (e.g. ``{folds: 5, by: scene}``, the arguments of
     :func:`rsunet.cross_validate`) also cross-validates both models over all the
     configuration's scenes, train and test, into ``out/cross_validation/``: how well the
@@ -136,6 +147,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     """
     from rsunet.assessment import assess_map
     from rsunet.baseline import train_baseline
+    from rsunet.cluster import session
     from rsunet.patches import make_patches, plot_patches, split_patches
     from rsunet.prediction import predict_raster
     from rsunet.samples import make_mask
@@ -160,7 +172,7 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("2/7 patches: cutting the training scenes")
     make_patches(scenes["train"]["images"], masks["train"], out / "patches",
-                 overwrite=overwrite, **opts["make_patches"])
+                 overwrite=overwrite, cluster=cfg.get("cluster"), **opts["make_patches"])
     log.step("3/7 split: train / validation by spatial blocks")
     split_patches(out / "patches", seed=seed, **opts["split_patches"])
     plot_patches(out / "patches", out / "figures" / "patches.png", overwrite=overwrite)
@@ -174,22 +186,26 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
 
     log.step("6/7 predicting the held-aside scenes with both models")
     maps, uncertainty = {}, {}
-    for name, model in (("unet", out / "models" / "unet.keras"),
-                        ("random_forest", out / "models" / "random_forest.joblib")):
-        written = [predict_raster(model, image, out / "maps" / name / f"{Path(image).stem}.tif",
-                                  overwrite=overwrite, **opts["predict_raster"])
-                   for image in scenes["test"]["images"]]
-        # a dict when probabilities or an uncertainty layer were written beside the map
-        maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
-        if opts["predict_raster"].get("uncertainty"):
-            uncertainty[name] = [w["uncertainty"] for w in written]
+    with session(cfg.get("cluster")) as cluster:  # one cluster for every scene and model
+        for name, model in (("unet", out / "models" / "unet.keras"),
+                            ("random_forest", out / "models" / "random_forest.joblib")):
+            written = [predict_raster(model, image,
+                                      out / "maps" / name / f"{Path(image).stem}.tif",
+                                      overwrite=overwrite, cluster=cluster,
+                                      **opts["predict_raster"])
+                       for image in scenes["test"]["images"]]
+            # a dict when probabilities or an uncertainty layer were written beside the map
+            maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
+            if opts["predict_raster"].get("uncertainty"):
+                uncertainty[name] = [w["uncertainty"] for w in written]
 
     log.step("7/7 assessing both maps against the reference")
     rows, per_scene = [], []
     for name, paths in maps.items():
         result = assess_map(paths, masks["test"], png=out / "figures" / f"confusion_{name}.png",
                             csv=out / "assessment" / f"confusion_{name}.csv",
-                            overwrite=overwrite, **opts["assess_map"])
+                            overwrite=overwrite, cluster=cfg.get("cluster"),
+                            **opts["assess_map"])
         _write_csv(result.per_class, out / "assessment" / f"per_class_{name}.csv")
         rows.append(_summary_row(name, result))
         per_scene.append(result.per_scene.assign(model=name).rename(columns={"n": "pixels"}))
@@ -202,6 +218,9 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     if uncertainty:
         _plot_uncertainty(scenes["test"]["images"], maps, uncertainty,
                           opts["predict_raster"]["uncertainty"], out / "figures" / "uncertainty.png")
+    if cfg.get("compare_maps") is not None:
+        log.step("U-Net vs Random Forest: differences with block-bootstrap intervals, McNemar")
+        _compare_models(maps, masks["test"], out, overwrite, dict(cfg["compare_maps"]))
     if cfg.get("cross_validate") is not None:
         from rsunet.validation import cross_validate
 
@@ -211,6 +230,23 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     _write_csv(summary, out / "summary.csv")  # last: its presence means the run completed
     _report(out, summary)
     return summary
+
+
+def _compare_models(maps, references, out, overwrite, options):
+    """compare_maps of the U-Net's and the Random Forest's maps of the held-aside scenes
+    (blocks pooled): ``assessment/comparison.csv`` (a = U-Net, b = Random Forest, with
+    McNemar's test in the last rows) and ``figures/comparison.png``."""
+    from rsunet.estimation import compare_maps, plot_comparison
+
+    result = compare_maps(maps["unet"], maps["random_forest"], references, **options)
+    plot_comparison(result, out / "figures" / "comparison.png", overwrite=True,
+                    labels=("U-Net", "Random Forest"))
+    m = result.mcnemar
+    mcnemar = pd.DataFrame({"metric": ["mcnemar_statistic", "mcnemar_p_value"],
+                            "difference": [m["statistic"], m["p_value"]]})
+    table = pd.concat([result.table.rename(columns={"a": "unet", "b": "random_forest"}), mcnemar],
+                      ignore_index=True)
+    _write_csv(table, out / "assessment" / "comparison.csv")
 
 
 def _write_csv(table, path):
@@ -237,6 +273,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
     import matplotlib.patches
     import numpy as np
     from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image", "reference"] + [name.replace("_", " ") for name in maps]
@@ -249,7 +286,7 @@ def _plot_comparison(images, references, maps, per_scene, path):
         axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         layers = [references[i]] + [paths[i] for paths in maps.values()]
         for j, layer in enumerate(layers, start=1):
-            values = np.ma.masked_equal(read_raster(layer).data[0], 255)
+            values = np.ma.masked_equal(read_raster(layer).data[0], IGNORE)
             axes[i, j].imshow(values, cmap=cmap, vmin=-0.5, vmax=max(classes) + 0.5,
                               interpolation="nearest")
         for j, name in enumerate(maps, start=2):
@@ -272,6 +309,7 @@ def _plot_uncertainty(images, maps, uncertainty, kind, path):
     """One row per held-aside scene: the image, then each model's map beside its uncertainty."""
     import numpy as np
     from rsunet.io import read_raster
+    from rsunet.labels import IGNORE
     from rsunet.plotting import class_colormap, new_figure, save_figure, stretch
 
     columns = ["image"] + [f"{name.replace('_', ' ')}{part}" for name in uncertainty
@@ -284,7 +322,7 @@ def _plot_uncertainty(images, maps, uncertainty, kind, path):
         axes[i, 0].imshow(stretch(img.data[:3], img.nodata))
         axes[i, 0].set_ylabel(Path(image).stem, fontsize=8)
         for j, name in enumerate(uncertainty):
-            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], 255)
+            labels = np.ma.masked_equal(read_raster(maps[name][i]).data[0], IGNORE)
             axes[i, 1 + 2 * j].imshow(labels, cmap=class_colormap(k), vmin=-0.5, vmax=k - 0.5,
                                       interpolation="nearest")
             u = read_raster(uncertainty[name][i]).data[0]
@@ -311,7 +349,7 @@ def _classes_of(mask_path) -> dict:
 
 
 def _report(out, summary):
-    from rsunet.training import read_metadata
+    from rsunet.artefact import read_metadata
 
     history = pd.read_csv(out / "models" / "unet_history.csv").set_index("epoch", drop=False)
     best = history.loc[read_metadata(out / "models" / "unet.keras")["best_epoch"]]
@@ -319,6 +357,10 @@ def _report(out, summary):
           f"F1 {best['val_f1']:.3f}, IoU {best['val_iou']:.3f}")
     print("\nSummary on the held-aside scenes:")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if (out / "assessment" / "comparison.csv").exists():
+        print("\nU-Net - Random Forest, 95 % block-bootstrap intervals (assessment/comparison.csv):")
+        print(pd.read_csv(out / "assessment" / "comparison.csv").to_string(
+            index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     per_scene = pd.read_csv(out / "assessment" / "per_scene.csv")
     print("\nOverall accuracy per scene:")
     print(per_scene.pivot(index="scene", columns="model", values="overall_accuracy")

@@ -38,6 +38,12 @@ test_that("run_workflow maps the held-aside chips with both models and summarise
     expect_equal(sum(rows$overall_accuracy * rows$pixels) / sum(rows$pixels),
                  summary$overall_accuracy[summary$model == m], tolerance = 1e-12)
   }
+  # the compare_maps section: U-Net vs Random Forest on the same pixels as the summary
+  cmp <- utils::read.csv(file.path(out, "assessment", "comparison.csv"))
+  oa <- cmp[cmp$metric == "overall_accuracy", ]
+  expect_equal(c(oa$unet, oa$random_forest), summary$overall_accuracy, tolerance = 1e-12)
+  expect_true(oa$lower <= oa$difference && oa$difference <= oa$upper)
+  expect_true(file.exists(file.path(out, "figures", "comparison.png")))
   # the cross_validate section: every chip held out once, the section's models only
   folds <- utils::read.csv(file.path(out, "cross_validation", "folds.csv"))
   chips <- list.files(system.file("extdata", "amazon", package = "rsunet"), pattern = "\\.tif$",
