@@ -12,7 +12,10 @@
 #' model, with what prediction needs (bands, normalisation, classes, depth) inside the
 #' same file, and `<name>_history.png` the curves.
 #'
-#' @param patches a patch folder from [make_patches()], split with [split_patches()].
+#' @param patches a patch folder from [make_patches()], split with [split_patches()], or
+#'   several (a character vector): they train one model, and must agree in bands, dtype,
+#'   patch size and classes (otherwise an error of class `rsunet_patch_set_mismatch_error`
+#'   says which differs).
 #' @param out the model file to write (`.keras`).
 #' @param depth U-Net depth (number of poolings); prediction windows must be multiples of `2^depth`.
 #' @param filters filters of the first level.
@@ -21,7 +24,8 @@
 #' @param loss `"bce_dice"` (cross-entropy + Dice, the course's), `"dice"`,
 #'   `"weighted_ce"` or `"focal"`.
 #' @param class_weights for `"weighted_ce"` and `"focal"`: one weight per class id, or
-#'   `"balanced"`.
+#'   `"auto"` (also `"balanced"`: the inverse of each class's pixel frequency in the
+#'   training patches).
 #' @param epochs the last epoch to train.
 #' @param batch_size patches per step.
 #' @param learning_rate Adam's learning rate (its starting value with a schedule).
@@ -40,7 +44,19 @@
 #'   Right for uncalibrated imagery (8-bit composites, drone mosaics), wrong where a
 #'   scene holds a single land cover.
 #' @param seed random seed (weights, batch order, augmentation).
-#' @param mixed_precision `"auto"`, `TRUE` or `FALSE`.
+#' @param mixed_precision `"auto"` (float16 compute on a GPU), `TRUE` or `FALSE`; the
+#'   output stays float32, the loss is scaled, and the model records it.
+#' @param sampling `"uniform"` (every training patch once per epoch) or `"balanced"` (for
+#'   rare targets: each draw picks one of the classes present with equal chance, then a
+#'   patch holding it, from the index's `n_<class>` pixel counts; the loss then weighs the
+#'   rare classes' patches more, the validation loss is unchanged).
+#' @param strategy `"auto"` (TensorFlow's `MirroredStrategy` when more than one GPU is
+#'   visible, else one device), `"mirrored"` or `"default"`. `batch_size` is the global
+#'   batch.
+#' @param stream `TRUE`: read each batch from the patch set's files as training goes
+#'   (memory does not grow with the number of patches); `FALSE`: hold the patches in
+#'   memory; `"auto"`: streamed, except on a GPU machine for sets of up to 256 MiB of
+#'   patches. The results are the same.
 #' @param resume continue an interrupted run of the same call; `FALSE` starts afresh.
 #' @param overwrite replace an existing `out` (otherwise error class `rsunet_output_exists_error`).
 #' @param progress show a progress bar over epochs.
@@ -63,7 +79,8 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
                        learning_rate = 1e-3, schedule = "constant", patience = 5,
                        monitor = "val_loss",
                        augmentation = TRUE, normalize = "dataset", seed = 0,
-                       mixed_precision = "auto", resume = TRUE,
+                       mixed_precision = "auto", sampling = "uniform", strategy = "auto",
+                       stream = "auto", resume = TRUE,
                        overwrite = FALSE, progress = TRUE, callbacks = NULL) {
   out <- path.expand(out)
   weights <- if (is.null(class_weights) || is.character(class_weights)) class_weights else as.list(as.numeric(class_weights))
@@ -76,7 +93,8 @@ train_unet <- function(patches, out, depth = 4, filters = 16, batch_norm = TRUE,
          learning_rate = as.numeric(learning_rate), schedule = schedule,
          patience = .as_count(patience, "patience"), monitor = monitor,
          augmentation = .as_augmentation(augmentation), normalize = normalize,
-         mixed_precision = mixed_precision, callbacks = callbacks)
+         mixed_precision = mixed_precision, sampling = sampling, strategy = strategy,
+         stream = stream, callbacks = callbacks)
   )))
   load_model(out)
 }

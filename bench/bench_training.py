@@ -1,8 +1,11 @@
 """P5: a training step with on-the-fly augmentation / without (goal: median <= 1.10).
+P9: peak resident memory training on 40,000 synthetic patches / on 4,000 (goal <= 1.2).
+P10: training steps per second streaming from disk / in memory (goal >= 0.9).
 
     python bench/bench_training.py [rounds]   # 3 scenes, 3 rounds of 2 timed epochs each
-    python bench/bench_training.py --quick    # 1 scene, a depth-2 U-Net, 1 timed epoch:
-                                              # checks that it runs, measures nothing
+    python bench/bench_training.py --quick    # 1 scene, a depth-2 U-Net, 1 timed epoch;
+                                              # P9 on 4,000 / 400 patches: checks that it
+                                              # runs, measures nothing
 
 Real Amazon patches (128 x 128, 3 bands), U-Net depth 4 / 16 filters, batch 16: the
 CPU-sized configuration of the example. ``train_unet`` (public API only) trains the same
@@ -12,12 +15,25 @@ spell of the shared machine hits both alike. A Keras callback times each epoch's
 steps (first step begun to last step ended: the validation pass is not in it); the first
 epoch of every run (tracing, warm-up) is left out. Prints the median seconds per step of
 each and the ratio of the medians, with the spread (lowest and highest epoch).
+
+P9 and P10 train on synthetic patch sets (64 x 64, 3 bands uint8, cut with stride 16 from
+one random scene by ``make_patches``; 1 % validation), a depth-2 U-Net, batch 16, each run
+in a fresh process. P9: ``train_unet`` with its defaults (``stream="auto"``) on a set of
+40,000 patches and on one of 4,000, stopped after the same number of steps (a callback),
+the peak resident size (``ru_maxrss``) of each process (``stream="auto"`` streams both on a
+machine without a GPU; with one it holds the small set in memory; the full run also prints
+both with ``stream=True``). P10: on a set of 1,024 patches,
+``stream=True`` and ``stream=False`` alternate round after round; the median seconds per
+step of the timed epochs (the first is left out), in memory / streaming.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +93,89 @@ def timed_run(patches, out, augmentation, epochs, depth=4, filters=16):
     return timer.per_step[1:]  # the first epoch traces and warms up
 
 
+def synthetic_set(folder, n_patches, seed=0):
+    """About ``n_patches`` patches of 64 x 64 x 3 uint8 (stride 16) from one random scene
+    whose mask holds blobs of class 1 on background 0."""
+    import numpy as np
+    from affine import Affine
+    from scipy import ndimage
+
+    from rsunet import make_mask, make_patches, split_patches, write_raster
+
+    side = int(round(n_patches ** 0.5))
+    size = 64 + (side - 1) * 16
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.normal(size=(size, size)), 8) > 0.02
+    image = (rng.integers(0, 60, (3, size, size)) + 120 * blobs).astype(np.uint8)
+    grid = dict(transform=Affine(1, 0, 0, 0, -1, size), crs="EPSG:32633")
+    write_raster(folder / "image.tif", image, **grid)
+    write_raster(folder / "labels.tif", blobs[None].astype(np.uint8), **grid)
+    mask = make_mask(folder / "image.tif", folder / "labels.tif", folder / "mask.tif")["path"]
+    make_patches(folder / "image.tif", mask, folder / "p", size=64, stride=16, progress=False)
+    split_patches(folder / "p", fractions=(0.99, 0.01), method="random", seed=0)
+    return folder / "p"
+
+
+def child(patches, out, stream, steps, epochs):
+    """One training run in this process: prints its peak RSS and seconds per step as JSON."""
+    import keras
+
+    from rsunet import train_unet
+
+    timer = step_timer()
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if steps and batch + 1 >= steps:
+                self.model.stop_training = True
+
+    train_unet(patches, out, depth=2, filters=8, epochs=epochs, batch_size=BATCH, patience=epochs + 1,
+               stream=json.loads(stream), seed=0, overwrite=True, progress=False,
+               callbacks=[timer] + ([Stop()] if steps else []))
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(dict(peak_mb=peak_kb / 1024, per_step=timer.per_step)))
+
+
+def in_child(patches, out, stream, steps=0, epochs=1):
+    proc = subprocess.run([sys.executable, __file__, "--child", str(patches), str(out), json.dumps(stream),
+                           str(steps), str(epochs)], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory_and_streaming(quick, rounds):
+    """P9 and P10 (see the module's doc)."""
+    small, large = (400, 4000) if quick else (4000, 40000)
+    steps = 20 if quick else 100
+    fits, epochs = (small, 2) if quick else (1024, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sets = {n: synthetic_set(tmp / str(n), n) for n in {small, large, fits}}
+        peak = {n: in_child(sets[n], tmp / f"m{n}.keras", "auto", steps)["peak_mb"] for n in (small, large)}
+        streamed = {} if quick else \
+            {n: in_child(sets[n], tmp / f"s{n}.keras", True, steps)["peak_mb"] for n in (small, large)}
+        per_step = {True: [], False: []}
+        for r in range(rounds):
+            for stream in ((True, False) if r % 2 == 0 else (False, True)):
+                per_step[stream] += in_child(sets[fits], tmp / "s.keras", stream, 0, epochs)["per_step"][1:]
+    print(f"\nsynthetic patches of 64x64x3 uint8, U-Net depth 2, 8 filters, batch {BATCH}")
+    print(f"P9 peak RSS: {peak[large]:.0f} MB on {large} patches, {peak[small]:.0f} MB on {small} "
+          f"({steps} steps each)")
+    print(f"P9 ratio peak RSS {large} / {small} patches: {peak[large] / peak[small]:.3f} (goal <= 1.2)")
+    if streamed:
+        print(f"P9 both streamed (stream=True): {streamed[large]:.0f} / {streamed[small]:.0f} MB = "
+              f"{streamed[large] / streamed[small]:.3f}")
+    median = {k: statistics.median(t) for k, t in per_step.items()}
+    print(f"P10 median s/step on {fits} patches: streaming {median[True]:.4f}, in memory {median[False]:.4f}")
+    print(f"P10 ratio steps/s streaming / in memory: {median[False] / median[True]:.3f} (goal >= 0.9)")
+
+
 def main(argv):
+    if argv[:1] == ["--child"]:
+        child(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]))
+        return 0
+    if "--p9" in argv:  # P9 and P10 only
+        memory_and_streaming("--quick" in argv, 1 if "--quick" in argv else 3)
+        return 0
     quick = "--quick" in argv
     argv = [a for a in argv if a != "--quick"]
     rounds = int(argv[0]) if argv else 1 if quick else 3
@@ -104,6 +202,7 @@ def main(argv):
     ratios = [a / b for a, b in zip(times["with"], times["without"])]
     print(f"\nP5 ratio with / without augmentation: {median['with'] / median['without']:.3f} "
           f"(goal <= 1.10; epoch by epoch {min(ratios):.2f} .. {max(ratios):.2f})")
+    memory_and_streaming(quick, 1 if quick else rounds)
     return 0
 
 

@@ -23,7 +23,9 @@ N = r"\d+(\.\d+)?"
 EXPECTED = {
     "bench_patches.py": ([rf"^P3 make_patches / bare reads = {N}", rf"^P4 make_patches / course PNG = {N}"],
                          "amazon"),
-    "bench_training.py": ([rf"^P5 ratio with / without augmentation: {N}"], "amazon"),
+    "bench_training.py": ([rf"^P5 ratio with / without augmentation: {N}",
+                           rf"^P9 ratio peak RSS \d+ / \d+ patches: {N}",
+                           rf"^P10 ratio steps/s streaming / in memory: {N}"], "amazon"),
     "bench_prediction.py": ([rf"^P1 .*\s{N}\s+<= 0\.8 ", rf"^P1b .*\s{N}\s+- ",
                              rf"^P2 .*\s{N}\s+<= 1\.25 ", rf"^P2b .*\s{N}\s+<= 1\.25 ",
                              rf"^P6 .*1x1 conv.*\s{N}x\s+>= 3x", rf"^P6 .*U-Net.*\s{N}x\s+>= 3x"], None),

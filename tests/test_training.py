@@ -165,15 +165,30 @@ def test_a_cosine_schedule_decays_the_learning_rate_to_one_percent(patches, tmp_
         training.train_unet(patches, tmp_path / "d.keras", schedule="linear", **TINY)
 
 
-def test_the_epoch_order_depends_only_on_seed_and_epoch():
+class _Held:
+    """A training source over arrays (what training._Patches gives, without a folder)."""
+
+    def __init__(self, x, y, v, scaling):
+        self.x, self.y, self.v, self.scaling = x, y, v, scaling
+        self.shape, self.dtype = x.shape[1:], x.dtype
+
+    def __len__(self):
+        return len(self.x)
+
+    def read(self, positions):
+        return self.x[positions], self.y[positions], self.v[positions]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_epoch_order_depends_only_on_seed_and_epoch(stream):
     x = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
     y = np.zeros((10, 4, 4), np.uint8)
     v = np.ones((10, 4, 4), bool)
     mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-    scaling = np.ones((10, 1), np.float32), np.zeros((10, 1), np.float32)
+    source = _Held(x, y, v, (np.ones((10, 1), np.float32), np.zeros((10, 1), np.float32)))
 
     def batches(start):
-        ds = training._train_dataset(x, y, v, scaling, mean, std, None, 4, 5, start, 3, 3)
+        ds = training._train_dataset(source, mean, std, None, 4, 5, start, 3, 3, stream)
         return [b[0].numpy()[:, 0, 0, 0].tolist() for b in ds]
 
     whole, resumed = batches(0), batches(1)
@@ -181,17 +196,74 @@ def test_the_epoch_order_depends_only_on_seed_and_epoch():
     assert sorted(sum(whole[:3], [])[:10]) == list(range(10))  # every patch once per epoch
 
 
+def _sources(patches, split):
+    ps = PatchSet(patches)
+    return training._Patches([(ps, ps.ids(split))], "dataset")
+
+
+def test_streamed_and_held_batches_are_the_same_patches_augmented_alike(patches):
+    from rsunet.augmentation import AugmentParams
+
+    source = _sources(patches, "train")
+    mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
+    aug = AugmentParams(p_gain=0.5, p_haze=0.5, p_contrast=0.5)
+    steps = 3
+    got = {stream: [[t.numpy() for t in b]
+                    for b in training._train_dataset(source, mean, std, aug, 8, 3, 0, 1, steps, stream)]
+           for stream in (False, True)}
+    assert len(got[True]) == len(got[False]) == steps
+    order, _ = training._epoch_batches(len(source), 8, 3, 0, 1, steps)
+    for b, (held, streamed) in enumerate(zip(got[False], got[True])):
+        np.testing.assert_array_equal(streamed[0], held[0])  # the augmented pixels, bit for bit
+        np.testing.assert_array_equal(streamed[1], held[1])
+        # and they are the patches the epoch's order names: unaugmented pixels differ, labels agree
+        x, y, _ = source.read(order[b])
+        assert not np.allclose(held[0], (x - mean) / std)
+        assert (held[1][..., 0] == y).mean() > 0.5
+
+
 def test_validation_batches_are_never_augmented(patches):
     ps = PatchSet(patches)
-    ids = ps.index.loc[ps.index["split"] == "validation", "patch_id"].tolist()
+    ids = ps.ids("validation")
     x, y, v = training._read_split(ps, ids)
     mean, std = np.array([40, 50, 60], np.float32), np.array([10, 20, 5], np.float32)
-    scaling = ps.scaling(ids, "dataset")
-    batches = list(training._plain_dataset(x, y, v, scaling, mean, std, 4))
-    got = np.concatenate([b[0].numpy() for b in batches])
-    np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
-    labels = np.concatenate([b[1].numpy() for b in batches])
-    np.testing.assert_array_equal(labels[..., 0], y)
+    source = _sources(patches, "validation")
+    for stream in (False, True):
+        batches = list(training._plain_dataset(source, mean, std, 4, stream))
+        got = np.concatenate([b[0].numpy() for b in batches])
+        np.testing.assert_allclose(got, (x - mean) / std, rtol=1e-6, atol=1e-5)
+        labels = np.concatenate([b[1].numpy() for b in batches])
+        np.testing.assert_array_equal(labels[..., 0], y)
+
+
+def test_streaming_and_in_memory_training_give_the_same_losses(patches, tmp_path):
+    args = dict(epochs=2, seed=4, patience=10, learning_rate=0.01, **TINY)
+    held = training.train_unet(patches, tmp_path / "held.keras", stream=False, **args)
+    streamed = training.train_unet(patches, tmp_path / "streamed.keras", stream=True, **args)
+    cols = [c for c in held.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(streamed[cols], held[cols], check_exact=True)  # bit for bit
+    with pytest.raises(InputError, match="stream must be"):
+        training.train_unet(patches, tmp_path / "x.keras", stream="yes", **args)
+    # "auto": streamed on a CPU; on a GPU machine held in memory up to IN_MEMORY_BYTES
+    import tensorflow as tf
+
+    small = _sources(patches, "train")
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    assert training._streams("auto", small) is (not gpu)
+    assert training._streams(False, small) is False and training._streams(True, small) is True
+
+
+def test_a_resumed_streaming_run_equals_an_uninterrupted_one(patches, tmp_path):
+    args = dict(epochs=3, seed=2, patience=10, learning_rate=0.01, stream=True, **TINY)
+    whole = training.train_unet(patches, tmp_path / "whole.keras", **args)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_unet(patches, tmp_path / "r.keras", callbacks=[_Interrupt(1)], **args)
+    resumed = training.train_unet(patches, tmp_path / "r.keras", **args)
+    cols = [c for c in whole.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols], rtol=1e-5)
+    a, b = (training.load_model(tmp_path / f).keras_model.get_weights() for f in ("whole.keras", "r.keras"))
+    for wa, wb in zip(a, b):
+        np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
 
 
 def test_clear_errors(patches, trained, tmp_path):
@@ -249,3 +321,135 @@ def test_normalize_must_be_dataset_or_scene(patches, tmp_path):
     with pytest.raises(InputError, match="normalize must be one of"):
         training.train_unet(patches, tmp_path / "x.keras", epochs=1, normalize="patch", **TINY)
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_a_list_of_two_patch_sets_trains_one_model(patches, tmp_path):
+    from amazon_patches import amazon_patch_set
+
+    other = amazon_patch_set(tmp_path / "other", n_images=1, size=64, seed=1)
+    sets = [PatchSet(patches), PatchSet(other)]
+    both = training._Patches([(ps, ps.ids("train")) for ps in sets], "dataset")
+    n = [len(ps.ids("train")) for ps in sets]
+    assert len(both) == sum(n)
+    picks = np.array([n[0] + 1, 0, n[0]])  # positions past the first set's are the second's
+    x, y, v = both.read(picks)
+    for got, (ps, i) in zip(x, [(sets[1], 1), (sets[0], 0), (sets[1], 0)]):
+        np.testing.assert_array_equal(got, training._read_split(ps, [ps.ids("train")[i]])[0][0])
+    out = tmp_path / "two.keras"
+    h = training.train_unet([patches, other], out, epochs=1, stream=True, **TINY)
+    assert list(h["epoch"]) == [1]
+    meta = training.read_metadata(out)
+    assert meta["n_train"] == sum(n)
+    assert meta["patches"] == [str(patches.resolve()), str(other.resolve())]
+
+
+def test_patch_sets_that_differ_give_a_typed_error_naming_what_differs(patches, tmp_path):
+    import shutil
+
+    from rsunet.errors import PatchSetMismatchError
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(patches, renamed)
+    meta = json.loads((renamed / "patches.json").read_text())
+    meta["classes"] = {"0": "background", "1": "palms"}
+    (renamed / "patches.json").write_text(json.dumps(meta))
+    with pytest.raises(PatchSetMismatchError, match=r"renamed differ in classes .*palms"):
+        training.train_unet([patches, renamed], tmp_path / "x.keras", epochs=1, **TINY)
+    assert not (tmp_path / "x.keras").exists() and not (tmp_path / ".x.training").exists()
+
+
+def test_balanced_sampling_draws_a_rare_class_at_the_expected_rate():
+    n, rare = 1000, np.arange(20)  # class 1 in 2 % of the patches, background in all
+    presence = np.zeros((n, 2), bool)
+    presence[:, 0] = True
+    presence[rare, 1] = True
+    weights = training._balanced_weights(presence)
+    # pick a class (1/2), then one of its patches: a rare patch 1/2 (1/1000 + 1/20)
+    expected = len(rare) * 0.5 * (1 / n + 1 / len(rare))  # 0.51, against 0.02 uniform
+    assert weights[rare].sum() == pytest.approx(expected)
+    order, _ = training._epoch_batches(n, 16, 7, 0, 40, 63, weights)  # 40 epochs, 40,320 draws
+    drawn = np.isin(order, rare).mean()
+    # the draws are binomial: 4 standard errors (0.0099 here) is a 1-in-15,000 miss for a fair sampler
+    tolerance = 4 * np.sqrt(expected * (1 - expected) / order.size)
+    assert abs(drawn - expected) < tolerance
+    uniform, _ = training._epoch_batches(n, 16, 7, 0, 40, 63)
+    assert abs(np.isin(uniform, rare).mean() - 0.02) < 4 * np.sqrt(0.02 * 0.98 / uniform.size)
+    # every rare patch is drawn, each about alike
+    counts = np.bincount(order.ravel(), minlength=n)[rare]
+    assert counts.min() > 0.7 * counts.mean()
+
+
+def test_balanced_sampling_trains_and_is_recorded(patches, tmp_path):
+    ps = PatchSet(patches)
+    source = training._Patches([(ps, ps.ids("train"))], "dataset")
+    presence = source.presence(2)
+    rows = ps.index.set_index("patch_id").loc[ps.ids("train")]
+    np.testing.assert_array_equal(presence[:, 1], rows["n_1"].to_numpy() > 0)
+    out = tmp_path / "b.keras"
+    training.train_unet(patches, out, epochs=1, sampling="balanced", class_weights="auto",
+                        loss="weighted_ce", **TINY)
+    meta = training.read_metadata(out)
+    assert meta["sampling"] == "balanced"
+    counts = np.array([rows["n_0"].sum(), rows["n_1"].sum()], float)
+    np.testing.assert_allclose(meta["class_weights"], counts.sum() / (2 * counts), rtol=1e-6)
+    with pytest.raises(InputError, match="sampling must be one of"):
+        training.train_unet(patches, tmp_path / "x.keras", sampling="rare", **TINY)
+
+
+MIRRORED = r"""
+import json, sys
+import tensorflow as tf  # two logical CPU devices, set before TensorFlow starts its devices
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import pandas as pd
+from rsunet import training
+
+patches, out = sys.argv[1], sys.argv[2]
+args = dict(epochs=2, depth=2, filters=4, batch_size=8, seed=3, patience=5, progress=False,
+            strategy="mirrored", learning_rate=0.01)
+
+class Stop(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+try:
+    training.train_unet(patches, out, callbacks=[Stop()], **args)
+except KeyboardInterrupt:
+    pass
+first = pd.read_csv(out.replace(".keras", "_history.csv"))
+h = training.train_unet(patches, out, **args)
+meta = training.read_metadata(out)
+print(json.dumps(dict(replicas=meta["replicas"], epochs=h["epoch"].tolist(), first=first["loss"].tolist(),
+                      loss=h["loss"].tolist(), devices=len(tf.config.list_logical_devices("CPU")))))
+"""
+
+
+def test_a_mirrored_strategy_trains_and_resumes_on_two_logical_cpus(patches, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(patches), str(tmp_path / "m.keras")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 2 and got["replicas"] == 2
+    assert got["epochs"] == [1, 2]
+    assert got["loss"][:1] == pytest.approx(got["first"], rel=1e-6)  # epoch 1 kept, epoch 2 resumed
+    assert np.isfinite(got["loss"]).all()
+    m = training.load_model(tmp_path / "m.keras")
+    assert m.n_classes == 2
+
+
+def test_mixed_precision_forced_on_cpu_trains_and_predicts_float32(patches, tmp_path):
+    out = tmp_path / "mixed.keras"
+    h = training.train_unet(patches, out, epochs=1, mixed_precision=True, strategy="default", **TINY)
+    assert np.isfinite(h["loss"]).all()
+    meta = training.read_metadata(out)
+    assert meta["mixed_precision"] is True and meta["replicas"] == 1
+    m = training.load_model(out)
+    assert training._is_mixed(m.keras_model)
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.uint8)
+    p = m.predict_probabilities(x)
+    assert p.dtype == np.float32 and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=1e-5)
+    with pytest.raises(InputError, match="strategy must be one of"):
+        training.train_unet(patches, tmp_path / "x.keras", strategy="tpu", **TINY)

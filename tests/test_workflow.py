@@ -132,6 +132,15 @@ def test_example_configs_pass_the_checks_made_before_step_1():
     cfg["train_unet"]["augmentation"] = {"p_gian": 0.5}  # a misspelt setting, found up front
     with pytest.raises(ConfigError, match="p_gian"):
         check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
+    # train_unet's choices at scale: keys are its argument names, values checked up front
+    cfg = read_config(example_config())
+    cfg["train_unet"].update(sampling="balanced", strategy="auto", stream=True)
+    check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
+    for key, bad in (("sampling", "rare"), ("strategy", "tpu"), ("stream", "yes")):
+        wrong = read_config(example_config())
+        wrong["train_unet"][key] = bad
+        with pytest.raises(ConfigError, match=f"train_unet.{key} must be one of"):
+            check_sections(wrong, {**STEPS, **OPTIONAL}, "x")
 
 
 def test_example_configs_name_only_real_arguments():

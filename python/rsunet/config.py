@@ -27,6 +27,9 @@ UNIT_INTERVAL = {"min_labelled", "min_valid", "dropout"}
 # flags that also take a mapping of settings (train_unet's augmentation: True, False or a
 # dict of rsunet.augment's settings, checked here so a misspelt one is found before step 1)
 FLAG_OR_SETTINGS = {"augmentation"}
+# arguments that take one of a few values (train_unet's: a misspelt one is found before step 1)
+CHOICES = {"sampling": ("uniform", "balanced"), "strategy": ("auto", "mirrored", "default"),
+           "stream": ("auto", True, False)}
 
 
 def read_text_config(path: Path) -> dict:
@@ -90,6 +93,11 @@ def _check_key(section, key, params, source):
 
 def _check_value(section, key, value, default, source):
     name = f"{source}: {section}.{key}"
+    if key in CHOICES:
+        if not any(value is choice or value == choice and type(value) is type(choice)
+                   for choice in CHOICES[key]):
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, CHOICES[key]))}, got {value!r}")
+        return
     if isinstance(default, bool):
         if key in FLAG_OR_SETTINGS and isinstance(value, dict):
             _check_augmentation(name, value)

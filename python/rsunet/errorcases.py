@@ -181,6 +181,7 @@ def recipe_patches(base: Path) -> dict:
                  progress=False)
     shutil.copytree(base / "unsplit", base / "patches")
     split_patches(base / "patches", fractions=(0.5, 0.5), method="random")
+    make_patches(base / "image.tif", base / "mask.tif", base / "patches64", size=64, progress=False)
     damaged = dict(bad_json=lambda p: _truncate(p / "patches.json", 0.5),
                    bad_columns=lambda p: (p / "index.csv").write_text("patch_id,scene\na,b\n"),
                    bad_index=lambda p: (p / "index.csv").write_bytes(b"\xff\xfe\x00garbage\x00" * 20),
@@ -192,7 +193,7 @@ def recipe_patches(base: Path) -> dict:
     (base / "model_history.csv").write_text("epoch,loss\n1,0.5\n")
     (base / "other_history.csv").write_text("epoch,loss\n1,0.5\n")
     (base / "model.keras").write_bytes(b"an earlier model")
-    names.update(patches="patches", unsplit="unsplit", history_of="model.keras",
+    names.update(patches="patches", unsplit="unsplit", patches64="patches64", history_of="model.keras",
                  history="model_history.csv", other_history="other_history.csv")
     return names
 

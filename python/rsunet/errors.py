@@ -34,6 +34,10 @@ class BandMismatchError(InputError):
     """An image's band count or dtype does not match what the model was trained on."""
 
 
+class PatchSetMismatchError(InputError):
+    """Patch sets trained together differ in bands, dtype, patch size or classes."""
+
+
 class ClassFieldError(InputError):
     """A label layer lacks the class field, or its values cannot be mapped to class ids."""
 

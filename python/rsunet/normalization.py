@@ -161,16 +161,17 @@ def scene_record(normalize) -> dict | None:
     return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
 
 
-def band_stats(x, valid, scaling):
-    """Per-band mean and standard deviation over valid pixels (float64 sums), each patch
-    first scaled by its ``(scale, offset)``."""
-    bands = x.shape[-1]
-    total, sq, n = np.zeros(bands), np.zeros(bands), 0
-    for i in range(0, len(x), 64):
-        scale, offset = (s[i:i + 64, None, None, :] for s in scaling)
-        v = (x[i:i + 64] * scale + offset)[valid[i:i + 64]].astype(np.float64)
-        total += v.sum(axis=0)
-        sq += (v * v).sum(axis=0)
+def band_stats(chunks):
+    """Per-band mean and standard deviation over valid pixels (float64 sums).
+
+    ``chunks`` yields ``(x (n, rows, cols, bands), valid (n, rows, cols), (scale, offset)
+    (n, bands))``: each patch is first scaled by its ``(scale, offset)``. A chunk at a time,
+    so that a patch set larger than memory is read once and never held."""
+    total, sq, n = 0.0, 0.0, 0
+    for x, valid, (scale, offset) in chunks:
+        v = (x * scale[:, None, None, :] + offset[:, None, None, :])[valid].astype(np.float64)
+        total = total + v.sum(axis=0)
+        sq = sq + (v * v).sum(axis=0)
         n += len(v)
     if n == 0:
         raise InputError("the training patches hold no valid pixel")

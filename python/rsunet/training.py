@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
-from rsunet.errors import InputError, OutputExistsError
+from rsunet.errors import InputError, OutputExistsError, PatchSetMismatchError
 from rsunet.io import atomic_path, check_not_input
 from rsunet.normalization import band_stats, normalization_record
 
@@ -26,7 +27,8 @@ __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metad
 def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, loss="bce_dice",
                class_weights=None, epochs=20, batch_size=16, learning_rate=1e-3, schedule="constant",
                patience=5, monitor="val_loss", augmentation=True, normalize="dataset", seed=0,
-               mixed_precision="auto", resume=True, overwrite=False, progress=True, callbacks=None):
+               mixed_precision="auto", sampling="uniform", strategy="auto", stream="auto", resume=True,
+               overwrite=False, progress=True, callbacks=None):
     """Train a U-Net on a patch set and save it as one self-describing ``.keras`` file.
 
     Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
@@ -34,8 +36,12 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     never are; ``"test"`` patches are not used. Inputs are normalised per band with the
     mean and standard deviation of the training patches' valid pixels (after the scene
     scaling of ``normalize="scene"``); pixels whose mask is 255 (unknown, nodata,
-    rotation fill) count in no loss and no metric. The training and validation patches
-    are held in memory in their native dtype.
+    rotation fill) count in no loss and no metric.
+
+    Batches are read from the patch set's memory-mapped stacks as training goes
+    (``stream``), so memory does not grow with the number of patches, or, for a set that
+    fits, gathered from the patches held in memory; the batches, their augmentation and
+    the losses are the same either way.
 
     After every epoch the model is checkpointed in a hidden folder beside ``out``
     (``.<name>.training/``) and the log ``<name>_history.csv`` is rewritten. If the run
@@ -55,7 +61,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         loss: ``"bce_dice"`` (the course's cross-entropy + Dice), ``"dice"``,
             ``"weighted_ce"`` or ``"focal"``.
         class_weights: for ``"weighted_ce"`` and ``"focal"``: one weight per class id,
-            or ``"balanced"`` (inverse frequency in the training patches).
+            or ``"auto"`` (also called ``"balanced"``: each class weighted by the inverse of
+            its pixel frequency in the training patches).
         epochs: the last epoch to train.
         batch_size: patches per step.
         learning_rate: Adam's learning rate (its starting value with a schedule).
@@ -75,7 +82,28 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             scene by its own percentiles. Right for uncalibrated imagery (8-bit
             composites, drone mosaics), wrong where a scene holds a single land cover.
         seed: random seed of the weights, the batch order and the augmentation.
-        mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``.
+        mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``;
+            the output layer stays float32 and the loss is scaled (Keras'
+            ``LossScaleOptimizer``). Recorded in the model (``mixed_precision``).
+        strategy: ``"auto"``: ``tf.distribute.MirroredStrategy`` over the GPUs when more
+            than one is visible, else the default strategy (one device); ``"mirrored"``
+            (over the GPUs, or the logical CPU devices without one), ``"default"``, or a
+            ``tf.distribute.Strategy``. ``batch_size`` is the global batch (split among
+            the replicas); checkpoints, resuming and the model file are the same.
+        sampling: ``"uniform"``: every epoch draws each training patch once, in a random
+            order. ``"balanced"``: for rare targets; each draw picks a class (one of those
+            present in the training patches, with equal chance), then a patch in which that
+            class is present (the index's ``n_<class>`` columns), so a patch is drawn with
+            probability ``1/K * sum(1/|patches with c|)`` over its classes ``c``, and each
+            class is present in at least ``1/K`` of the drawn patches. The loss then weighs
+            the rare classes' patches more (as if they were repeated in the set); the
+            validation patches and their loss are not resampled. Epochs keep their
+            length; patches without a labelled pixel are never drawn.
+        stream: ``True``: read each batch from disk in the ``tf.data`` pipeline (parallel
+            reads, prefetch); ``False``: hold the training and validation patches in memory;
+            ``"auto"``: streamed, except on a GPU machine for a set of up to 256 MiB of
+            patches (``IN_MEMORY_BYTES``), held in memory there (docs/architecture.md says
+            why). The results are the same.
         resume: continue an interrupted run of the same call; ``False`` starts afresh.
         overwrite: replace an existing ``out``.
         progress: show a progress bar over epochs.
@@ -94,7 +122,6 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
     from rsunet import model as _model
     from rsunet.augmentation import AugmentParams
-    from rsunet.patches import as_patchset
 
     _check_numbers(depth=depth, filters=filters, dropout=dropout, epochs=epochs,
                    batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
@@ -107,17 +134,19 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     for path in [out] + ([] if mine else history_files):
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
-    ps = as_patchset(patches)
-    train_ids, val_ids = _split_ids(ps)
+    sets = _patch_sets(patches)
+    ps = sets[0]  # they agree in bands, dtype, size and classes
+    train_ids, val_ids = _split_ids(sets)
     aug = AugmentParams.from_any(augmentation)
-    seen = [i for i, n in ps.pixel_counts().items() if n > 0]
+    seen = [i for one in sets for i, n in one.pixel_counts().items() if n > 0]
     n_classes = max(max(ps.classes), max(seen, default=1)) + 1
     settings = dict(depth=int(depth), filters=int(filters), batch_norm=bool(batch_norm),
                     dropout=float(dropout), loss=loss, class_weights=class_weights,
                     batch_size=int(batch_size), learning_rate=float(learning_rate),
                     schedule=schedule, monitor=monitor, augmentation=aug.as_dict() if aug else None,
+                    sampling=sampling,
                     normalize=normalize, seed=int(seed),
-                    n_classes=n_classes, patches=str(ps.path.resolve()),
+                    n_classes=n_classes, patches=_folders(sets),
                     train=_digest(train_ids), validation=_digest(val_ids))
     if schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -126,34 +155,38 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
     if int(epochs) < 1 or int(batch_size) < 1 or int(patience) < 1:
         raise InputError(f"epochs, batch_size and patience must be at least 1, got {epochs}, "
                          f"{batch_size}, {patience}")
-    s_train, s_val = ps.scaling(train_ids, normalize), ps.scaling(val_ids, normalize)
-    x_train, y_train, v_train = _read_split(ps, train_ids)  # before _Run: a broken set leaves nothing
-    x_val, y_val, v_val = _read_split(ps, val_ids)
+    train = _Patches(list(zip(sets, train_ids)), normalize)
+    val = _Patches(list(zip(sets, val_ids)), normalize)
+    stream = _streams(stream, train, val)
+    # one pass over the training patches, chunk by chunk, before _Run: a broken set leaves nothing
+    mean, std, counts = train.statistics()
+    weights = _class_weights(class_weights, counts, n_classes)
+    draws = _draw_weights(sampling, train, n_classes)
     run = _Run(out, settings, resume)
-
-    mean, std = band_stats(x_train, v_train, s_train)
-    weights = _class_weights(class_weights, y_train, n_classes)
     activation = "sigmoid" if n_classes == 2 else "softmax"
-    steps = -(-len(train_ids) // int(batch_size))
+    steps = -(-len(train) // int(batch_size))
+    devices = _strategy(strategy)
 
-    if run.resumed:
-        net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
-                                      safe_mode=True)
-    else:
-        keras.utils.set_random_seed(int(seed))
-        net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
-                          activation=activation, mixed_precision=mixed_precision)
-        net.compile(optimizer=keras.optimizers.Adam(_learning_rate(learning_rate, schedule,
-                                                                   int(epochs) * steps)),
-                    loss=_model.make_loss(loss, weights), metrics=_model.metrics(n_classes))
+    with devices.scope():  # the weights and the optimizer's slots live on every replica
+        if run.resumed:
+            net = keras.models.load_model(run.last_path, custom_objects=_model.custom_objects(),
+                                          safe_mode=True)
+        else:
+            keras.utils.set_random_seed(int(seed))
+            net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
+                              activation=activation, mixed_precision=mixed_precision)
+            optimizer = keras.optimizers.Adam(_learning_rate(learning_rate, schedule, int(epochs) * steps))
+            if _is_mixed(net):  # float16 gradients underflow without loss scaling
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            net.compile(optimizer=optimizer, loss=_model.make_loss(loss, weights),
+                        metrics=_model.metrics(n_classes))
 
     start, epochs = run.epoch, int(epochs)
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
-        train_ds = _train_dataset(x_train, y_train, v_train, s_train, mean, std, aug,
-                                  int(batch_size), int(seed), start, epochs, steps)
-        val_ds = _plain_dataset(x_val, y_val, v_val, s_val, mean, std, int(batch_size))
-        del x_train, x_val
+        train_ds = _train_dataset(train, mean, std, aug, int(batch_size), int(seed), start, epochs,
+                                  steps, stream, draws)
+        val_ds = _plain_dataset(val, mean, std, int(batch_size), stream)
         cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
         net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                 steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
@@ -171,10 +204,11 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 ignore_value=ps.ignore_value, activation=activation, filters=int(filters),
                 batch_norm=bool(batch_norm), dropout=float(dropout), loss=loss, schedule=schedule,
                 class_weights=None if weights is None else [float(w) for w in weights],
-                augmentation=settings["augmentation"], seed=int(seed), monitor=monitor,
+                augmentation=settings["augmentation"], seed=int(seed), monitor=monitor, sampling=sampling,
+                mixed_precision=_is_mixed(final), replicas=int(devices.num_replicas_in_sync),
                 best_epoch=int(best["epoch"]), epochs_trained=int(history["epoch"].max()),
                 best={k: float(v) for k, v in best.items() if k != "epoch"},
-                patches=settings["patches"], n_train=len(train_ids), n_validation=len(val_ids))
+                patches=settings["patches"], n_train=len(train), n_validation=len(val))
     save_model(final, out, meta, overwrite=True)
     plot_history(history, run.plot_path, overwrite=True)
     run.finish()
@@ -182,6 +216,29 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
 
 MONITORS = ("val_loss", "val_accuracy", "val_f1", "val_iou")
+STRATEGIES = ("auto", "mirrored", "default")
+
+
+def _strategy(strategy):
+    """The ``tf.distribute.Strategy`` to train under: ``"auto"`` mirrors over the GPUs when
+    there are several, ``"mirrored"`` over the GPUs or, without any, the logical CPU devices
+    (how CI tests it), ``"default"`` is the one device TensorFlow picks."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InputError(f"strategy must be one of {STRATEGIES} or a tf.distribute.Strategy, "
+                         f"got {strategy!r}")
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if strategy == "mirrored" or (strategy == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy(gpus or [d.name for d in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
+def _is_mixed(net):
+    """Whether the network computes in float16 (its outputs stay float32)."""
+    return any(layer.dtype_policy.name == "mixed_float16" for layer in net.layers)
 
 
 def _check_numbers(**values):
@@ -203,18 +260,58 @@ def _learning_rate(learning_rate, schedule, total_steps):
         return float(learning_rate)
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=max(total_steps, 1),
                                                   alpha=0.01)
-def _split_ids(ps):
-    if not ps.has_split:
-        raise InputError(f"the patch set {ps.path} has no 'split' column: run "
-                         "split_patches(patches) first to choose training and validation patches")
-    train, val = ps.ids("train"), ps.ids("validation")
-    if not train or not val:
-        raise InputError(f"the patch set needs training and validation patches; it has {len(train)} "
-                         f"and {len(val)}: run split_patches() with a validation share")
+def _patch_sets(patches):
+    """``patches`` (a folder or PatchSet, or a list of them) -> [PatchSet], which must agree
+    in what a model is made for: bands, dtype, patch size and classes."""
+    from rsunet.patches import as_patchset
+
+    items = list(patches) if isinstance(patches, (list, tuple)) else [patches]
+    if not items:
+        raise InputError("patches is empty: give a patch folder or a list of them")
+    sets = [as_patchset(p) for p in items]
+    first = _what_a_model_sees(sets[0])
+    for other in sets[1:]:
+        seen = _what_a_model_sees(other)
+        differ = [k for k in first if first[k] != seen[k]]
+        if differ:
+            raise PatchSetMismatchError(
+                f"the patch sets {sets[0].path} and {other.path} differ in "
+                + ", ".join(f"{k} ({first[k]} vs {seen[k]})" for k in differ)
+                + ": one model trains on patch sets with the same bands, dtype, size and classes; "
+                "make them again with make_patches() alike")
+    return sets
+
+
+def _what_a_model_sees(ps):
+    return dict(bands=ps.bands, dtype=sorted({s["dtype"] for s in ps.scenes.values()}), size=ps.size,
+                classes=ps.classes)
+
+
+def _folders(sets):
+    """The settings' record of the patch sets: a folder, or the list of them."""
+    folders = [str(ps.path.resolve()) for ps in sets]
+    return folders[0] if len(folders) == 1 else folders
+
+
+def _split_ids(sets):
+    """-> (training ids, validation ids), each a list per patch set."""
+    for ps in sets:
+        if not ps.has_split:
+            raise InputError(f"the patch set {ps.path} has no 'split' column: run "
+                             "split_patches(patches) first to choose training and validation patches")
+    train, val = [ps.ids("train") for ps in sets], [ps.ids("validation") for ps in sets]
+    n_train, n_val = sum(map(len, train)), sum(map(len, val))
+    if not n_train or not n_val:
+        where = f"the patch set {sets[0].path} needs" if len(sets) == 1 else "the patch sets need"
+        raise InputError(f"{where} training and validation patches; there are {n_train} "
+                         f"and {n_val}: run split_patches() with a validation share")
     return train, val
 
 
-def _digest(ids):
+def _digest(ids_per_set):
+    """A fingerprint of the ids (one set: of its ids, as before several sets were possible)."""
+    ids = ids_per_set[0] if len(ids_per_set) == 1 else \
+        [f"{k}/{i}" for k, one in enumerate(ids_per_set) for i in one]
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
@@ -227,13 +324,14 @@ def _read_split(ps, ids):
     return np.ascontiguousarray(np.moveaxis(images, 1, -1)), labels, valid
 
 
-def _class_weights(class_weights, labels, n_classes):
+def _class_weights(class_weights, counts, n_classes):
     if class_weights is None:
         return None
     if isinstance(class_weights, str):
-        if class_weights != "balanced":
-            raise InputError(f"class_weights must be 'balanced' or one weight per class, got {class_weights!r}")
-        counts = np.bincount(labels.ravel(), minlength=256)[:n_classes].astype(np.float64)
+        if class_weights not in ("auto", "balanced"):
+            raise InputError(f"class_weights must be 'auto' (or 'balanced') or one weight per class, "
+                             f"got {class_weights!r}")
+        counts = np.asarray(counts[:n_classes], np.float64)
         present = counts > 0
         w = np.zeros(n_classes)
         w[present] = counts[present].sum() / (present.sum() * counts[present])
@@ -250,31 +348,190 @@ def _prepare_batch(tf, images, labels, valid, mean, std):
     return z, labels[..., None]
 
 
-def _train_dataset(x, y, v, scaling, mean, std, aug, batch_size, seed, start, epochs, steps):
-    """Batches for epochs start..epochs-1: the order and augmentation of epoch e depend
-    only on (seed, e), so a resumed run sees what an uninterrupted one would."""
+class _Patches:
+    """The patches of one split, of one or several patch sets, read by position.
+
+    ``read`` copies a batch out of the sets' memory-mapped ``.npy`` stacks: it costs that
+    batch's bytes, whatever the number of patches, so a set larger than memory trains.
+    """
+
+    def __init__(self, parts, normalize):
+        """``parts``: ``[(PatchSet, patch ids)]``; ``normalize`` as in :func:`train_unet`."""
+        self.parts = [(ps, np.asarray(ids, dtype=object)) for ps, ids in parts]
+        for ps, _ in self.parts:  # a missing or truncated stack fails now, before any output exists
+            for scene in ps.scenes:
+                ps.stacks(scene)
+        self.owner = np.concatenate([np.full(len(ids), k) for k, (_, ids) in enumerate(self.parts)])
+        self.local = np.concatenate([np.arange(len(ids)) for _, ids in self.parts])
+        scalings = [ps.scaling(ids, normalize) for ps, ids in self.parts]
+        self.scaling = tuple(np.concatenate([sc[i] for sc in scalings]) for i in (0, 1))
+        first = self.parts[0][0]
+        self.shape = (first.size, first.size, first.bands)
+        self.dtype = np.dtype(next(iter(first.scenes.values()))["dtype"])
+
+    def __len__(self):
+        return len(self.owner)
+
+    @property
+    def nbytes(self):
+        """Bytes of the images, masks and validity of every patch (what memory would hold)."""
+        rows, cols, bands = self.shape
+        return len(self) * rows * cols * (bands * self.dtype.itemsize + 2)
+
+    def read(self, positions):
+        """-> images ``(n, rows, cols, bands)`` native dtype, labels ``(n, rows, cols)`` uint8,
+        valid bool, of the patches at ``positions`` (in that order)."""
+        positions = np.asarray(positions, np.int64)
+        n = len(positions)
+        images = np.empty((n, *self.shape), self.dtype)
+        labels = np.empty((n, *self.shape[:2]), np.uint8)
+        valid = np.empty((n, *self.shape[:2]), bool)
+        owners = self.owner[positions]
+        for k in np.unique(owners):
+            where = np.flatnonzero(owners == k)
+            ps, ids = self.parts[k]
+            images[where], labels[where], valid[where] = _read_split(ps, ids[self.local[positions[where]]])
+            _drop_pages(ps)
+        return images, labels, valid
+
+    def presence(self, n_classes):
+        """``(patches, n_classes)`` bool: which classes each patch holds (its index row's
+        ``n_<class>`` pixel counts)."""
+        from rsunet.patches import count_columns
+
+        out = np.zeros((len(self), n_classes), bool)
+        start = 0
+        for ps, ids in self.parts:
+            rows = ps.index.set_index("patch_id").loc[list(ids)]
+            for c, column in count_columns(ps.index).items():
+                if c < n_classes:
+                    out[start:start + len(ids), c] = rows[column].to_numpy() > 0
+            start += len(ids)
+        return out
+
+    def statistics(self, chunk=64):
+        """Band means and deviations of the valid pixels (after scaling) and the pixel count
+        of each label value (256), in one pass over the patches, ``chunk`` at a time."""
+        counts = np.zeros(256, np.int64)
+
+        def chunks():
+            for i in range(0, len(self), chunk):
+                positions = np.arange(i, min(i + chunk, len(self)))
+                x, y, v = self.read(positions)
+                counts[:] += np.bincount(y.ravel(), minlength=256)
+                yield x, v, tuple(s[positions] for s in self.scaling)
+
+        mean, std = band_stats(chunks())
+        return mean, std, counts
+
+
+def _drop_pages(ps):
+    """Unmap from this process the pages of ``ps``'s stacks that reads have touched (they
+    stay in the kernel's page cache; a later read maps them again). Without it, the
+    resident size of a streaming run grows, epoch after epoch, to the size of the stacks."""
+    for scene in ps.scenes:
+        for stack in ps.stacks(scene):
+            mapping = getattr(stack, "_mmap", None)  # np.memmap's mapping
+            if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
+
+
+# On a GPU machine, up to this many bytes of patches (training and validation together) are
+# held in memory when stream="auto": see docs/architecture.md ("Training at scale").
+IN_MEMORY_BYTES = 256 << 20
+STREAMS = ("auto", True, False)
+
+
+def _streams(stream, *splits):
+    """Whether batches are read from disk (True) or gathered from the splits held in memory."""
+    if stream not in STREAMS or not isinstance(stream, (str, bool)):
+        raise InputError(f"stream must be 'auto', True or False, got {stream!r}")
+    if stream == "auto":  # on the CPU streaming is as fast (bench P10); a GPU can outpace the reader
+        import tensorflow as tf
+
+        small = sum(s.nbytes for s in splits) <= IN_MEMORY_BYTES
+        return not (small and tf.config.list_logical_devices("GPU"))
+    return bool(stream)
+
+
+def _fetch(tf, source, stream):
+    """A function of a batch's positions -> its (images, labels, valid) tensors: read from
+    disk in the pipeline (``stream``) or gathered from the whole split held as constants.
+    Both give the same values."""
+    if not stream:
+        held = [tf.constant(a) for a in source.read(np.arange(len(source)))]
+        return lambda idx: tuple(tf.gather(a, idx) for a in held)
+
+    def fetch(idx):
+        x, y, v = tf.numpy_function(source.read, [idx], [tf.as_dtype(source.dtype), tf.uint8, tf.bool],
+                                    stateful=False)
+        # the static shapes gather would give: the same shapes, the same kernels, the same sums
+        x.set_shape([idx.shape[0], *source.shape])
+        y.set_shape([idx.shape[0], *source.shape[:2]])
+        v.set_shape([idx.shape[0], *source.shape[:2]])
+        return x, y, v
+
+    return fetch
+
+
+SAMPLINGS = ("uniform", "balanced")
+
+
+def _draw_weights(sampling, source, n_classes):
+    """None (uniform: a permutation per epoch) or each training patch's chance of a draw."""
+    if sampling not in SAMPLINGS:
+        raise InputError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    return None if sampling == "uniform" else _balanced_weights(source.presence(n_classes))
+
+
+def _balanced_weights(presence):
+    """Draw probabilities that equalise class presence: pick one of the K classes present
+    anywhere with equal chance, then a patch that holds it. ``presence`` is ``(patches,
+    classes)`` bool; a patch's probability is ``1/K * sum over its classes c of 1/n_c``."""
+    presence = np.asarray(presence, bool)
+    n_c = presence.sum(axis=0)
+    present = n_c > 0
+    if not present.any():
+        raise InputError("no training patch holds a labelled pixel: nothing to sample")
+    p = (presence[:, present] / n_c[present]).sum(axis=1) / present.sum()
+    return p / p.sum()
+
+
+def _epoch_batches(n, batch_size, seed, start, epochs, steps, weights=None):
+    """Positions ``(steps * epochs', batch_size)`` and stateless seeds of every batch of
+    epochs start..epochs-1: those of epoch e depend only on (seed, e), so a resumed run sees
+    what an uninterrupted one would. ``weights``: draw with these probabilities (with
+    replacement) instead of a permutation."""
+    order, seeds = [], []
+    for e in range(start, epochs):
+        rng = np.random.default_rng([seed, e])
+        if weights is not None:
+            idx = rng.choice(n, steps * batch_size, p=weights)
+        else:
+            idx = rng.permutation(n)
+            idx = np.concatenate([idx, rng.integers(0, n, max(steps * batch_size - n, 0))])
+        idx = idx[:steps * batch_size]
+        order.append(idx.reshape(steps, batch_size))
+        seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
+    return (np.concatenate(order).astype(np.int64).reshape(-1, batch_size),
+            np.concatenate(seeds).astype(np.int64).reshape(-1, 2))
+
+
+def _train_dataset(source, mean, std, aug, batch_size, seed, start, epochs, steps, stream, weights=None):
+    """Augmented batches of epochs start..epochs-1 (:func:`_epoch_batches`), read by
+    ``source`` in a parallel map with prefetch."""
     import tensorflow as tf
 
     from rsunet.augmentation import augment_batch
 
-    n = len(x)
-    order, seeds = [], []
-    for e in range(start, epochs):
-        rng = np.random.default_rng([seed, e])
-        idx = rng.permutation(n)
-        idx = np.concatenate([idx, rng.integers(0, n, max(steps * batch_size - n, 0))])
-        idx = idx[:steps * batch_size]
-        order.append(idx.reshape(steps, batch_size))
-        seeds.append(np.stack([np.full(steps, seed * 7919 + e), np.arange(steps)], axis=1))
-    order = np.concatenate(order).astype(np.int32)
-    seeds = np.concatenate(seeds).astype(np.int64)
-    xt, yt, vt = tf.constant(x), tf.constant(y), tf.constant(v)
-    scale_t, offset_t = (tf.constant(s) for s in scaling)
+    order, seeds = _epoch_batches(len(source), batch_size, seed, start, epochs, steps, weights)
+    fetch = _fetch(tf, source, stream)
+    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
 
     def load(idx, batch_seed):
-        images = _scaled(tf, tf.gather(xt, idx), tf.gather(scale_t, idx), tf.gather(offset_t, idx))
-        labels, valid = tf.gather(yt, idx), tf.gather(vt, idx)
+        x, labels, valid = fetch(idx)
+        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
         if aug is not None:
             images, labels, valid = augment_batch(images, labels, valid, batch_seed, aug, mean_t)
         return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
@@ -300,14 +557,23 @@ def _scaled(tf, images, scale, offset):
     return tf.cast(images, tf.float32) * scale[:, None, None, :] + offset[:, None, None, :]
 
 
-def _plain_dataset(x, y, v, scaling, mean, std, batch_size):
+def _plain_dataset(source, mean, std, batch_size, stream):
+    """Validation batches in index order, never augmented; held in memory once computed
+    unless streamed."""
     import tensorflow as tf
 
+    fetch = _fetch(tf, source, stream)
+    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
-    ds = tf.data.Dataset.from_tensor_slices((x, y, v, *scaling)).batch(batch_size)
-    ds = ds.map(lambda a, b, c, s, o: _prepare_batch(tf, _scaled(tf, a, s, o), b, c, mean_t, std_t),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.cache().prefetch(tf.data.AUTOTUNE)
+
+    def load(idx):
+        x, labels, valid = fetch(idx)
+        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
+        return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
+
+    ds = tf.data.Dataset.range(len(source)).batch(batch_size)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return (ds if stream else ds.cache()).prefetch(tf.data.AUTOTUNE)
 
 
 class _Run:

@@ -37,7 +37,7 @@ test_that("train_unet learns real patches and returns an rsunet_model with print
   expect_error(train_unet(patches, out, epochs = 1, progress = FALSE), class = "rsunet_output_exists_error")
 })
 
-test_that("an interrupted run resumes at the next epoch; errors are classed", {
+test_that("an interrupted streaming run resumes at the next epoch, as an uninterrupted in-memory one; errors are classed", {
   skip_if_no_rsunet()
   folder <- tempfile("resume")
   patches <- amazon_patch_set(folder, n_images = 1)
@@ -50,7 +50,7 @@ test_that("an interrupted run resumes at the next epoch; errors are classed", {
     sep = "\n"), convert = FALSE)$Stop
   out <- file.path(folder, "r.keras")
   args <- list(patches = patches, out = out, depth = 2, filters = 4, batch_size = 8, epochs = 3,
-               seed = 1, patience = 10, progress = FALSE)
+               seed = 1, patience = 10, progress = FALSE, stream = TRUE)
   expect_error(do.call(train_unet, c(args, list(callbacks = list(stopper())))))
   expect_false(file.exists(out))
   first <- utils::read.csv(file.path(folder, "r_history.csv"))
@@ -59,6 +59,10 @@ test_that("an interrupted run resumes at the next epoch; errors are classed", {
   m <- do.call(train_unet, args)
   expect_equal(m$history$epoch, 1:3)
   expect_equal(m$history[1:2, ], first, tolerance = 1e-12, ignore_attr = TRUE)
+  # the same batches, augmentation and losses read from disk or held in memory, resumed or not
+  whole <- do.call(train_unet, modifyList(args, list(out = file.path(folder, "w.keras"), stream = FALSE)))
+  cols <- setdiff(names(whole$history), "seconds")
+  expect_equal(m$history[cols], whole$history[cols], tolerance = 1e-5)
   bare <- file.path(folder, "bare")
   dir.create(bare)
   file.copy(file.path(patches, "patches.json"), bare)
@@ -86,4 +90,29 @@ test_that("a scene-normalised U-Net maps a scene whatever its gain and offset", 
   expect_lt(max(abs(terra::values(p[[1]]) - terra::values(p[[2]]))), 1e-3)
   expect_error(train_unet(patches, file.path(folder, "x.keras"), normalize = "patch", progress = FALSE),
                class = "rsunet_input_error", regexp = "normalize")
+})
+
+test_that("two patch sets train one model with balanced sampling; a rare class is drawn at its rate", {
+  skip_if_no_rsunet()
+  folder <- tempfile("two")
+  a <- amazon_patch_set(file.path(folder, "a"), n_images = 1)
+  b <- amazon_patch_set(file.path(folder, "b"), n_images = 1, seed = 1)
+  m <- train_unet(c(a, b), file.path(folder, "two.keras"), depth = 2, filters = 4, batch_size = 8,
+                  epochs = 1, sampling = "balanced", strategy = "default", class_weights = "auto",
+                  loss = "weighted_ce", progress = FALSE)
+  n_train <- sum(vapply(c(a, b), function(p) sum(utils::read.csv(file.path(p, "index.csv"))$split == "train"), 1))
+  expect_equal(m$meta$n_train, n_train)
+  expect_equal(m$meta$sampling, "balanced")
+  expect_equal(m$meta$replicas, 1)
+  expect_error(train_unet(a, file.path(folder, "x.keras"), sampling = "rare", progress = FALSE),
+               class = "rsunet_input_error", regexp = "sampling")
+  # the sampler (mirrors tests/test_training.py): class 1 in 20 of 1,000 patches; a draw picks a
+  # class (1/2), then one of its patches, so 51 % of the draws are rare patches (2 % uniform);
+  # 40,320 draws, within 4 binomial standard errors
+  tr <- reticulate::import("rsunet.training")
+  presence <- cbind(rep(TRUE, 1000), seq_len(1000) <= 20)
+  weights <- tr$`_balanced_weights`(presence)
+  order <- tr$`_epoch_batches`(1000L, 16L, 7L, 0L, 40L, 63L, weights)[[1]]
+  expected <- 20 * 0.5 * (1 / 1000 + 1 / 20)
+  expect_lt(abs(mean(order < 20) - expected), 4 * sqrt(expected * (1 - expected) / length(order)))
 })
