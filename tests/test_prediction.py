@@ -573,13 +573,7 @@ def test_mc_dropout_disagreement_is_repeatable_and_resumes_to_the_same_bytes(tmp
                                       output="probabilities", precision="float32", progress=False)
     assert not np.array_equal(read(first["probabilities"]), read(plain))
 
-    def explode(j):
-        if j == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(prediction, "_after_band", explode)
-    with pytest.raises(KeyboardInterrupt):
-        prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
-    monkeypatch.setattr(prediction, "_after_band", None)
+    interrupted_run(monkeypatch, 2, model, image, tmp_path / "c.tif", **args)
     resumed = prediction.predict_raster(model, image, tmp_path / "c.tif", **args)
     for kind in first:
         assert resumed[kind].read_bytes() == first[kind].read_bytes(), kind

@@ -182,9 +182,15 @@ def predict_one(model, path, targets, params, resume, progress, blocks=None):
 
 # ---- arguments ---------------------------------------------------------------------
 
+def _has_network(model):
+    """Whether ``model`` is rsunet's wrapper of a Keras network (which can be copied with
+    another precision or with dropout on)."""
+    return getattr(model, "keras_model", None) is not None and dataclasses.is_dataclass(model)
+
+
 def _resolved(precision, model):
     """float32 or bfloat16; float32 for a model without a Keras network of rsunet's."""
-    if getattr(model, "keras_model", None) is None or not dataclasses.is_dataclass(model):
+    if not _has_network(model):
         if precision not in ("auto", "float32", "bfloat16"):
             raise InputError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}")
         return "float32"
@@ -270,8 +276,7 @@ def _check_uncertainty(uncertainty, tta, model):
     if uncertainty == "tta" and not tta:
         raise InputError("uncertainty='tta' measures how the test-time augmentation views "
                          "disagree: pass tta=True too, or use 'entropy' or 'margin'")
-    if uncertainty == "mc_dropout" and (getattr(model, "keras_model", None) is None
-                                        or not dataclasses.is_dataclass(model)):
+    if uncertainty == "mc_dropout" and not _has_network(model):
         raise InputError("uncertainty='mc_dropout' needs a Keras model with dropout layers "
                          f"(a U-Net trained with dropout > 0), not a {type(model).__name__}")
     return uncertainty
