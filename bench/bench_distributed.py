@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_prediction as bp  # noqa: E402  (its synthetic scenes)
-from report import print_ratios  # noqa: E402
+from report import print_ratios, rss_kb  # noqa: E402
 
 TMP = Path(tempfile.gettempdir()) / "rsunet-bench-distributed"
 FULL = dict(scenes=8, size=1024, memory=(2048, 8192), repeat=3)
@@ -63,15 +63,6 @@ def _local_run(model, scenes, out):
     t = time.perf_counter()
     predict_raster(model, scenes, out, **KW)
     return time.perf_counter() - t
-
-
-def _peak_rss_kb(reset=False):
-    """This process's peak RSS (VmHWM); ``reset`` sets it back to the current RSS."""
-    if reset:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def timed(fn):
@@ -111,9 +102,9 @@ def main(argv):
         peaks = []
         for size in sizes["memory"]:
             scene = str(bp.synthetic_scene(TMP / f"big_{size}.tif", size))
-            one.run(_peak_rss_kb, True)
+            one.run(rss_kb, "VmHWM:", True)
             predict_raster(model, scene, TMP / f"mem_{size}.tif", cluster=one, **KW)
-            peaks.append(list(one.run(_peak_rss_kb).values())[0])
+            peaks.append(list(one.run(rss_kb).values())[0])
     finally:
         for client in (one, two):
             cluster = client.cluster

@@ -173,23 +173,18 @@ CHILD = r"""
 import json, sys, time, tracemalloc
 sys.path.insert(0, {bench!r})
 import bench_prediction as b
+from report import rss_kb
 from rsunet import predict_raster
-
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1])
 
 model = b.per_pixel_model()
 model.predict_probabilities(b.np.zeros((1, 8, 8, 3), b.np.uint8))
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS to the current RSS
-before = status("VmRSS:")
+before = rss_kb("VmRSS:", reset=True)  # the peak starts from here
 tracemalloc.start()
 t = time.perf_counter()
 predict_raster(model, {scene!r}, {out!r}, window=512, overlap=64, batch_size=4,
                overwrite=True, progress=False)
 seconds = time.perf_counter() - t
-print(json.dumps(dict(before_kb=before, peak_kb=status("VmHWM:"), seconds=seconds,
+print(json.dumps(dict(before_kb=before, peak_kb=rss_kb(), seconds=seconds,
                       traced_mb=tracemalloc.get_traced_memory()[1] / 2**20)))
 """
 

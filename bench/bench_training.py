@@ -20,7 +20,7 @@ P9 and P10 train on synthetic patch sets (64 x 64, 3 bands uint8, cut with strid
 one random scene by ``make_patches``; 1 % validation), a depth-2 U-Net, batch 16, each run
 in a fresh process. P9: ``train_unet`` with its defaults (``stream="auto"``) on a set of
 40,000 patches and on one of 4,000, stopped after the same number of steps (a callback),
-the peak resident size (``ru_maxrss``) of each process (``stream="auto"`` streams both on a
+the peak resident size (VmHWM) of each process (``stream="auto"`` streams both on a
 machine without a GPU; with one it holds the small set in memory; the full run also prints
 both with ``stream=True``). P10: on a set of 1,024 patches,
 ``stream=True`` and ``stream=False`` alternate round after round; the median seconds per
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,10 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from report import rss_kb  # noqa: E402
 
 SHARED = Path(os.environ.get("RSUNET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BATCH = 16
@@ -132,8 +134,7 @@ def child(patches, out, stream, steps, epochs):
     train_unet(patches, out, depth=2, filters=8, epochs=epochs, batch_size=BATCH, patience=epochs + 1,
                stream=json.loads(stream), seed=0, overwrite=True, progress=False,
                callbacks=[timer] + ([Stop()] if steps else []))
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(dict(peak_mb=peak_kb / 1024, per_step=timer.per_step)))
+    print(json.dumps(dict(peak_mb=rss_kb() / 1024, per_step=timer.per_step)))
 
 
 def in_child(patches, out, stream, steps=0, epochs=1):
