@@ -42,19 +42,21 @@ TMP = Path(tempfile.gettempdir()) / "rsunet-bench-prediction"
 TRANSFORM = Affine(10.0, 0, 500000.0, 0, -10.0, 9000000.0)
 
 
-def synthetic_scene(path, size, bands=3):
-    """A smooth uint8 scene (compresses well, so a 16384^2 one is quick to make)."""
+def synthetic_scene(path, size, bands=3, height=None):
+    """A smooth uint8 scene ``size`` wide and ``height`` (``size``) high (compresses well,
+    so a 16384^2 one is quick to make)."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = dict(driver="GTiff", count=bands, height=size, width=size, dtype="uint8",
+    height = height or size
+    profile = dict(driver="GTiff", count=bands, height=height, width=size, dtype="uint8",
                    transform=TRANSFORM, crs="EPSG:32622", tiled=True, blockxsize=256,
                    blockysize=256, compress="deflate")
     rng = np.random.default_rng(0)
     with rasterio.open(path, "w", **profile) as dst:
         step = 1024
-        for r in range(0, size, step):
-            h = min(step, size - r)
+        for r in range(0, height, step):
+            h = min(step, height - r)
             yy, xx = np.mgrid[r:r + h, 0:size]
             base = (np.sin(xx / 97.0) + np.cos(yy / 61.0)) * 60 + 128
             block = np.stack([base + 20 * b for b in range(bands)])
@@ -197,9 +199,14 @@ def run_child(scene):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_p2(small, large):
-    a = run_child(synthetic_scene(TMP / f"scene_{small}.tif", small))
-    b = run_child(synthetic_scene(TMP / f"scene_{large}.tif", large))
+def bench_p2(small, large, height=None):
+    """Peak memory predicting a ``large`` scene against a ``small`` one (square, or strips
+    ``height`` high: memory must stay flat in width as well as in height)."""
+    def scene(size):
+        name = f"scene_{size}" + (f"x{height}" if height else "")
+        return synthetic_scene(TMP / f"{name}.tif", size, height=height)
+
+    a, b = run_child(scene(small)), run_child(scene(large))
     return dict(small=a, large=b, ratio=b["peak_kb"] / a["peak_kb"],
                 traced_ratio=b["traced_mb"] / a["traced_mb"],
                 growth_mb=((b["peak_kb"] - b["before_kb"]) / 1024,
@@ -286,8 +293,8 @@ def bench_p6(model, name, size, window=256, overlap=32, repeat=2):
                 same_pixels=same)
 
 
-FULL = dict(p1=2048, repeat=5, p2=(2048, 16384), p6=2048, u=1024)
-QUICK = dict(p1=512, repeat=1, p2=(512, 1024), p6=512, u=256)  # checks that it runs, not the goals
+FULL = dict(p1=2048, repeat=5, p2=(2048, 16384), p2c=(4096, 100_000, 512), p6=2048, u=1024)
+QUICK = dict(p1=512, repeat=1, p2=(512, 1024), p2c=(1024, 4096, 512), p6=512, u=256)  # checks that it runs, not the goals
 
 
 def main(argv):
@@ -317,6 +324,12 @@ def main(argv):
     rows.append(("P2b", f"peak traced (tracemalloc: numpy buffers) {big}^2 / {small}^2",
                  f"{p2['large']['traced_mb']:.0f} MB / {p2['small']['traced_mb']:.0f} MB"
                  f" (area x{(big / small) ** 2:.0f})", f"{p2['traced_ratio']:.3f}", "<= 1.25"))
+    narrow, wide, high = sizes["p2c"]
+    p2c = bench_p2(narrow, wide, height=high)
+    rows.append(("P2c", f"peak traced (numpy buffers) {wide} x {high} / {narrow} x {high} (wide strips)",
+                 f"{p2c['large']['traced_mb']:.0f} MB / {p2c['small']['traced_mb']:.0f} MB; peak RSS "
+                 f"{p2c['large']['peak_kb'] / 1024:.0f} / {p2c['small']['peak_kb'] / 1024:.0f} MB",
+                 f"{p2c['traced_ratio']:.3f}", "<= 1.25"))
     size6 = sizes["p6"]
     for model, name in ((per_pixel_model(), "1x1 conv"), (small_unet(), "U-Net 16f d3")):
         p6 = bench_p6(model, name, size6, repeat=min(2, sizes["repeat"]))
