@@ -106,8 +106,7 @@ assess_map <- function(prediction, reference, field = NULL, where = NULL, sample
     prediction <- .as_raster_path(prediction)
     reference <- .as_labels_path(reference)
   }
-  call_python <- if (identical(design, "stratified")) .py_warnings else .py_call
-  res <- call_python(do.call(.py("assessment")$assess_map, c(
+  res <- .py_call(do.call(.py("assessment")$assess_map, c(
     list(prediction, reference, field = field, where = .as_where(where),
          classes = if (is.null(classes)) NULL else as.list(classes), unlabelled = unlabelled,
          design = design, cluster = .as_cluster(cluster)),

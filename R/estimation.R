@@ -41,28 +41,13 @@ sample_points <- function(map, out, n = NULL, allocation = "proportional", seed 
                           block_rows = NULL, overwrite = FALSE) {
   out <- path.expand(out)
   if (!is.character(allocation)) allocation <- as.list(allocation)
-  .py_warnings(do.call(.py_raw("estimation")$sample_points, c(
+  .py_call(do.call(.py_raw("estimation")$sample_points, c(
     list(.as_raster_path(map), out, allocation = allocation,
          reference = if (is.null(reference)) NULL else .as_raster_path(reference),
          classes = if (is.null(classes)) NULL else as.list(classes)),
     .py_args(flags = c("use_nodata", "overwrite"), ints = c("n", "seed", "ignore", "block_rows"))
   )))
   .vector_from_file(out)
-}
-
-# Evaluate a call into Python (through .py_call) with the warnings Python raises on the
-# way shown as R warnings (reticulate does not pass them on): a class with fewer pixels
-# than its share, points left out of an assessment.
-.py_warnings <- function(expr) {
-  warnings <- reticulate::import("warnings", convert = FALSE)
-  recorder <- warnings$catch_warnings(record = TRUE)
-  caught <- recorder$`__enter__`()
-  warnings$simplefilter("always")
-  value <- tryCatch(.py_call(expr), finally = recorder$`__exit__`(NULL, NULL, NULL))
-  for (w in reticulate::py_to_r(caught)) {
-    warning(reticulate::py_str(w$message), call. = FALSE)
-  }
-  value
 }
 
 # A GeoPackage rsunet wrote, as sf (if installed) or a terra SpatVector.

@@ -114,10 +114,33 @@
 # Evaluate a call into Python; a Python exception becomes an R condition whose class
 # names the Python exception (and its rsunet base classes), with the Python message.
 # Python's last error is cleared first: an R error (say, a bad argument) raised after an
-# earlier, caught Python error must not be reported as that Python error.
+# earlier, caught Python error must not be reported as that Python error. rsunet's own
+# warnings (RsunetWarning) become R warnings of class "rsunet_warning" (reticulate does
+# not pass Python warnings on); other libraries' warnings are shown as Python shows them.
 .py_call <- function(expr) {
   call <- sys.call(-1)
-  if (reticulate::py_available()) reticulate::py_clear_last_error()
+  # imports rsunet the way every call does; without a Python the call reports it itself
+  ours <- tryCatch(.py_raw("errors")$RsunetWarning, error = function(e) NULL)
+  if (is.null(ours)) return(.py_call_inner(expr, call))
+  reticulate::py_clear_last_error()
+  warnings <- reticulate::import("warnings", convert = FALSE)
+  recorder <- warnings$catch_warnings(record = TRUE)
+  caught <- recorder$`__enter__`()
+  warnings$simplefilter("always", ours)
+  value <- tryCatch(.py_call_inner(expr, call), finally = recorder$`__exit__`(NULL, NULL, NULL))
+  builtins <- reticulate::import_builtins(convert = FALSE)
+  for (w in reticulate::py_to_r(builtins$list(caught))) {
+    if (reticulate::py_to_r(builtins$issubclass(w$category, ours))) {
+      warning(structure(class = c("rsunet_warning", "warning", "condition"),
+                        list(message = reticulate::py_str(w$message), call = call)))
+    } else {
+      warnings$showwarning(w$message, w$category, w$filename, w$lineno)
+    }
+  }
+  value
+}
+
+.py_call_inner <- function(expr, call) {
   tryCatch(expr, error = function(e) {
     if (inherits(e, "rsunet_error")) stop(e)
     last <- tryCatch(reticulate::py_last_error(), error = function(e2) NULL)

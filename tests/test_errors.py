@@ -25,7 +25,7 @@ import pytest
 import rsunet
 from conftest import VECTORS
 from rsunet import errorcases
-from rsunet.errors import RsunetError
+from rsunet.errors import RsunetError, RsunetWarning
 
 CASES = errorcases.cases(VECTORS / "errors.json")
 PY_CASES = [c for c in CASES if c.get("only") != "r"]
@@ -255,7 +255,7 @@ def test_a_killed_random_forest_prediction_resumes_where_it_stopped(tmp_path, mo
 
 def test_fractions_that_do_not_sum_to_one_are_rescaled_with_a_warning(tmp_path):
     paths = errorcases.materialise("patches", tmp_path / "in")
-    with pytest.warns(UserWarning, match="rescaled"):
+    with pytest.warns(RsunetWarning, match="rescaled"):  # R: an rsunet_warning (test-errors.R)
         rsunet.split_patches(paths["unsplit"], fractions=(0.5, 0.2), method="random")
 
 

@@ -18,7 +18,7 @@ import rasterio
 from conftest import VECTORS, vectors
 from rsunet import assessment as A
 from rsunet import estimation as E
-from rsunet.errors import ClassFieldError, GridMismatchError, InputError, OutputExistsError
+from rsunet.errors import ClassFieldError, GridMismatchError, InputError, OutputExistsError, RsunetWarning
 from rsunet.io import write_raster
 
 V = vectors("estimation")
@@ -102,7 +102,7 @@ def test_stratified_outputs_and_refusals(tmp_path):
     # unlabelled points are left out, with a warning
     pts["reference"] = pts["reference"].astype("Int64")
     pts.loc[:9, "reference"] = pd_na()
-    with pytest.warns(UserWarning, match="10 without a reference class"):
+    with pytest.warns(RsunetWarning, match="10 without a reference class"):
         fewer = A.assess_map(VECTORS / o["map"], pts, design="stratified")
     assert fewer.overall["n"] == 630
 
@@ -160,7 +160,7 @@ def test_sample_points_is_seeded_and_reads_a_reference(tmp_path):
 def test_sample_points_refusals(tmp_path):
     s = V["strata"]
     m = VECTORS / s["map"]
-    with pytest.warns(UserWarning, match="fewer valid pixels"):
+    with pytest.warns(RsunetWarning, match="fewer valid pixels"):
         short = E.sample_points(m, tmp_path / "s.gpkg", allocation={3: 12})
     assert len(short) == 10
     for kwargs, match in ((dict(), "n"), (dict(n=0), "positive"), (dict(n=5, allocation="optimal"), "allocation"),

@@ -37,7 +37,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet.errors import (ClassFieldError, GridMismatchError, InputError, NoOverlapError,
-                           OutputExistsError, EmptyResultError)
+                           OutputExistsError, EmptyResultError, RsunetWarning)
 from rsunet.io import atomic_path, check_not_input, open_raster, reading, write_vector
 from rsunet.labels import (IGNORE, class_ids_of, georeferenced, is_vector, read_classes_tag,
                            read_vector, same_grid, to_image_crs)
@@ -760,7 +760,8 @@ def row_areas(transform, crs, height) -> tuple[np.ndarray, str]:
     """Area in m² of one pixel in each row, and how it was computed."""
     planar = abs(transform.a * transform.e - transform.b * transform.d)
     if crs is None:
-        warnings.warn("the map has no CRS: its transform's units are taken as metres", stacklevel=3)
+        warnings.warn("the map has no CRS: its transform's units are taken as metres", RsunetWarning,
+                      stacklevel=3)
         return np.full(height, planar), "planar"
     if not crs.is_geographic:
         unit = crs.linear_units_factor[1]

@@ -3,6 +3,9 @@
 The R package maps each class to an R condition class of the same name in
 snake case, prefixed ``rsunet_`` (``NoOverlapError`` -> ``rsunet_no_overlap_error``),
 so R users can ``tryCatch`` them as precisely as Python users can ``except`` them.
+Warnings (a result was made, on an assumption the user should know of) are
+:class:`RsunetWarning`; the R package raises them as R warnings of class
+``rsunet_warning``.
 """
 
 
@@ -81,3 +84,9 @@ class RCodeError(RsunetError, RuntimeError):
 class WorkerPathError(InputError):
     """A cluster worker cannot read an input or write an output: on a cluster the files must
     be on a file system every worker reaches under the same path."""
+
+
+class RsunetWarning(UserWarning):
+    """A result was made, but on an assumption the user should know of (a layer without a
+    CRS taken to be in the image's, fractions rescaled, points left out). R: a warning of
+    class ``rsunet_warning``."""

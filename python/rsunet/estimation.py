@@ -41,7 +41,7 @@ import pandas as pd
 import rasterio
 from rasterio.windows import Window
 
-from rsunet.errors import ClassFieldError, EmptyResultError, GridMismatchError, InputError
+from rsunet.errors import ClassFieldError, EmptyResultError, GridMismatchError, InputError, RsunetWarning
 from rsunet.io import open_raster, reading, write_vector
 from rsunet.labels import (IGNORE, class_ids_of, is_missing, is_vector, read_classes_tag,
                            read_vector, same_grid, to_image_crs)
@@ -219,7 +219,7 @@ def _allocate(pixels, n, allocation, name) -> np.ndarray:
     if short.size:
         warnings.warn(f"classes {short.tolist()} of {name} have fewer valid pixels than asked for "
                       f"({pixels[short].tolist()} < {wanted[short].tolist()}): all of them are taken",
-                      stacklevel=3)
+                      RsunetWarning, stacklevel=3)
     return np.minimum(wanted, pixels)
 
 
@@ -512,7 +512,7 @@ def _classes_at_points(points, field, src, ignore, use_nodata, name):
     dropped = {k: v for k, v in dropped.items() if v}
     if dropped:
         warnings.warn(f"{_label(name)}: points left out: " +
-                      ", ".join(f"{v} {k}" for k, v in dropped.items()), stacklevel=4)
+                      ", ".join(f"{v} {k}" for k, v in dropped.items()), RsunetWarning, stacklevel=4)
     if not usable.any():
         raise EmptyResultError(f"no point of {_label(name)} has both a reference class (column "
                                f"{field!r}) and a map class: label the points first")

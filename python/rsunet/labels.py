@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsunet.errors import ClassFieldError, GridMismatchError, InputError
+from rsunet.errors import ClassFieldError, GridMismatchError, InputError, RsunetWarning
 
 __all__ = ["IGNORE", "CLASSES_TAG", "IGNORE_TAG", "VECTOR_SUFFIXES", "mask_tags", "read_classes_tag",
            "is_vector", "read_vector", "to_image_crs", "georeferenced", "same_grid", "value_key",
@@ -75,7 +75,7 @@ def to_image_crs(gdf, crs, source="the labels"):
         raise GridMismatchError(f"the image has no CRS: vector labels ({source}) cannot be placed "
                                 "on it; georeference the image first")
     if gdf.crs is None:
-        warnings.warn(f"{source} has no CRS; assuming the image's", stacklevel=3)
+        warnings.warn(f"{source} has no CRS; assuming the image's", RsunetWarning, stacklevel=3)
         return gdf.set_crs(crs)
     return gdf.to_crs(crs)
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from rsunet.errors import InputError
+from rsunet.errors import InputError, RsunetWarning
 from rsunet.io import atomic_path
 
 __all__ = ["split_patches", "block_ids", "SPLITS", "EXCLUDED"]
@@ -143,7 +143,7 @@ def _shares(fractions) -> dict:
         raise InputError(f"fractions must be non-negative and not all 0, got {fractions}")
     if not np.isclose(total, 1.0):
         warnings.warn(f"fractions {fractions} sum to {total:g}, not 1: they are rescaled to "
-                      f"{ {k: round(v / total, 4) for k, v in shares.items()} }", stacklevel=3)
+                      f"{ {k: round(v / total, 4) for k, v in shares.items()} }", RsunetWarning, stacklevel=3)
     return {k: v / total for k, v in shares.items()}
 
 

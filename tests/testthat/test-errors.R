@@ -82,3 +82,14 @@ test_that("the catalogue holds at least 60 cases across every stage", {
   expect_true(all(c("io", "samples", "patches", "split", "training", "baseline", "prediction",
                     "assessment", "workflow", "cli", "r") %in% stages))
 })
+
+# ---- quiet nonsense (mirrors the section of tests/test_errors.py) ----------------------
+
+test_that("fractions that do not sum to one are rescaled with an rsunet_warning", {
+  skip_if_no_rsunet()
+  ec <- reticulate::import("rsunet.errorcases")
+  paths <- ec$materialise("patches", file.path(tempfile("case"), "in"))
+  # Python's RsunetWarning reaches R as a classed warning, not a line on the console
+  expect_warning(split_patches(paths$unsplit, fractions = c(0.5, 0.2), method = "random"),
+                 "rescaled", class = "rsunet_warning")
+})

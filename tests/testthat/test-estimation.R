@@ -67,7 +67,8 @@ test_that("stratified assessment: sf points, figures and typed refusals", {
                "no sample point", class = "rsunet_input_error")
   # unlabelled points are left out, with a warning
   pts$reference[1:10] <- NA
-  expect_warning(fewer <- assess_map(efile(o$map), pts, design = "stratified"), "10 without a reference class")
+  expect_warning(fewer <- assess_map(efile(o$map), pts, design = "stratified"), "10 without a reference class",
+                 class = "rsunet_warning")
   expect_equal(fewer$overall$n, 630)
 })
 
@@ -107,7 +108,7 @@ test_that("sample_points hits the counts per stratum on valid pixels, seeded", {
   expect_equal(a$row, b$row)
   # more than a class has: all of it, with a warning
   expect_warning(w <- sample_points(map, file.path(dir, "w.gpkg"), allocation = c("3" = 12)),
-                 "fewer valid pixels")
+                 "fewer valid pixels", class = "rsunet_warning")
   expect_equal(nrow(w), 10)
   expect_error(sample_points(map, file.path(dir, "x.gpkg")), class = "rsunet_input_error")
   expect_error(sample_points(map, file.path(dir, "a.gpkg"), n = 5), class = "rsunet_output_exists_error")
