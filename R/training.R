@@ -2,8 +2,9 @@
 #'
 #' Training patches (`split == "train"`, from [split_patches()]) are augmented on the
 #' fly (see [augment()]); validation patches never are; test patches are not used.
-#' Inputs are normalised per band with the mean and standard deviation of the training
-#' patches' valid pixels (after the scene scaling of `normalize = "scene"`); pixels whose
+#' Inputs are normalised per channel with the mean and standard deviation of the training
+#' patches' valid pixels (after the scene scaling of `normalize = "scene"`; `"both"` has
+#' two channels per band); pixels whose
 #' mask is unknown (255: unlabelled, nodata, rotation fill) count in no loss and no
 #' metric. After every epoch the model is
 #' checkpointed and `<name>_history.csv` rewritten: an interrupted run continues at the
@@ -42,7 +43,13 @@
 #'   mapped to 0 and 1, so haze, illumination and contrast that differ between scenes do
 #'   not move the input; [predict_raster()] scales each scene by its own percentiles.
 #'   Right for uncalibrated imagery (8-bit composites, drone mosaics), wrong where a
-#'   scene holds a single land cover.
+#'   scene holds a single land cover. `"both"`: the network gets 2 x bands input channels,
+#'   the bands standardised as with `"dataset"` (absolute brightness) followed by the bands
+#'   scene-scaled as with `"scene"` and then standardised (relative contrast), so it can
+#'   learn when a scene's stretch is meaningful; augmentation changes the raw pixels before
+#'   both are made. The model's `bands` stays the image's band count; [predict_raster()]
+#'   scales each scene by its own percentiles, as for `"scene"`. `"scene"` and `"both"`
+#'   need the scene percentiles that [make_patches()] records.
 #' @param seed random seed (weights, batch order, augmentation).
 #' @param mixed_precision `"auto"` (float16 compute on a GPU), `TRUE` or `FALSE`; the
 #'   output stays float32, the loss is scaled, and the model records it.
@@ -64,8 +71,10 @@
 #' @return An object of class `rsunet_model`: a list with `path`, `history` (a
 #'   data.frame, one row per epoch: `epoch`, `loss`, `accuracy`, `f1`, `iou`, the same
 #'   with `val_`, `seconds`), `classes`, `bands`, `depth`, `multiple`, `patch_size`,
-#'   `normalization` (`mean`, `std` per band; and `scene = list(q = c(2, 98))` for
-#'   `normalize = "scene"`) and `meta` (everything recorded in the model file). It has
+#'   `normalization` (`normalize`; `mean`, `std` per input channel: for `"both"` the raw
+#'   bands' then the scene-scaled bands'; and `scene = list(q = c(2, 98))` for
+#'   `normalize = "scene"` and `"both"`) and `meta` (everything recorded in the model
+#'   file). It has
 #'   `print()` and `plot()` methods and can be given to [predict_raster()] as the model. A patch
 #'   set without a split is an error of class `rsunet_input_error`.
 #' @template example-patches
@@ -136,7 +145,7 @@ load_model <- function(path) {
   ), class = "rsunet_model")
 }
 
-# mean and std as numeric vectors; scene (for normalize = "scene") as list(q = c(2, 98))
+# mean and std as numeric vectors; scene (for normalize = "scene" and "both") as list(q = c(2, 98))
 .as_normalization <- function(norm) {
   if (is.null(norm)) return(NULL)
   lapply(norm, function(v) if (is.list(v) && !is.null(names(v))) lapply(v, unlist) else unlist(v))
@@ -152,7 +161,9 @@ print.rsunet_model <- function(x, ...) {
                 as.integer(x$depth), as.integer(x$multiple), format(x$patch_size)))
   }
   if (!is.null(x$normalization$scene)) {
-    cat(sprintf("  inputs scaled per scene: its %s %% band percentiles -> 0, 1\n",
+    both <- identical(x$normalization$normalize, "both")
+    cat(sprintf("  inputs %sscaled per scene: its %s %% band percentiles -> 0, 1\n",
+                if (both) "both raw (2 x bands channels) and " else "",
                 paste(x$normalization$scene$q, collapse = " and ")))
   }
   h <- x$history

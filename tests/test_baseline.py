@@ -86,7 +86,7 @@ def test_a_scene_normalised_forest_maps_a_scene_whatever_its_gain_and_offset(pat
 
     model = baseline.train_baseline(patch_dir, tmp_path / "rf.joblib", n_per_class=400,
                                     n_trees=10, normalize="scene", seed=0)
-    assert model.normalization == {"scene": {"q": [2.0, 98.0]}}
+    assert model.normalization == {"normalize": "scene", "scene": {"q": [2.0, 98.0]}}
     X, _ = baseline.sample_pixels(patch_dir, "train", 400, 0, normalize="scene")
     assert -1 < np.median(X) < 2  # scaled, not raw 0..255 values
     image = example_data()["test"]["images"][0]
@@ -97,3 +97,25 @@ def test_a_scene_normalised_forest_maps_a_scene_whatever_its_gain_and_offset(pat
         assert (a.read(1) == b.read(1)).mean() > 0.999
     with pytest.raises(InputError, match="normalize must be one of"):
         baseline.train_baseline(patch_dir, n_trees=2, normalize="raw")
+
+
+def test_a_both_normalised_forest_sees_raw_and_scene_scaled_values_side_by_side(patch_dir, tmp_path):
+    from rsunet.normalization import band_percentiles, scene_scaling
+
+    raw, y = baseline.sample_pixels(patch_dir, "train", 300, 0, normalize="dataset")
+    scaled, _ = baseline.sample_pixels(patch_dir, "train", 300, 0, normalize="scene")
+    both, y_both = baseline.sample_pixels(patch_dir, "train", 300, 0, normalize="both")
+    np.testing.assert_array_equal(both, np.concatenate([raw, scaled], axis=1))
+    np.testing.assert_array_equal(y_both, y)
+    model = baseline.train_baseline(patch_dir, None, n_per_class=300, n_trees=5, normalize="both", seed=0)
+    assert model.bands == 3 and model.forest.n_features_in_ == 6
+    assert model.normalization == {"normalize": "both", "scene": {"q": [2.0, 98.0]}}
+    image = example_data()["test"]["images"][0]
+    mapped = predict_raster(model, image, tmp_path / "both.tif", window=512, overlap=0,
+                            output="probabilities", progress=False)
+    with rasterio.open(image) as src, rasterio.open(mapped) as m:
+        x = np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32)
+        got = m.read(2)
+    s, o = scene_scaling(band_percentiles(image))  # the scene's own percentiles, bound by predict_raster
+    by_hand = model.predict_probabilities(np.concatenate([x, x * s + o], axis=-1))
+    np.testing.assert_allclose(got, by_hand[0, ..., 1], atol=1e-6)

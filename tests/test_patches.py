@@ -250,6 +250,8 @@ def test_each_scene_records_its_band_percentiles_and_scene_scaling_uses_them(tmp
     np.testing.assert_allclose(scene["percentiles"]["values"], V["percentiles"], rtol=1e-12)
     ids = ps.index["patch_id"].tolist()[:3]
     scale, offset = ps.scaling(ids, "scene")
+    for got, want in zip(ps.scaling(ids, "both"), (scale, offset)):  # "both"'s scene-scaled channels
+        np.testing.assert_array_equal(got, want)
     low, high = np.array(V["percentiles"]).T
     np.testing.assert_allclose(low * scale + offset, 0, atol=1e-6)
     np.testing.assert_allclose(high * scale + offset, 1, atol=1e-6)
@@ -263,3 +265,5 @@ def test_each_scene_records_its_band_percentiles_and_scene_scaling_uses_them(tmp
     (tmp_path / "p" / "patches.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="run make_patches"):
         PatchSet(tmp_path / "p").scaling(ids, "scene")
+    with pytest.raises(InputError, match="run make_patches"):  # its scene-scaled channels need them
+        PatchSet(tmp_path / "p").scaling(ids, "both")

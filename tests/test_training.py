@@ -168,8 +168,8 @@ def test_a_cosine_schedule_decays_the_learning_rate_to_one_percent(patches, tmp_
 class _Held:
     """A training source over arrays (what training._Patches gives, without a folder)."""
 
-    def __init__(self, x, y, v, scaling):
-        self.x, self.y, self.v, self.scaling = x, y, v, scaling
+    def __init__(self, x, y, v, scaling, normalize="dataset"):
+        self.x, self.y, self.v, self.scaling, self.normalize = x, y, v, scaling, normalize
         self.shape, self.dtype = x.shape[1:], x.dtype
 
     def __len__(self):
@@ -194,6 +194,32 @@ def test_the_epoch_order_depends_only_on_seed_and_epoch(stream):
     whole, resumed = batches(0), batches(1)
     assert resumed == whole[3:]
     assert sorted(sum(whole[:3], [])[:10]) == list(range(10))  # every patch once per epoch
+
+
+def test_both_channel_groups_are_made_from_the_same_augmented_raw_pixels():
+    from rsunet.augmentation import AugmentParams
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(20, 200, (8, 16, 16, 3)).astype(np.uint8)
+    y = rng.integers(0, 2, (8, 16, 16)).astype(np.uint8)
+    v = np.ones((8, 16, 16), bool)
+    v[:, :3, :3] = False  # nodata: fed as the raw band mean, whatever the group
+    scale = rng.uniform(0.005, 0.02, (8, 3)).astype(np.float32)
+    offset = rng.uniform(-0.5, 0.0, (8, 3)).astype(np.float32)
+    source = _Held(x, y, v, (scale, offset), normalize="both")
+    mean = np.array([100, 110, 120, 0.5, 0.4, 0.6], np.float32)
+    std = np.array([30, 40, 50, 0.3, 0.2, 0.25], np.float32)
+    aug = AugmentParams(p_gain=1.0, p_haze=1.0, p_contrast=1.0, p_brightness=1.0)
+    order, _ = training._epoch_batches(8, 4, 1, 0, 1, 2)
+    for b, (z, labels) in enumerate(training._train_dataset(source, mean, std, aug, 4, 1, 0, 1, 2, False)):
+        z = z.numpy()
+        assert z.shape == (4, 16, 16, 6)
+        raw = z[..., :3] * std[:3] + mean[:3]  # the augmented raw pixels
+        assert not np.allclose(raw, x[order[b]], atol=1.0)  # augmentation changed them
+        s, o = scale[order[b]][:, None, None, :], offset[order[b]][:, None, None, :]
+        np.testing.assert_allclose(z[..., 3:], (raw * s + o - mean[3:]) / std[3:], atol=1e-4)
+        unknown = labels.numpy()[..., 0] == 255
+        assert unknown.any() and np.abs(z[..., :3][unknown]).max() < 1e-5
 
 
 def _sources(patches, split):
@@ -317,7 +343,54 @@ def test_a_scene_normalised_unet_maps_a_scene_whatever_its_gain_and_offset(patch
     assert np.abs(plain.predict_probabilities(x) - plain.predict_probabilities(y)).max() > 0.1
 
 
-def test_normalize_must_be_dataset_or_scene(patches, tmp_path):
+def test_a_both_normalised_unet_takes_raw_and_scene_scaled_bands_and_predicts_as_by_hand(patches, tmp_path):
+    from rsunet.artefact import save_model
+    from rsunet.example import example_data
+    from rsunet.normalization import band_percentiles, scene_scaling
+    from rsunet.prediction import predict_raster
+
+    out = tmp_path / "both.keras"
+    training.train_unet(patches, out, epochs=1, normalize="both", **TINY)
+    model = training.load_model(out)
+    ps = PatchSet(patches)
+    b = ps.bands
+    assert model.bands == b and model.keras_model.input_shape[-1] == 2 * b
+    norm = model.normalization
+    assert norm["normalize"] == "both" and norm["scene"] == {"q": [2.0, 98.0]}
+    # the record: the raw bands' mean and deviation, then the scene-scaled bands'
+    ids = ps.index.loc[ps.index["split"] == "train", "patch_id"].tolist()
+    images, _ = ps.read(ids)
+    scale, offset = ps.scaling(ids, "both")
+    scaled = images * scale[:, :, None, None] + offset[:, :, None, None]
+    mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+    np.testing.assert_allclose(mean, np.r_[images.mean(axis=(0, 2, 3)), scaled.mean(axis=(0, 2, 3))],
+                               rtol=1e-4)
+    np.testing.assert_allclose(std, np.r_[images.std(axis=(0, 2, 3)), scaled.std(axis=(0, 2, 3))],
+                               rtol=1e-4)
+
+    # predict_raster: the network on [standardised raw, standardised scene-scaled] pixels
+    image = example_data()["test"]["images"][0]
+    kw = dict(window=512, overlap=0, blend="average", output="probabilities", precision="float32",
+              progress=False)  # float32: "auto" may compute in bfloat16 on this CPU
+    mapped = predict_raster(out, image, tmp_path / "map.tif", **kw)
+    with rasterio.open(image) as src, rasterio.open(mapped) as m:
+        x = np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32)
+        got = np.moveaxis(m.read(), 0, -1)
+    s, o = scene_scaling(band_percentiles(image, norm["scene"]["q"]))
+    by_hand = np.concatenate([(x - mean[:b]) / std[:b], (x * s + o - mean[b:]) / std[b:]], axis=-1)
+    p = np.asarray(model.keras_model.predict_on_batch(by_hand), np.float32)[0]
+    np.testing.assert_allclose(got, np.concatenate([1 - p, p], axis=-1), atol=1e-6)
+
+    # saved and loaded again: the same record, the same map
+    again = save_model(model.keras_model, tmp_path / "again.keras", model.meta)
+    reloaded = training.load_model(again)
+    assert reloaded.normalization == norm and reloaded.keras_model.input_shape[-1] == 2 * b
+    remapped = predict_raster(again, image, tmp_path / "remap.tif", **kw)
+    with rasterio.open(remapped) as m:
+        np.testing.assert_array_equal(np.moveaxis(m.read(), 0, -1), got)
+
+
+def test_normalize_must_be_dataset_scene_or_both(patches, tmp_path):
     with pytest.raises(InputError, match="normalize must be one of"):
         training.train_unet(patches, tmp_path / "x.keras", epochs=1, normalize="patch", **TINY)
     assert not (tmp_path / "x.keras").exists()

@@ -134,9 +134,10 @@ def test_example_configs_pass_the_checks_made_before_step_1():
         check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
     # train_unet's choices at scale: keys are its argument names, values checked up front
     cfg = read_config(example_config())
-    cfg["train_unet"].update(sampling="balanced", strategy="auto", stream=True)
+    cfg["train_unet"].update(sampling="balanced", strategy="auto", stream=True, normalize="both")
+    cfg["train_baseline"]["normalize"] = "both"
     check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
-    for key, bad in (("sampling", "rare"), ("strategy", "tpu"), ("stream", "yes")):
+    for key, bad in (("sampling", "rare"), ("strategy", "tpu"), ("stream", "yes"), ("normalize", "patch")):
         wrong = read_config(example_config())
         wrong["train_unet"][key] = bad
         with pytest.raises(ConfigError, match=f"train_unet.{key} must be one of"):

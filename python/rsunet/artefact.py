@@ -5,8 +5,8 @@ with what prediction needs (bands, normalisation, classes, patch size, depth, ig
 value). :func:`load_model` reads that file, or a plain Keras ``.keras`` model, in Keras'
 safe mode. :class:`PixelModel` is the interface prediction uses, whatever made the
 model: an :class:`RsunetModel` or the Random Forest baseline
-(:class:`rsunet.baseline.PixelForest`). A model trained with ``normalize="scene"`` is
-bound to one scene's band percentiles by :func:`for_scene`.
+(:class:`rsunet.baseline.PixelForest`). A model trained with ``normalize="scene"`` or
+``"both"`` is bound to one scene's band percentiles by :func:`for_scene`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from rsunet.errors import ModelFormatError
 from rsunet.io import atomic_path
-from rsunet.normalization import band_percentiles, scene_scaling
+from rsunet.normalization import band_percentiles, model_input, normalize_of, scene_scaling
 
 __all__ = ["PixelModel", "RsunetModel", "load_model", "save_model", "read_metadata", "plain_model",
            "as_model", "for_scene", "for_raster", "scene_normalised", "SceneModel", "fill_values",
@@ -41,9 +41,11 @@ class PixelModel(Protocol):
         classes: ``{class id: name}``.
         multiple: window sizes must be multiples of this (``2**depth`` for a U-Net, 1 for
             a pixel classifier).
-        normalization: None, or a dict; its ``"mean"`` (per band) is what invalid and
-            padded pixels are fed as, and its ``"scene"`` (``{"q": [2, 98]}``) says the
-            model takes scene-scaled pixels (:func:`for_scene`).
+        normalization: None, or a dict; its ``"mean"`` (per band; its first ``bands``
+            values for ``"both"``) is what invalid and padded pixels are fed as, and its
+            ``"scene"`` (``{"q": [2, 98]}``) says the model takes scene-scaled pixels
+            (:func:`for_scene`), alone or, where ``"normalize"`` is ``"both"``, after the
+            raw ones.
     """
 
     bands: int
@@ -60,13 +62,15 @@ class RsunetModel:
     """A Keras model with what it takes to apply it to raw pixels.
 
     Attributes:
-        keras_model: the Keras model, ``(n, rows, cols, bands)`` in.
-        bands: number of input bands.
+        keras_model: the Keras model, ``(n, rows, cols, channels)`` in: ``bands`` channels,
+            or ``2 * bands`` for a model trained with ``normalize="both"``.
+        bands: number of bands of the images it maps.
         classes: ``{class id: name}``.
         patch_size: training patch size (None for a plain Keras model).
         depth: number of poolings; windows must be multiples of ``2**depth``.
         ignore_value: the mask value that means unknown.
-        normalization: ``{"mean": [...], "std": [...]}`` per band, or None.
+        normalization: ``{"normalize": ..., "mean": [...], "std": [...]}`` per input
+            channel (``"scene": {"q": [2, 98]}`` too for ``"scene"`` and ``"both"``), or None.
         meta: everything recorded in ``rsunet.json``.
     """
 
@@ -89,7 +93,10 @@ class RsunetModel:
         return 2 ** self.depth if self.depth else 1
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(n, rows, cols, bands)`` -> float32 model input."""
+        """Pixels ``(n, rows, cols, channels)`` -> float32 model input, standardised per channel.
+
+        Raw pixels for ``"dataset"``; scene-scaled ones for ``"scene"``, and raw then
+        scene-scaled for ``"both"`` (:func:`for_scene` makes them from raw pixels)."""
         x = np.asarray(batch, dtype=np.float32)
         if self.normalization:
             mean = np.asarray(self.normalization["mean"], np.float32)
@@ -216,7 +223,8 @@ class _Completed:
 
 
 def scene_normalised(model) -> dict | None:
-    """The scene scaling a model was trained with (``{"q": [2, 98]}``), or None."""
+    """The scene scaling a model was trained with (``{"q": [2, 98]}``: ``normalize`` was
+    ``"scene"`` or ``"both"``), or None."""
     return (model.normalization or {}).get("scene")
 
 
@@ -227,14 +235,16 @@ def for_raster(model, src):
 
 
 def for_scene(model, percentiles):
-    """A model trained with ``normalize="scene"``, bound to one scene's band percentiles.
+    """A model trained with ``normalize="scene"`` or ``"both"``, bound to one scene's band percentiles.
 
-    Its ``predict_probabilities`` takes that scene's raw pixels. :func:`predict_raster`
-    binds every scene it maps; call this to apply such a model to arrays yourself.
+    Its ``predict_probabilities`` takes that scene's raw pixels ``(n, rows, cols, bands)``
+    (a ``"both"`` model gets them followed by their scene-scaled values).
+    :func:`predict_raster` binds every scene it maps; call this to apply such a model to
+    arrays yourself.
 
     Args:
-        model: an :class:`RsunetModel` or a
-            :class:`rsunet.baseline.PixelForest` trained with ``normalize="scene"``.
+        model: an :class:`RsunetModel` or a :class:`rsunet.baseline.PixelForest` trained
+            with ``normalize="scene"`` or ``"both"``.
         percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
             ``rsunet.normalization.band_percentiles(scene, model.normalization["scene"]["q"])``.
     """
@@ -242,28 +252,35 @@ def for_scene(model, percentiles):
 
 
 class SceneModel:
-    """Scales raw pixels by one scene's percentiles, then hands them to the model."""
+    """Scales raw pixels by one scene's percentiles, then hands them to the model (after the
+    raw pixels for a ``"both"`` model: :func:`rsunet.normalization.model_input`)."""
 
     def __init__(self, model, scale, offset):
         self.model, self.scale, self.offset = model, scale, offset
+        # not .normalize: that is the model's method; a model that records no "both" takes
+        # scene-scaled pixels alone, as for_scene always gave
+        self.normalized_as = "both" if normalize_of(model.normalization) == "both" else "scene"
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     @property
     def normalization(self):
-        # what raw value becomes the model's band mean: fill for nodata and padding
+        # what raw value becomes the model's band mean: fill for nodata and padding ("both":
+        # its first bands are the raw bands' already)
         norm = dict(self.model.normalization)
-        if norm.get("mean") is not None:
+        if norm.get("mean") is not None and self.normalized_as == "scene":
             norm["mean"] = ((np.asarray(norm["mean"]) - self.offset) / self.scale).tolist()
         return norm
 
     def predict_probabilities(self, batch):
-        return self.model.predict_probabilities(np.asarray(batch, np.float32) * self.scale + self.offset)
+        return self.model.predict_probabilities(
+            model_input(np.asarray(batch, np.float32), self.scale, self.offset, self.normalized_as))
 
 
 def fill_values(model, bands):
-    """What invalid or padded pixels are fed to the model: the band means (0 once normalised)."""
+    """What invalid or padded pixels are fed to the model: the band means (0 once normalised;
+    a ``"both"`` model's first ``bands`` means are the raw bands')."""
     norm = model.normalization
     if norm and norm.get("mean") is not None:
         return np.asarray(norm["mean"], np.float32).reshape(-1)[:bands]

@@ -25,11 +25,13 @@ class PixelForest:
 
     Attributes:
         forest: the fitted :class:`sklearn.ensemble.RandomForestClassifier`.
-        bands: number of input bands.
+        bands: number of bands of the images it maps.
         classes: ``{class id: name}``; ``forest.classes_`` holds the ids it saw.
         meta: how it was trained (pixels per class, trees, normalize, seed).
-        normalization: None (raw pixels) or ``{"scene": {"q": [2, 98]}}`` for a forest
-            trained on scene-scaled pixels (see :func:`rsunet.artefact.for_scene`).
+        normalization: None (raw pixels) or ``{"normalize": "scene" or "both", "scene":
+            {"q": [2, 98]}}`` for a forest trained on scene-scaled pixels, or on the raw
+            and scene-scaled values side by side (2 x bands features; see
+            :func:`rsunet.artefact.for_scene`).
     """
 
     forest: object
@@ -44,7 +46,8 @@ class PixelForest:
         return len(self.classes)
 
     def predict_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Class probabilities ``(n, rows, cols, K)`` for raw pixels ``(n, rows, cols, bands)``."""
+        """Class probabilities ``(n, rows, cols, K)`` for pixels ``(n, rows, cols, features)``
+        (raw bands; scene-scaled, or both, once bound by :func:`rsunet.artefact.for_scene`)."""
         batch = np.asarray(batch)
         pixels = batch.reshape(-1, batch.shape[-1]).astype(np.float32)
         seen = self.forest.predict_proba(pixels)
@@ -87,9 +90,11 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
 
     Returns:
         ``(X, y)``: ``X`` is ``(n, bands)`` float32 band values (raw, or scaled by their
-        scene's percentiles for ``normalize="scene"``), ``y`` the class ids. Unknown
-        (ignore) and nodata pixels are never sampled.
+        scene's percentiles for ``normalize="scene"``; ``(n, 2 * bands)``, raw then scaled,
+        for ``"both"``), ``y`` the class ids. Unknown (ignore) and nodata pixels are never
+        sampled.
     """
+    from rsunet.normalization import model_input
     from rsunet.patches import as_patchset
 
     ps = as_patchset(patches)
@@ -107,7 +112,7 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
         raise InputError(f"the {split!r} patches hold no labelled pixels")
     pick = np.concatenate(picks)
     patch_of = pick // masks[0].size
-    x = pixels[pick].astype(np.float32) * scale[patch_of] + offset[patch_of]
+    x = model_input(pixels[pick].astype(np.float32), scale[patch_of], offset[patch_of], normalize)
     return x, labels[pick]
 
 
@@ -132,7 +137,8 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
         normalize: ``"dataset"``: raw pixel values, the course's table (a forest needs no
             scaling); ``"scene"``: each scene's 2 and 98 % band percentiles mapped to 0
             and 1, as :func:`rsunet.train_unet` can (prediction then scales each scene
-            by its own percentiles).
+            by its own percentiles); ``"both"``: the raw and the scene-scaled values of
+            each band side by side (2 x bands features), as ``train_unet``'s ``"both"``.
         seed: random seed for the sample and the forest.
         overwrite: replace an existing ``out``.
 
@@ -152,10 +158,10 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
     forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=-1, random_state=seed,
                                     min_samples_leaf=2)
     forest.fit(X, y)
-    model = PixelForest(forest=forest, bands=X.shape[1], classes=dict(ps.classes),
+    model = PixelForest(forest=forest, bands=ps.bands, classes=dict(ps.classes),
                         meta=dict(n_per_class=n_per_class, n_trees=n_trees, seed=seed,
                                   n_pixels=int(len(y)), normalize=normalize),
-                        normalization=None if scene is None else dict(scene=scene))
+                        normalization=None if scene is None else dict(normalize=normalize, scene=scene))
     if out is not None:
         model.save(out, overwrite=overwrite)
     return model

@@ -15,6 +15,7 @@ from importlib import import_module
 from pathlib import Path
 
 from rsunet.errors import ConfigError, InputError
+from rsunet.normalization import NORMALIZE
 
 # arguments the workflow passes itself (with the required ones: inputs and outputs)
 WORKFLOW_OWNED = {"out", "out_dir", "overwrite", "seed", "png", "csv", "callbacks",
@@ -27,9 +28,10 @@ UNIT_INTERVAL = {"min_labelled", "min_valid", "dropout"}
 # flags that also take a mapping of settings (train_unet's augmentation: True, False or a
 # dict of rsunet.augment's settings, checked here so a misspelt one is found before step 1)
 FLAG_OR_SETTINGS = {"augmentation"}
-# arguments that take one of a few values (train_unet's: a misspelt one is found before step 1)
+# arguments that take one of a few values (train_unet's, train_baseline's normalize: a misspelt
+# one is found before step 1)
 CHOICES = {"sampling": ("uniform", "balanced"), "strategy": ("auto", "mirrored", "default"),
-           "stream": ("auto", True, False)}
+           "stream": ("auto", True, False), "normalize": NORMALIZE}
 
 
 def read_text_config(path: Path) -> dict:

@@ -1,14 +1,22 @@
 """Normalisation: how raw pixel values become a model's input, in one place.
 
-Two ways, chosen by ``normalize`` (:data:`NORMALIZE`) when a model is trained:
+Three ways, chosen by ``normalize`` (:data:`NORMALIZE`) when a model is trained:
 
 * ``"dataset"``: raw values, standardised with the band means and deviations of the
   training pixels (:func:`band_stats`), the same for every scene;
 * ``"scene"``: each scene's 2 and 98 % band percentiles (:func:`band_percentiles`,
   recorded per scene in a patch set) are first mapped to 0 and 1 (:func:`scene_scaling`),
-  then standardised as above. A model records which (:func:`normalization_record`);
-  :func:`rsunet.artefact.for_scene` binds such a model to a scene's percentiles, and
-  the figures' display stretch (:func:`rsunet.plotting.stretch`) uses the same scaling.
+  then standardised as above;
+* ``"both"``: the network gets twice the bands, the raw bands followed by the
+  scene-scaled ones (:func:`model_input`), each standardised with its own training
+  statistics: absolute brightness and the scene's relative contrast side by side, so a
+  network can learn when a scene's stretch means something (a scene of a single land
+  cover) and when it does not.
+
+A model records which (:func:`normalization_record`, read back by :func:`normalize_of`);
+:func:`rsunet.artefact.for_scene` binds a ``"scene"`` or ``"both"`` model to a scene's
+percentiles, and the figures' display stretch (:func:`rsunet.plotting.stretch`) uses
+the same scaling.
 """
 
 from __future__ import annotations
@@ -22,9 +30,10 @@ from rsunet.errors import InputError
 from rsunet.io import open_raster, read_padded
 
 __all__ = ["NORMALIZE", "SCENE_PERCENTILES", "check_normalize", "scene_record", "band_percentiles",
-           "reads_whole", "BandValues", "scene_scaling", "band_stats", "normalization_record"]
+           "reads_whole", "BandValues", "scene_scaling", "input_channels", "model_input", "band_stats",
+           "normalization_record", "normalize_of"]
 
-NORMALIZE = ("dataset", "scene")
+NORMALIZE = ("dataset", "scene", "both")
 SCENE_PERCENTILES = (2.0, 98.0)
 
 
@@ -168,26 +177,49 @@ def scene_scaling(percentiles) -> tuple[np.ndarray, np.ndarray]:
 
 def check_normalize(normalize):
     """``normalize`` must be one of :data:`NORMALIZE`."""
-    if normalize not in NORMALIZE:
+    if not isinstance(normalize, str) or normalize not in NORMALIZE:
         raise InputError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
 
 
 def scene_record(normalize) -> dict | None:
     """What a model trained with ``normalize`` records so prediction scales each scene as
-    its patches were: ``{"q": [2, 98]}`` for ``"scene"``, None for ``"dataset"``."""
+    its patches were: ``{"q": [2, 98]}`` for ``"scene"`` and ``"both"``, None for ``"dataset"``."""
     check_normalize(normalize)
-    return dict(q=list(SCENE_PERCENTILES)) if normalize == "scene" else None
+    return None if normalize == "dataset" else dict(q=list(SCENE_PERCENTILES))
+
+
+def input_channels(bands, normalize) -> int:
+    """The channels a network trained with ``normalize`` takes for a ``bands``-band image."""
+    check_normalize(normalize)
+    return 2 * int(bands) if normalize == "both" else int(bands)
+
+
+def model_input(pixels, scale, offset, normalize, concat=None):
+    """Raw pixels ``(..., bands)`` -> what a model trained with ``normalize`` standardises.
+
+    ``"dataset"``: the pixels; ``"scene"``: ``pixels * scale + offset`` (a scene's
+    :func:`scene_scaling`); ``"both"``: the two side by side, ``(..., 2 * bands)``, raw
+    bands first. ``scale`` and ``offset`` broadcast against ``pixels``; ``concat`` joins a
+    list along the last axis (numpy's by default; training passes TensorFlow's).
+    """
+    if normalize == "dataset":
+        return pixels
+    scaled = pixels * scale + offset
+    if normalize == "scene":
+        return scaled
+    concat = concat or (lambda parts: np.concatenate(parts, axis=-1))
+    return concat([pixels, scaled])
 
 
 def band_stats(chunks):
-    """Per-band mean and standard deviation over valid pixels (float64 sums).
+    """Per-channel mean and standard deviation over valid pixels (float64 sums).
 
-    ``chunks`` yields ``(x (n, rows, cols, bands), valid (n, rows, cols), (scale, offset)
-    (n, bands))``: each patch is first scaled by its ``(scale, offset)``. A chunk at a time,
-    so that a patch set larger than memory is read once and never held."""
+    ``chunks`` yields ``(x (n, rows, cols, channels), valid (n, rows, cols))``, ``x`` what
+    the model standardises (:func:`model_input`). A chunk at a time, so that a patch set
+    larger than memory is read once and never held."""
     total, sq, n = 0.0, 0.0, 0
-    for x, valid, (scale, offset) in chunks:
-        v = (x * scale[:, None, None, :] + offset[:, None, None, :])[valid].astype(np.float64)
+    for x, valid in chunks:
+        v = x[valid].astype(np.float64)
         total = total + v.sum(axis=0)
         sq = sq + (v * v).sum(axis=0)
         n += len(v)
@@ -199,7 +231,21 @@ def band_stats(chunks):
 
 
 def normalization_record(mean, std, normalize) -> dict:
-    """What a U-Net's ``rsunet.json`` records of its input scaling: the band ``mean`` and
-    ``std`` of the training pixels, and for ``normalize="scene"`` the scene percentiles."""
-    norm, scene = dict(mean=mean.tolist(), std=std.tolist()), scene_record(normalize)
+    """What a U-Net's ``rsunet.json`` records of its input scaling: ``normalize``, the
+    ``mean`` and ``std`` of each input channel over the training pixels (for ``"both"``:
+    2 x bands, the raw bands' then the scene-scaled bands'), and for ``"scene"`` and
+    ``"both"`` the scene percentiles (``"scene": {"q": [2, 98]}``)."""
+    norm, scene = dict(normalize=normalize, mean=mean.tolist(), std=std.tolist()), scene_record(normalize)
     return norm if scene is None else dict(norm, scene=scene)
+
+
+def normalize_of(record) -> str | None:
+    """The ``normalize`` a model's normalisation record says (None: no record, raw pixels).
+
+    Records written before ``"both"`` existed do not name it: one with ``"scene"`` is
+    ``"scene"``, any other ``"dataset"``."""
+    if not record:
+        return None
+    if record.get("normalize"):
+        return record["normalize"]
+    return "scene" if record.get("scene") else "dataset"

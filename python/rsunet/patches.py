@@ -168,8 +168,9 @@ class PatchSet:
 
     def scaling(self, patch_ids, normalize="dataset"):
         """Per-patch ``(scale, offset)``, each ``(n, bands)`` float32, applied before any other
-        normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` maps each
-        scene's 2 and 98 % band percentiles (recorded by :func:`make_patches`) to 0 and 1."""
+        normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` (and ``"both"``,
+        whose scene-scaled channels use it) maps each scene's 2 and 98 % band percentiles
+        (recorded by :func:`make_patches`) to 0 and 1."""
         check_normalize(normalize)
         scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"]
         n, bands = len(scenes), self.bands
@@ -180,7 +181,7 @@ class PatchSet:
             recorded = self.scenes[name].get("percentiles")
             if recorded is None:
                 raise InputError(f"{self.path} was made by an older rsunet without scene percentiles; "
-                                 "run make_patches() again to use normalize='scene'")
+                                 f"run make_patches() again to use normalize={normalize!r}")
             per_scene[name] = scene_scaling(recorded["values"])
         scale = np.stack([per_scene[s][0] for s in scenes])
         offset = np.stack([per_scene[s][1] for s in scenes])

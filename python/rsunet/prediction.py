@@ -35,10 +35,11 @@ import rasterio
 from rasterio.windows import Window
 
 from rsunet import __version__
-from rsunet.artefact import as_model, fill_values, for_raster, for_scene, scene_normalised
+from rsunet.artefact import as_model, fill_values, for_raster, for_scene
 from rsunet.errors import BandMismatchError, InputError, OutputExistsError, PatchSizeError, RsunetError
 from rsunet.io import (atomic_path, check_not_input, geotiff_profile, open_raster, read_padded,
                        window_intersection, window_offsets, writing)
+from rsunet.normalization import normalize_of
 
 __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
@@ -75,8 +76,8 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
             classes, or a plain Keras model), a ``.joblib`` baseline, an
             :class:`~rsunet.artefact.RsunetModel`, a Keras model, or any object with
             ``predict_probabilities``, ``bands`` and ``classes``. A model trained with
-            ``normalize="scene"`` sees each scene scaled by that scene's own band
-            percentiles (from at most 4 Mpixels of it, see :func:`for_scene`).
+            ``normalize="scene"`` (or ``"both"``) sees each scene scaled by that scene's own
+            band percentiles (from at most 4 Mpixels of it, see :func:`for_scene`).
         image: a raster path, a list of paths, or a folder of GeoTIFFs.
         out: the output GeoTIFF; a folder when ``image`` is a list or a folder (one
             ``<image name>.tif`` per scene).
@@ -352,7 +353,7 @@ def _check_bands(model, src, path):
             "stack or select the bands the model was trained on")
     meta = getattr(model, "meta", None) or {}
     want = meta.get("dtype") or meta.get("input_dtype")
-    if want and src.dtypes[0] != want and not scene_normalised(model):  # scale-free input
+    if want and src.dtypes[0] != want and normalize_of(model.normalization) != "scene":  # scale-free input
         raise BandMismatchError(
             f"{path} is {src.dtypes[0]} but the model was trained on {want} pixels; "
             "convert the image to the same data type and scale")

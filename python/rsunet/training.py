@@ -19,7 +19,7 @@ import numpy as np
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
 from rsunet.errors import InputError, OutputExistsError, PatchSetMismatchError
 from rsunet.io import atomic_path, check_not_input
-from rsunet.normalization import band_stats, normalization_record
+from rsunet.normalization import band_stats, input_channels, model_input, normalization_record
 
 __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
@@ -33,10 +33,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
 
     Training patches (``split == "train"``) are augmented on the fly in a ``tf.data``
     pipeline (parallel map, prefetch); validation patches (``split == "validation"``)
-    never are; ``"test"`` patches are not used. Inputs are normalised per band with the
+    never are; ``"test"`` patches are not used. Inputs are normalised per channel with the
     mean and standard deviation of the training patches' valid pixels (after the scene
-    scaling of ``normalize="scene"``); pixels whose mask is 255 (unknown, nodata,
-    rotation fill) count in no loss and no metric.
+    scaling of ``normalize="scene"``; ``"both"`` has two channels per band); pixels whose
+    mask is 255 (unknown, nodata, rotation fill) count in no loss and no metric.
 
     Batches are read from the patch set's memory-mapped stacks as training goes
     (``stream``), so memory does not grow with the number of patches, or, for a set that
@@ -81,6 +81,13 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             that differ between scenes do not move the input; prediction scales each
             scene by its own percentiles. Right for uncalibrated imagery (8-bit
             composites, drone mosaics), wrong where a scene holds a single land cover.
+            ``"both"``: the network gets 2 x bands input channels, the bands standardised as
+            with ``"dataset"`` (absolute brightness) followed by the bands scene-scaled as
+            with ``"scene"`` and then standardised (relative contrast), so it can learn when
+            a scene's stretch is meaningful; augmentation changes the raw pixels before both
+            are made. The model's ``bands`` stays the image's band count; prediction scales
+            each scene by its own percentiles, as for ``"scene"``. ``"scene"`` and ``"both"``
+            need the scene percentiles that :func:`rsunet.make_patches` records.
         seed: random seed of the weights, the batch order and the augmentation.
         mixed_precision: ``"auto"`` (float16 compute on a GPU), ``True`` or ``False``;
             the output layer stays float32 and the loss is scaled (Keras'
@@ -173,8 +180,9 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                                           safe_mode=True)
         else:
             keras.utils.set_random_seed(int(seed))
-            net = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
-                              activation=activation, mixed_precision=mixed_precision)
+            net = _model.unet(input_channels(ps.bands, normalize), n_classes, depth, filters,
+                              batch_norm, dropout, activation=activation,
+                              mixed_precision=mixed_precision)
             optimizer = keras.optimizers.Adam(_learning_rate(learning_rate, schedule, int(epochs) * steps))
             if _is_mixed(net):  # float16 gradients underflow without loss scaling
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -191,8 +199,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
         net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
                 steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
 
-    final = _model.unet(ps.bands, n_classes, depth, filters, batch_norm, dropout,
-                        activation=activation, mixed_precision=mixed_precision)
+    final = _model.unet(input_channels(ps.bands, normalize), n_classes, depth, filters, batch_norm,
+                        dropout, activation=activation, mixed_precision=mixed_precision)
     final.load_weights(run.best_path)
     history = run.history()
     best = history.loc[history["epoch"] == run.state["best_epoch"]].iloc[0]
@@ -342,12 +350,6 @@ def _class_weights(class_weights, counts, n_classes):
     return w
 
 
-def _prepare_batch(tf, images, labels, valid, mean, std):
-    z = (images - mean) / std
-    z = tf.where(valid[..., None], z, 0.0)  # nodata and fill: the band mean, as in prediction
-    return z, labels[..., None]
-
-
 class _Patches:
     """The patches of one split, of one or several patch sets, read by position.
 
@@ -363,6 +365,7 @@ class _Patches:
                 ps.stacks(scene)
         self.owner = np.concatenate([np.full(len(ids), k) for k, (_, ids) in enumerate(self.parts)])
         self.local = np.concatenate([np.arange(len(ids)) for _, ids in self.parts])
+        self.normalize = normalize
         scalings = [ps.scaling(ids, normalize) for ps, ids in self.parts]
         self.scaling = tuple(np.concatenate([sc[i] for sc in scalings]) for i in (0, 1))
         first = self.parts[0][0]
@@ -410,8 +413,9 @@ class _Patches:
         return out
 
     def statistics(self, chunk=64):
-        """Band means and deviations of the valid pixels (after scaling) and the pixel count
-        of each label value (256), in one pass over the patches, ``chunk`` at a time."""
+        """Means and deviations of the model's input channels over the valid pixels (after
+        scaling: :func:`rsunet.normalization.model_input`) and the pixel count of each label
+        value (256), in one pass over the patches, ``chunk`` at a time."""
         counts = np.zeros(256, np.int64)
 
         def chunks():
@@ -419,7 +423,8 @@ class _Patches:
                 positions = np.arange(i, min(i + chunk, len(self)))
                 x, y, v = self.read(positions)
                 counts[:] += np.bincount(y.ravel(), minlength=256)
-                yield x, v, tuple(s[positions] for s in self.scaling)
+                scale, offset = (s[positions][:, None, None, :] for s in self.scaling)
+                yield model_input(x.astype(np.float32), scale, offset, self.normalize), v
 
         mean, std = band_stats(chunks())
         return mean, std, counts
@@ -522,19 +527,12 @@ def _train_dataset(source, mean, std, aug, batch_size, seed, start, epochs, step
     ``source`` in a parallel map with prefetch."""
     import tensorflow as tf
 
-    from rsunet.augmentation import augment_batch
-
     order, seeds = _epoch_batches(len(source), batch_size, seed, start, epochs, steps, weights)
     fetch = _fetch(tf, source, stream)
-    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
-    mean_t, std_t = tf.constant(mean), tf.constant(std)
+    prepare = _batch_preparer(tf, source, mean, std, aug)
 
     def load(idx, batch_seed):
-        x, labels, valid = fetch(idx)
-        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
-        if aug is not None:
-            images, labels, valid = augment_batch(images, labels, valid, batch_seed, aug, mean_t)
-        return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
+        return prepare(idx, *fetch(idx), batch_seed)
 
     ds = tf.data.Dataset.from_tensor_slices((order, seeds))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
@@ -552,9 +550,38 @@ def _pipeline_options(tf):
     return options
 
 
-def _scaled(tf, images, scale, offset):
-    """Patches ``(n, rows, cols, bands)`` as float32, scaled per patch and band."""
-    return tf.cast(images, tf.float32) * scale[:, None, None, :] + offset[:, None, None, :]
+def _batch_preparer(tf, source, mean, std, aug=None):
+    """A function ``(positions, images, labels, valid, batch seed)`` -> the network's input
+    ``(n, rows, cols, channels)`` standardised, and labels ``(n, rows, cols, 1)``.
+
+    ``"scene"`` patches are scaled before augmentation, which then sees scene-scaled
+    pixels; ``"dataset"`` and ``"both"`` patches are augmented raw, and ``"both"``'s two
+    channel groups are made from the augmented pixels, so both see the same change. Fill
+    and nodata pixels become ``mean[:bands]``, in the pixels augmentation sees, before the
+    channels are made: what :func:`rsunet.artefact.fill_values` feeds prediction.
+    """
+    from rsunet.augmentation import augment_batch
+
+    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
+    mean_t, std_t = tf.constant(mean), tf.constant(std)
+    centre = tf.constant(mean[:source.shape[-1]])
+    normalize = source.normalize
+    scaled_first = normalize == "scene"
+
+    def prepare(idx, x, labels, valid, batch_seed=None):
+        scale = tf.gather(scale_t, idx)[:, None, None, :]
+        offset = tf.gather(offset_t, idx)[:, None, None, :]
+        x = tf.cast(x, tf.float32)
+        if scaled_first:
+            x = model_input(x, scale, offset, normalize)
+        if aug is not None:
+            x, labels, valid = augment_batch(x, labels, valid, batch_seed, aug, centre)
+        x = tf.where(valid[..., None], x, centre)  # nodata and fill: the band mean, as in prediction
+        if not scaled_first:
+            x = model_input(x, scale, offset, normalize, lambda parts: tf.concat(parts, axis=-1))
+        return (x - mean_t) / std_t, labels[..., None]
+
+    return prepare
 
 
 def _plain_dataset(source, mean, std, batch_size, stream):
@@ -563,13 +590,10 @@ def _plain_dataset(source, mean, std, batch_size, stream):
     import tensorflow as tf
 
     fetch = _fetch(tf, source, stream)
-    scale_t, offset_t = (tf.constant(s) for s in source.scaling)
-    mean_t, std_t = tf.constant(mean), tf.constant(std)
+    prepare = _batch_preparer(tf, source, mean, std)
 
     def load(idx):
-        x, labels, valid = fetch(idx)
-        images = _scaled(tf, x, tf.gather(scale_t, idx), tf.gather(offset_t, idx))
-        return _prepare_batch(tf, images, labels, valid, mean_t, std_t)
+        return prepare(idx, *fetch(idx))
 
     ds = tf.data.Dataset.range(len(source)).batch(batch_size)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -174,4 +174,6 @@ test_that("each scene records its band percentiles over valid pixels (normalize 
   split_patches(out, fractions = c(0.5, 0.5), method = "random")
   expect_error(train_baseline(out, tempfile(fileext = ".joblib"), normalize = "scene"),
                class = "rsunet_input_error", regexp = "make_patches")
+  expect_error(train_baseline(out, tempfile(fileext = ".joblib"), normalize = "both"),
+               class = "rsunet_input_error", regexp = "make_patches")
 })

@@ -92,6 +92,36 @@ test_that("a scene-normalised U-Net maps a scene whatever its gain and offset", 
                class = "rsunet_input_error", regexp = "normalize")
 })
 
+test_that("a 'both' U-Net takes raw and scene-scaled bands and predicts as computed by hand", {
+  skip_if_no_rsunet()
+  folder <- tempfile("both")
+  patches <- amazon_patch_set(folder, n_images = 2)
+  out <- file.path(folder, "both.keras")
+  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 1,
+                  normalize = "both", progress = FALSE)
+  expect_equal(m$bands, 3)
+  expect_equal(m$normalization$normalize, "both")
+  expect_equal(m$normalization$scene$q, c(2, 98))
+  expect_length(m$normalization$mean, 6)
+  expect_output(print(m), "both raw .* scaled per scene")
+  net <- reticulate::import("rsunet.training")$load_model(out)$keras_model
+  expect_equal(net$input_shape[[4]], 6L)
+  # the map: the network on the raw bands and the bands scaled by the scene's own 2-98 %
+  # percentiles (R's quantiles, type 7 as numpy's), each standardised by the recorded mean/std
+  image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
+  p <- predict_raster(m, image, file.path(folder, "map.tif"), window = 512, overlap = 0,
+                      blend = "average", output = "probabilities", precision = "float32",
+                      progress = FALSE)
+  v <- terra::values(terra::rast(image))
+  q <- apply(v, 2, stats::quantile, probs = c(0.02, 0.98), names = FALSE)
+  scaled <- sweep(sweep(v, 2, q[1, ]), 2, q[2, ] - q[1, ], "/")
+  z <- sweep(sweep(cbind(v, scaled), 2, m$normalization$mean), 2, m$normalization$std, "/")
+  x <- array(0, c(1, 512, 512, 6))
+  for (b in 1:6) x[1, , , b] <- matrix(z[, b], 512, 512, byrow = TRUE)
+  p_forest <- net$predict_on_batch(reticulate::np_array(x, dtype = "float32"))[1, , , 1]
+  expect_equal(matrix(terra::values(p)[, 2], 512, 512, byrow = TRUE), p_forest, tolerance = 1e-4)
+})
+
 test_that("two patch sets train one model with balanced sampling; a rare class is drawn at its rate", {
   skip_if_no_rsunet()
   folder <- tempfile("two")
