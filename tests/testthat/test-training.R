@@ -73,13 +73,22 @@ test_that("an interrupted streaming run resumes at the next epoch, as an uninter
   expect_error(load_model(file.path(folder, "nope.keras")), class = "rsunet_model_format_error")
 })
 
+# a one-epoch U-Net on two Amazon chips, trained with `normalize`; its folder, patches and file
+tiny_normalised_unet <- function(normalize) {
+  folder <- tempfile(normalize)
+  patches <- amazon_patch_set(folder, n_images = 2)
+  out <- file.path(folder, paste0(normalize, ".keras"))
+  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 1,
+                  normalize = normalize, progress = FALSE)
+  list(model = m, folder = folder, patches = patches, path = out)
+}
+
 test_that("a scene-normalised U-Net maps a scene whatever its gain and offset", {
   skip_if_no_rsunet()
-  folder <- tempfile("scene")
-  patches <- amazon_patch_set(folder, n_images = 2)
-  out <- file.path(folder, "scene.keras")
-  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 1,
-                  normalize = "scene", progress = FALSE)
+  tiny <- tiny_normalised_unet("scene")
+  m <- tiny$model
+  folder <- tiny$folder
+  patches <- tiny$patches
   expect_equal(m$normalization$scene$q, c(2, 98))
   expect_output(print(m), "scaled per scene")
   image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
@@ -94,11 +103,10 @@ test_that("a scene-normalised U-Net maps a scene whatever its gain and offset", 
 
 test_that("a 'both' U-Net takes raw and scene-scaled bands and predicts as computed by hand", {
   skip_if_no_rsunet()
-  folder <- tempfile("both")
-  patches <- amazon_patch_set(folder, n_images = 2)
-  out <- file.path(folder, "both.keras")
-  m <- train_unet(patches, out, depth = 2, filters = 8, batch_size = 8, epochs = 1,
-                  normalize = "both", progress = FALSE)
+  tiny <- tiny_normalised_unet("both")
+  m <- tiny$model
+  folder <- tiny$folder
+  out <- tiny$path
   expect_equal(m$bands, 3)
   expect_equal(m$normalization$normalize, "both")
   expect_equal(m$normalization$scene$q, c(2, 98))
