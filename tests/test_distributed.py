@@ -3,6 +3,12 @@
 One LocalCluster of 2 worker processes on loopback serves the whole module (starting one
 costs seconds). The reference is always the single-process path with the whole scene as
 one block. Mirrored by tests/testthat/test-distributed.R.
+
+The U-Net predicts one window per call (``batch_size=1``) where bytes are compared: a
+convolution's result for a window can depend on the other windows of its call (oneDNN's
+kernels on an AVX2 CPU: up to 3.6e-7 apart), and blocks batch windows differently from
+one process. That is the model's arithmetic, not the blocks'; with batches the maps agree
+to that rounding (the last test here).
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def _same(a, b):
         assert Path(a[kind]).read_bytes() == Path(b[kind]).read_bytes(), kind
 
 
-KW = dict(window=16, overlap=6, output="both", batch_size=3, progress=False)
+KW = dict(window=16, overlap=6, output="both", batch_size=1, progress=False)  # see above
 
 
 @pytest.mark.parametrize("blend,tta,uncertainty", [("hann", False, None), ("centre", False, "entropy"),
@@ -95,6 +101,22 @@ def test_two_workers_give_the_bytes_of_one_process(tmp_path, monkeypatch, client
     outs = prediction.predict_raster(unet, image, tmp_path / "out.tif", cluster=client, **kw)
     _same(ref, outs)
     assert not (tmp_path / ".out.tif.rsunet-partial").exists()
+
+
+def test_batched_windows_agree_to_the_models_rounding(tmp_path, monkeypatch, client, unet):
+    import rasterio
+
+    image = _scene(tmp_path)
+    kw = dict(KW, batch_size=4)  # blocks end in short calls: other batches than one process
+    ref = _reference(unet, image, tmp_path / "ref.tif", monkeypatch, **kw)
+    outs = prediction.predict_raster(unet, image, tmp_path / "out.tif", cluster=client, **kw)
+    read = {k: [rasterio.open(f[k]).read() for f in (ref, outs)] for k in ref}
+    (p, q), (a, b) = read["probabilities"], read["classes"]
+    assert np.array_equal(np.isnan(p), np.isnan(q))
+    assert np.nanmax(np.abs(p - q)) < 1e-5
+    top2 = np.sort(np.nan_to_num(p), axis=0)[-2:]
+    clear = top2[1] - top2[0] > 1e-5  # pixels whose class no rounding can flip
+    assert clear.mean() > 0.9 and np.array_equal(a[0][clear], b[0][clear])
 
 
 def test_a_model_file_is_loaded_by_the_workers(tmp_path, monkeypatch, client):
