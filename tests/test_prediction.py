@@ -633,8 +633,11 @@ def unet_model():
 def test_blocks_give_the_bytes_of_one_pass(tmp_path, monkeypatch, unet_model, blend, tta,
                                           prob_dtype):
     image = _blocks_image(tmp_path)
+    # one window per model call: blocks batch windows differently from one pass, and a
+    # convolution can round a window differently in another batch (oneDNN on an AVX2 CPU,
+    # 3.6e-7); batched, the two agree to that rounding (tests/test_distributed.py)
     kw = dict(window=16, overlap=6, blend=blend, tta=tta, output="both",
-              prob_dtype=prob_dtype, batch_size=3, progress=False)
+              prob_dtype=prob_dtype, batch_size=1, progress=False)
     _blocked(monkeypatch, None, None)  # one block: the single pass over the scene
     ref = prediction.predict_raster(unet_model, image, tmp_path / "ref.tif", **kw)
     layouts = []
