@@ -54,8 +54,9 @@
 #'   task each, one scene one task per block of windows; the written files are
 #'   byte-identical to those of one process when a window's prediction does not depend
 #'   on the other windows of its call (`batch_size = 1`, a per-pixel model); otherwise
-#'   probabilities can differ by the model's float32 rounding (up to 4e-7 seen). Workers read the model and the images and
-#'   write beside `out` under the same paths: a file system every worker shares (error
+#'   probabilities can differ by the model's float32 rounding (up to 5e-7 seen).
+#'   Workers read the model and the images and write beside `out` under the same
+#'   paths: a file system every worker shares (error
 #'   class `rsunet_worker_path_error` otherwise). Needs the Python extra `rsunet[dask]`
 #'   (`make setup` installs it; otherwise `reticulate::py_install(c("dask",
 #'   "distributed"))`, or error class `rsunet_dependency_error`).

@@ -11,8 +11,8 @@ Many scenes are one task each. One scene is cut into blocks of whole windows
 windows touching it, so its pixels are the bits a single process gives, and the assembled
 GeoTIFF is byte-identical whatever the number of workers (for a model whose output for a
 window does not depend on the other windows of its call: ``batch_size=1`` on every CPU;
-else the model's own float32 rounding, up to 4e-7 seen, separates them). Tasks write into the output's
-hidden partial folder, which is why every worker must reach the model, the images and the
+else the model's own float32 rounding, up to 5e-7 seen, separates them). Tasks write into
+the output's hidden partial folder, which is why every worker must reach the model, the images and the
 output folder by the same paths (a shared file system; checked before any work). A task
 lost with its worker is run again elsewhere and continues from that block's last saved
 band; a whole run started again computes only the unfinished blocks.

@@ -126,8 +126,9 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
             as in one process's when a window's prediction does not depend on the other
             windows of its model call (``batch_size=1``, a per-pixel model; on some CPUs
             any model); otherwise probabilities can differ by the model's float32
-            rounding (up to 4e-7 seen, on an AVX2 CPU). Workers read the model and images and write beside ``out``
-            under the same paths: a shared file system (see ``docs/scale-out.md``).
+            rounding (up to 5e-7 seen, on an AVX2 CPU). Workers read the model and
+            images and write beside ``out`` under the same paths: a shared file system
+            (see ``docs/scale-out.md``).
 
     Returns:
         The output path (:class:`pathlib.Path`); for ``output="both"`` or an ``uncertainty``
