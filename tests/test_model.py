@@ -103,3 +103,41 @@ def test_compiled_models_reload_in_safe_mode(tmp_path, name):
     assert type(back.loss) is type(net.loss)
     np.testing.assert_allclose(back.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5)
     assert {"BceDice", "Dice", "WeightedCrossEntropy", "Focal", "MeanF1"} <= set(M.custom_objects())
+
+
+def _with_learnt_statistics(net, seed=0):
+    """``net`` with batch-norm statistics and scales as training leaves them (not 0/1)."""
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.3, 3, var.shape)])
+    return net
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_drops_the_layers():
+    net = _with_learnt_statistics(M.unet(4, 3, depth=2, filters=4, dropout=0.1))
+    folded = M.with_batch_norm_folded(net)
+    names = [layer.__class__.__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in names and "Dropout" in names
+    assert folded.count_params() < net.count_params()  # the bias replaces 4 values a channel
+    x = np.random.default_rng(1).normal(size=(2, 32, 48, 4)).astype(np.float32)
+    expected = net.predict_on_batch(x)
+    np.testing.assert_allclose(folded.predict_on_batch(x), expected, atol=1e-5)
+    # one copy per network, refolded when the network's weights change
+    _with_learnt_statistics(net, seed=1)
+    assert M.with_batch_norm_folded(net) is folded
+    np.testing.assert_allclose(folded.predict_on_batch(x), net.predict_on_batch(x), atol=1e-5)
+    assert np.abs(net.predict_on_batch(x) - expected).max() > 1e-3
+
+
+def test_folding_leaves_alone_what_it_cannot_fold():
+    plain = M.unet(3, 2, depth=2, filters=4, batch_norm=False)
+    assert M.with_batch_norm_folded(plain) is plain
+    # a batch norm after a convolution whose output also goes elsewhere stays as it is
+    inputs = keras.Input((None, None, 2))
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(conv)
+    branched = keras.Model(inputs, keras.layers.Add()([normed, conv]))
+    assert M.with_batch_norm_folded(branched) is branched

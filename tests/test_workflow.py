@@ -142,6 +142,16 @@ def test_example_configs_pass_the_checks_made_before_step_1():
         wrong["train_unet"][key] = bad
         with pytest.raises(ConfigError, match=f"train_unet.{key} must be one of"):
             check_sections(wrong, {**STEPS, **OPTIONAL}, "x")
+    # predict_raster's batch_size: "auto" (its default) or a whole number of windows
+    for good in ("auto", 8):
+        cfg = read_config(example_config())
+        cfg["predict_raster"]["batch_size"] = good
+        check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
+    for bad, why in (("many", "must be a number"), (0, "must be at least 1")):
+        cfg = read_config(example_config())
+        cfg["predict_raster"]["batch_size"] = bad
+        with pytest.raises(ConfigError, match=f"predict_raster.batch_size {why}"):
+            check_sections(cfg, {**STEPS, **OPTIONAL}, "x")
 
 
 def test_example_configs_name_only_real_arguments():

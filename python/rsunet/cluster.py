@@ -39,7 +39,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 _MODELS: dict = {}  # on a worker: {model key: model}
-_PREPARED: dict = {}  # on a worker: {(model key, precision, uncertainty, passes): model as run}
+_PREPARED: dict = {}  # on a worker: {(model key, precision, folded, uncertainty, passes): model as run}
 _SCENE_MODELS: dict = {}  # on a worker: {(model key, prepared model, scene key): bound model}
 
 
@@ -212,7 +212,7 @@ def worker_model(key, path, scattered, params):
     ``params`` run it (precision, Monte Carlo dropout)."""
     from rsunet.prediction import prepared
 
-    run = (key, params.precision, params.uncertainty, params.mc_passes)
+    run = (key, params.precision, params.fold_batch_norm, params.uncertainty, params.mc_passes)
     if run not in _PREPARED:
         _PREPARED[run] = prepared(_loaded(key, path, scattered), params)
     return _PREPARED[run]

@@ -95,6 +95,8 @@ def _check_key(section, key, params, source):
 
 def _check_value(section, key, value, default, source):
     name = f"{source}: {section}.{key}"
+    if isinstance(default, str) and value == default:  # e.g. batch_size: auto
+        return
     if key in CHOICES:
         if not any(value is choice or value == choice and type(value) is type(choice)
                    for choice in CHOICES[key]):

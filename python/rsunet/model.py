@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 
 import keras
+import numpy as np
 from keras import ops
 
 from rsunet.errors import InputError
@@ -20,7 +21,7 @@ from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
            "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision",
-           "with_precision", "with_dropout_at_inference"]
+           "with_precision", "with_batch_norm_folded", "with_dropout_at_inference"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 # CPU flags of native bfloat16 arithmetic (oneDNN then runs convolutions in bfloat16)
@@ -170,6 +171,112 @@ def _rebuilt(net, precision):
         raise InputError(f"model {net.name!r} cannot compute in {precision}: {exc}; "
                          "pass precision='float32'") from exc
     return copy
+
+
+def with_batch_norm_folded(net):
+    """A copy of Keras model ``net`` for predicting, with every batch normalisation that
+    only follows a convolution folded into that convolution's kernel and bias.
+
+    At prediction a batch normalisation is a per-channel scale and shift, so the
+    convolution can apply it: one pass less over every feature map, about 12 % of a
+    U-Net's time on a CPU. Outputs differ from ``net``'s by float32 rounding only (about
+    1e-6). The copy is made once per network and its weights are folded again at each
+    call, in case ``net`` was trained further meanwhile. A network with nothing to fold
+    is returned as it is.
+    """
+    pairs = _conv_batch_norm_pairs(net)
+    if not pairs:
+        return net
+    copy = _FOLDED_COPIES.get(net)
+    if copy is None:
+        copy = _FOLDED_COPIES[net] = _without_batch_norm(net, pairs)
+    _fold_weights(net, copy, pairs)
+    return copy
+
+
+_FOLDED_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FOLDABLE_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _conv_batch_norm_pairs(net):
+    """``{convolution name: batch normalisation layer}`` for each convolution (linear,
+    channels last) whose output goes to one batch normalisation over channels and
+    nowhere else, in a functional model (read from its config)."""
+    if isinstance(net, keras.Sequential) or not isinstance(net, keras.Model):
+        return {}
+    try:
+        entries = net.get_config()["layers"]
+    except (KeyError, NotImplementedError):  # a subclassed model: no graph to read
+        return {}
+    uses = {}  # layer name -> names of the layers that take its output
+    for entry in entries:
+        for source in _inbound_names(entry.get("inbound_nodes", [])):
+            uses.setdefault(source, []).append(entry["name"])
+    outputs = set(net.output_names)
+    pairs = {}
+    for layer in net.layers:
+        after = uses.get(layer.name, [])
+        if (type(layer) not in _FOLDABLE_CONVS or layer.name in outputs or len(after) != 1
+                or layer.data_format != "channels_last" or layer.get_config()["activation"] != "linear"):
+            continue
+        bn = net.get_layer(after[0])
+        if isinstance(bn, keras.layers.BatchNormalization) and bn.axis in (-1, len(layer.output.shape) - 1):
+            pairs[layer.name] = bn
+    return pairs
+
+
+def _inbound_names(node):
+    """Names of the layers whose tensors appear in a layer config's ``inbound_nodes``."""
+    if isinstance(node, dict):
+        history = node.get("config", {}).get("keras_history") if node.get("class_name") == "__keras_tensor__" else None
+        if history:
+            return [history[0]]
+        return [name for value in node.values() for name in _inbound_names(value)]
+    if isinstance(node, (list, tuple)):
+        return [name for value in node for name in _inbound_names(value)]
+    return []
+
+
+class _Unchanged(keras.layers.Layer):
+    """Stands where a folded batch normalisation was; never saved."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def _without_batch_norm(net, pairs):
+    folded = {bn.name for bn in pairs.values()}
+
+    def rebuilt(layer):
+        config = layer.get_config()
+        if layer.name in pairs:
+            config["use_bias"] = True
+        elif layer.name in folded:
+            return _Unchanged(name=layer.name, dtype=layer.dtype_policy.name)
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(net, clone_function=rebuilt)
+
+
+def _fold_weights(net, copy, pairs):
+    """Each convolution's kernel and bias with its batch normalisation applied; the
+    other layers' weights as they are in ``net``."""
+    def values(variable):
+        return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+    for layer in net.layers:
+        target = copy.get_layer(layer.name)
+        if layer.name in pairs:
+            bn = pairs[layer.name]
+            scale = 1.0 / np.sqrt(values(bn.moving_variance) + bn.epsilon)
+            if bn.scale:
+                scale = scale * values(bn.gamma)
+            bias = values(layer.bias) if layer.use_bias else 0.0
+            shift = (bias - values(bn.moving_mean)) * scale + (values(bn.beta) if bn.center else 0.0)
+            kernel = values(layer.kernel) * scale  # the kernel's last axis is its outputs
+            target.set_weights([kernel.astype(np.float32), shift.astype(np.float32)])
+        elif layer.weights and not isinstance(target, _Unchanged):
+            target.set_weights(layer.get_weights())
 
 
 class _DropoutAtInference(keras.layers.Dropout):

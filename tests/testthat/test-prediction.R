@@ -102,19 +102,29 @@ test_that("bad inputs are classed errors", {
   expect_equal(readLines(existing), "mine")
 })
 
-test_that("bfloat16 maps keep the float32 labels on the bundled test chips", {
+test_that("bfloat16 and auto (batch norm folded) maps keep the float32 labels on the bundled test chips", {
   skip_if_no_rsunet()
   case <- vectors("precision")$bfloat16
   model <- file.path(vectors_dir(), case$model)
   root <- system.file("extdata", "amazon", package = "rsunet", mustWork = TRUE)
   for (chip in unlist(case$chips)) {
-    maps <- lapply(c(float32 = "float32", bfloat16 = "bfloat16"), function(p)
+    maps <- lapply(c(float32 = "float32", bfloat16 = "bfloat16", auto = "auto"), function(p)
       terra::values(predict_raster(model, file.path(root, chip), tempfile(fileext = ".tif"),
                                    window = case$window, overlap = case$overlap,
                                    precision = p, progress = FALSE))[, 1])
     expect_true(all(c(0, 1) %in% maps$float32))
     expect_gte(mean(maps$bfloat16 == maps$float32), case$min_agreement)
+    expect_gte(mean(maps$auto == maps$float32), case$min_agreement)
   }
+  # batch_size: "auto" (the default) or a whole number of windows
+  one <- file.path(root, case$chips[[1]])
+  auto <- predict_raster(model, one, tempfile(fileext = ".tif"), window = 256, overlap = 32,
+                         batch_size = "auto", precision = "float32", progress = FALSE)
+  two <- predict_raster(model, one, tempfile(fileext = ".tif"), window = 256, overlap = 32,
+                        batch_size = 2, precision = "float32", progress = FALSE)
+  expect_equal(terra::values(auto), terra::values(two))  # 2 x 256^2 = 2^17 pixels a call
+  expect_error(predict_raster(model, one, tempfile(fileext = ".tif"), window = 256,
+                              batch_size = "max", progress = FALSE), class = "rsunet_input_error")
   expect_error(predict_raster(model, file.path(root, case$chips[[1]]), tempfile(fileext = ".tif"),
                               window = 256, precision = "half", progress = FALSE),
                class = "rsunet_input_error")
