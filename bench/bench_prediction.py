@@ -1,9 +1,10 @@
 """Benchmarks of predict_raster (stage 5). Ratios measured in one run; prints a table.
 
-P1  predict_raster wall time / Keras model.predict on the same windows, same batch size
-    (goal <= 0.8: faster than the model's own predict). P1b: the same against a loop of
-    the model's public predict_probabilities (one call per batch). Interleaved, best of
-    5 each.
+P1  predict_raster wall time (batch and precision "auto", as a user calls it) / Keras
+    model.predict on the same windows, 4 a call (goal <= 0.8: faster than the model's own
+    predict). P1c: the same against Keras predict at the batch "auto" chose; P1b: against
+    a loop of the model's public predict_probabilities at that batch. Interleaved, best
+    of 5 each.
 P2  peak memory (RSS of a fresh process) for a 16384^2 scene / a 2048^2 scene
     (goal <= 1.25), with a cheap per-pixel model on synthetic uint8 GeoTIFFs in /tmp.
     P2b: the same for the numpy buffers alone (tracemalloc's peak; goal <= 1.25).
@@ -114,25 +115,31 @@ def timed(fn, repeat=2):
 # ---- P1 -------------------------------------------------------------------------------
 
 def bench_p1(size, window=256, overlap=32, batch=4, repeat=5):
-    """predict_raster against the model alone on the same windows, same batch size.
+    """predict_raster, as a user calls it (batch and precision "auto"), against the model
+    alone on the same windows.
 
-    Two model-only routes: Keras ``model.predict`` (the goal's reference) and the bare
-    ``predict_on_batch`` loop that predict_raster itself calls (so that ratio is purely
-    reading, blending and writing). The three are interleaved and each keeps its best
-    of ``repeat``: the machine is shared and noisy, and a slow spell then hits all three.
+    Three model-only routes: Keras ``model.predict`` with ``batch`` windows a call (the
+    goal's reference: predict_raster's batch before "auto"), Keras ``model.predict`` with
+    as many windows a call as predict_raster's "auto" takes (so that ratio leaves out the
+    choice of batch), and a bare loop of the model's ``predict_probabilities`` at that
+    batch (unfolded, float32). All are interleaved and each keeps its best of ``repeat``:
+    the machine is shared and noisy, and a slow spell then hits all of them.
     """
     from rsunet import predict_raster
+    from rsunet.prediction import PIXELS_PER_CALL
 
     model = small_unet()
     scene = synthetic_scene(TMP / f"scene_{size}.tif", size)
     x = windows_of(scene, window, overlap).astype(np.float32)
     out = TMP / "p1.tif"
+    auto = max(1, PIXELS_PER_CALL["cpu"] // window ** 2)
     sides = {
         "keras": lambda: model.keras_model.predict(x, batch_size=batch, verbose=0),
-        "bare": lambda: [model.predict_probabilities(x[i:i + batch])
-                         for i in range(0, len(x), batch)],
+        "keras_auto": lambda: model.keras_model.predict(x, batch_size=auto, verbose=0),
+        "bare": lambda: [model.predict_probabilities(x[i:i + auto])
+                         for i in range(0, len(x), auto)],
         "ours": lambda: predict_raster(model, scene, out, window=window, overlap=overlap,
-                                       batch_size=batch, overwrite=True, progress=False),
+                                       overwrite=True, progress=False),
     }
     for fn in sides.values():  # warm up: graph tracing, GDAL caches
         fn()
@@ -140,8 +147,9 @@ def bench_p1(size, window=256, overlap=32, batch=4, repeat=5):
     for _ in range(repeat):
         for name, fn in sides.items():
             best[name] = min(best[name], timed(fn, repeat=1))
-    return dict(windows=len(x), batch=batch, repeat=repeat, model_s=best["keras"],
-                bare_s=best["bare"], ours_s=best["ours"], ratio=best["ours"] / best["keras"],
+    return dict(windows=len(x), batch=batch, auto=auto, repeat=repeat, model_s=best["keras"],
+                model_auto_s=best["keras_auto"], bare_s=best["bare"], ours_s=best["ours"],
+                ratio=best["ours"] / best["keras"], auto_ratio=best["ours"] / best["keras_auto"],
                 bare_ratio=best["ours"] / best["bare"])
 
 
@@ -280,7 +288,7 @@ def bench_p6(model, name, size, window=256, overlap=32, repeat=2):
 
     def ours():
         predict_raster(model, scene, out, window=window, overlap=overlap, blend="centre",
-                       batch_size=8, overwrite=True, progress=False)
+                       overwrite=True, progress=False)
 
     ours()  # warm up as the course's predict was: tracing for this batch shape
     t_course = t_ours = float("inf")
@@ -302,12 +310,15 @@ def main(argv):
     TMP.mkdir(parents=True, exist_ok=True)
     rows = []
     p1 = bench_p1(sizes["p1"], repeat=sizes["repeat"])
-    what = (f"U-Net 16f depth 3, {p1['windows']} windows 256^2, batch {p1['batch']}, "
+    what = (f"U-Net 16f depth 3, {p1['windows']} windows 256^2, Keras batch {p1['batch']}, "
             f"best of {p1['repeat']} interleaved")
     rows.append(("P1", f"predict_raster / Keras model.predict, {what}",
                  f"{p1['ours_s']:.2f} s / {p1['model_s']:.2f} s", f"{p1['ratio']:.3f}", "<= 0.8"))
-    rows.append(("P1b", "predict_raster / a loop of the model's predict_probabilities, "
-                 "same windows", f"{p1['ours_s']:.2f} s / {p1['bare_s']:.2f} s",
+    rows.append(("P1c", f"predict_raster / Keras model.predict, batch {p1['auto']} (what 'auto' "
+                 "takes)", f"{p1['ours_s']:.2f} s / {p1['model_auto_s']:.2f} s",
+                 f"{p1['auto_ratio']:.3f}", "-"))
+    rows.append(("P1b", f"predict_raster / a loop of the model's predict_probabilities, batch "
+                 f"{p1['auto']}", f"{p1['ours_s']:.2f} s / {p1['bare_s']:.2f} s",
                  f"{p1['bare_ratio']:.3f}", "-"))
     u = bench_uncertainty(sizes["u"], repeat=sizes["repeat"])
     rows.append(("U1", f"predict_raster uncertainty='entropy' / plain, U-Net, {sizes['u']}^2",

@@ -26,7 +26,7 @@ EXPECTED = {
     "bench_training.py": ([rf"^P5 ratio with / without augmentation: {N}",
                            rf"^P9 ratio peak RSS \d+ / \d+ patches: {N}",
                            rf"^P10 ratio steps/s streaming / in memory: {N}"], "amazon"),
-    "bench_prediction.py": ([rf"^P1 .*\s{N}\s+<= 0\.8 ", rf"^P1b .*\s{N}\s+- ",
+    "bench_prediction.py": ([rf"^P1 .*\s{N}\s+<= 0\.8 ", rf"^P1c .*\s{N}\s+- ", rf"^P1b .*\s{N}\s+- ",
                              rf"^U1 .*\s{N}\s+<= 1\.05 ", rf"^U2 .*\s{N}\s+<= 1\.05 ",
                              rf"^P2 .*\s{N}\s+<= 1\.25 ", rf"^P2b .*\s{N}\s+<= 1\.25 ",
                              rf"^P2c .*\s{N}\s+<= 1\.25 ",
