@@ -20,7 +20,7 @@ from rsunet.errors import InputError
 from rsunet.labels import IGNORE
 
 __all__ = ["unet", "make_loss", "LOSSES", "custom_objects", "BceDice", "Dice", "WeightedCrossEntropy",
-           "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision",
+           "Focal", "MaskedAccuracy", "MeanF1", "MeanIoU", "PRECISIONS", "resolve_precision", "gpu_present",
            "with_precision", "with_batch_norm_folded", "with_dropout_at_inference"]
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -113,11 +113,16 @@ def resolve_precision(precision="auto"):
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
+    if gpu_present():
         return "float32"
     return "bfloat16" if _cpu_flags() & set(BF16_CPU_FLAGS) else "float32"
+
+
+def gpu_present():
+    """Whether TensorFlow sees a GPU (what precision, batch size and XLA choices depend on)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _cpu_flags():

@@ -303,9 +303,9 @@ def _windows_per_call(batch_size, window, model):
 
 
 def _gpu_present():
-    import tensorflow as tf
+    from rsunet.model import gpu_present
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    return gpu_present()
 
 
 def _check_uncertainty(uncertainty, tta, model):

@@ -252,9 +252,9 @@ def _xla_on_cpu(devices):
     U-Net's elementwise work (batch norm, activations, their gradients): 3.43 -> 1.72 s a
     step of 16 x 128^2 patches on a 2-core AVX2 CPU. GPUs keep Keras' own choice, and a
     mirrored strategy its plain step."""
-    import tensorflow as tf
+    from rsunet.model import gpu_present
 
-    return devices.num_replicas_in_sync == 1 and not tf.config.list_logical_devices("GPU")
+    return devices.num_replicas_in_sync == 1 and not gpu_present()
 
 
 def _is_mixed(net):
