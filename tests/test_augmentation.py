@@ -113,10 +113,36 @@ def test_contrast_scales_the_deviation_from_the_patch_band_means():
     assert 0.7 - 1e-4 <= min(factors) < 0.85 and 1.25 < max(factors) <= 1.4 + 1e-4
 
 
+def test_stretch_gives_each_patch_the_stack_mean_and_spread_as_a_scene_stretch_would():
+    # three patches of one land cover each: dim and flat, mid, bright and contrasty
+    base, mask, _ = _blobs(5, size=64, bands=2)
+    dev = base - base.mean(axis=(1, 2), keepdims=True)
+    stack = np.stack([60 + 0.1 * dev, 120 + 0.5 * dev, 180 + 1.0 * dev]).astype(np.float32)
+    masks = np.stack([mask] * 3)
+    centre, spread = stack.mean(axis=(0, 2, 3)), stack.std(axis=(0, 2, 3))
+    full, _ = augment(stack, masks, seed=1, **dict(OFF, p_stretch=1, stretch=(1, 1)))
+    np.testing.assert_allclose(full.mean(axis=(2, 3)), np.tile(centre, (3, 1)), rtol=1e-4)
+    np.testing.assert_allclose(full.std(axis=(2, 3)), np.tile(spread, (3, 1)), rtol=1e-3)
+    for k in range(3):  # the texture is kept, only its contrast changes
+        np.testing.assert_allclose(full[k] - centre[:, None, None], dev * (spread / dev.std(axis=(1, 2)))[:, None, None],
+                                   atol=1e-2)
+    mixes = []
+    for seed in range(12):
+        half, _ = augment(stack, masks, seed=seed, **dict(OFF, p_stretch=1))
+        t = (half[0] - stack[0]) / (full[0] - stack[0])
+        assert np.ptp(t) < 1e-3  # one mix a patch
+        mixes.append(float(t.mean()))
+    assert 0 <= min(mixes) < 0.3 and 0.7 < max(mixes) <= 1 + 1e-4
+    alone, _ = augment(stack[1], mask, seed=1, **dict(OFF, p_stretch=1, stretch=(1, 1)))
+    np.testing.assert_allclose(alone, stack[1], atol=1e-3)  # one patch is its own reference
+    with pytest.raises(InputError, match="stretch"):
+        augment(stack, masks, stretch=(0.5, 2))
+
+
 def test_radiometric_draws_leave_the_geometry_of_a_seed_unchanged():
     img, mask, _ = _blobs(4)
     _, plain = augment(img, mask, seed=9)
-    _, more = augment(img, mask, seed=9, p_gain=1, p_haze=1, p_contrast=1)
+    _, more = augment(img, mask, seed=9, p_gain=1, p_haze=1, p_contrast=1, p_stretch=1)
     np.testing.assert_array_equal(plain, more)
 
 

@@ -222,6 +222,26 @@ def test_both_channel_groups_are_made_from_the_same_augmented_raw_pixels():
         assert unknown.any() and np.abs(z[..., :3][unknown]).max() < 1e-5
 
 
+def test_a_stretched_training_patch_gets_the_training_mean_and_spread():
+    # scene-scaled patches of low and high contrast: stretched, each is standardised to
+    # mean 0 and sd 1 per band, as a scene of one land cover is by its own 2-98 % range
+    from rsunet.augmentation import AugmentParams
+
+    rng = np.random.default_rng(3)
+    contrast = np.array([5, 10, 40, 80], np.float32)[:, None, None, None]
+    x = np.clip(120 + contrast * rng.normal(size=(4, 16, 16, 2)), 0, 255).astype(np.uint8)
+    y, v = np.zeros((4, 16, 16), np.uint8), np.ones((4, 16, 16), bool)
+    scaling = (np.full((4, 2), 1 / 200, np.float32), np.zeros((4, 2), np.float32))
+    source = _Held(x, y, v, scaling, normalize="scene")
+    mean, std = np.array([0.6, 0.55], np.float32), np.array([0.2, 0.25], np.float32)
+    off = dict(p_rotation=0, p_hflip=0, p_vflip=0, p_zoom=0, p_brightness=0, p_saturation=0)
+    aug = AugmentParams(**off, stretch=(1, 1), p_stretch=1).checked()
+    for z, _ in training._train_dataset(source, mean, std, aug, 4, 1, 0, 1, 1, False):
+        z = z.numpy()
+        np.testing.assert_allclose(z.mean(axis=(1, 2)), 0, atol=1e-4)
+        np.testing.assert_allclose(z.std(axis=(1, 2)), 1, rtol=1e-3)
+
+
 def _sources(patches, split):
     ps = PatchSet(patches)
     return training._Patches([(ps, ps.ids(split))], "dataset")

@@ -23,7 +23,14 @@ Radiometry, on the raw pixel values:
   on): each band multiplied by its own factor, shifted by its own fraction of the band
   mean, and the patch's contrast around its band means scaled: the differences of
   calibration, haze and stretch between scenes, so that a model learns not to rely on
-  them.
+  them;
+* stretch (off unless asked for): each band of the patch moved to the training centre
+  and its spread around its own mean scaled to the training spread, as a per-scene
+  stretch (``normalize="scene"``) shows a scene that holds only this patch: a scene of a
+  single land cover, whose 2-98 % range spans one cover's texture. A model that never
+  saw such a stretch reads stretched pasture texture as forest (docs/validation.md,
+  chip 970); ``stretch`` is the range of the mix between the patch as it is (0) and
+  fully stretched (1).
 
 Nodata pixels stay nodata: they keep mask 255 and the centre value, whatever the draw.
 """
@@ -62,6 +69,8 @@ class AugmentParams:
     p_haze: float = 0.0
     contrast: tuple = (0.7, 1.4)
     p_contrast: float = 0.0
+    stretch: tuple = (0.0, 1.0)
+    p_stretch: float = 0.0
 
     @classmethod
     def from_any(cls, value) -> "AugmentParams | None":
@@ -82,7 +91,7 @@ class AugmentParams:
 
     def checked(self) -> "AugmentParams":
         for name in ("p_rotation", "p_hflip", "p_vflip", "p_zoom", "p_brightness", "p_saturation",
-                     "p_gain", "p_haze", "p_contrast"):
+                     "p_gain", "p_haze", "p_contrast", "p_stretch"):
             p = float(getattr(self, name))
             if not 0 <= p <= 1:
                 raise InputError(f"{name} is a probability between 0 and 1, got {p}")
@@ -90,6 +99,9 @@ class AugmentParams:
             lo, hi = _range(getattr(self, name), name)
             if name not in ("rotation", "haze") and lo <= 0:
                 raise InputError(f"{name} factors must be positive, got ({lo}, {hi})")
+        lo, hi = _range(self.stretch, "stretch")
+        if lo < 0 or hi > 1:
+            raise InputError(f"stretch is a range of mixes within (0, 1), got ({lo}, {hi})")
         return self
 
     def as_dict(self) -> dict:
@@ -113,7 +125,7 @@ def _range(value, name):
 
 # ---- TensorFlow core, one batch at a time -------------------------------------------------
 
-def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
+def augment_batch(images, labels, valid, seed, params: AugmentParams, centre, spread=None):
     """Augment a batch inside a TensorFlow graph (tf.data map or eager).
 
     Args:
@@ -124,6 +136,8 @@ def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
         params: the :class:`AugmentParams`.
         centre: ``(bands,)`` float32 per-band value that fill and nodata pixels get
             (the training mean: 0 once normalised).
+        spread: ``(bands,)`` float32 per-band spread a stretched patch gets (the
+            training standard deviation); needed when ``params.p_stretch > 0``.
 
     Returns:
         ``(images, labels, valid)`` augmented, same shapes and dtypes; fill pixels have
@@ -152,6 +166,10 @@ def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
     valid_out = tf.equal(lv[..., 1], 1.0)
     labels_out = tf.where(valid_out, tf.cast(lv[..., 0], tf.uint8), tf.constant(IGNORE, tf.uint8))
     x = x + centre
+    if params.p_stretch > 0:
+        if spread is None:
+            raise InputError("augment_batch: p_stretch > 0 needs the training spread (spread=)")
+        x = _stretch(x, valid_out, seed, params, centre, tf.reshape(tf.cast(spread, tf.float32), [1, 1, 1, -1]))
     if params.radiometric:
         x = _radiometry(x, valid_out, seed, params, centre)
 
@@ -162,6 +180,26 @@ def augment_batch(images, labels, valid, seed, params: AugmentParams, centre):
     x = grey + saturation * (x - grey)
     x = tf.where(valid_out[..., None], x, centre)
     return x, labels_out, valid_out
+
+
+def _stretch(x, valid, seed, params, centre, spread):
+    """Each band of a patch moved to ``centre`` with its spread around its own mean scaled
+    to ``spread``, mixed with the patch as it was by a draw in ``params.stretch`` (0: as it
+    was, 1: fully stretched). A band without spread keeps its contrast (as
+    :func:`rsunet.normalization.scene_scaling` leaves such a band). Its own stream, so the
+    other draws of a seed are the same with or without it."""
+    import tensorflow as tf
+
+    s = tf.cast(seed, tf.int32) + tf.constant([15485863, 32452843], tf.int32)
+    u = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed=s)
+    mix = tf.reshape(_factor(u[:, 0], u[:, 1], params.p_stretch, params.stretch, neutral=0.0), [-1, 1, 1, 1])
+    w = tf.cast(valid, tf.float32)[..., None]
+    count = tf.maximum(tf.reduce_sum(w, axis=[1, 2], keepdims=True), 1.0)
+    mean = tf.reduce_sum(x * w, axis=[1, 2], keepdims=True) / count
+    sd = tf.sqrt(tf.reduce_sum(tf.square((x - mean) * w), axis=[1, 2], keepdims=True) / count)
+    gain = tf.where(sd > 0, spread / tf.maximum(sd, 1e-12), 1.0)
+    stretched = centre + (x - mean) * gain
+    return x + mix * (stretched - x)
 
 
 def _radiometry(x, valid, seed, params, centre):
@@ -226,7 +264,8 @@ def _transforms(u, params, rows, cols):
 def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=0.5, p_vflip=0.5,
             zoom=(0.9, 1.1), p_zoom=0.5, brightness=(0.9, 1.1), p_brightness=0.5,
             saturation=(0.9, 1.1), p_saturation=0.5, gain=(0.8, 1.25), p_gain=0.0,
-            haze=(-0.1, 0.1), p_haze=0.0, contrast=(0.7, 1.4), p_contrast=0.0, nodata=None):
+            haze=(-0.1, 0.1), p_haze=0.0, contrast=(0.7, 1.4), p_contrast=0.0, stretch=(0.0, 1.0),
+            p_stretch=0.0, nodata=None):
     """Augment one patch (or a stack of patches) and its mask with the same geometry.
 
     Each augmentation is applied with its own probability, its amount drawn uniformly
@@ -257,6 +296,11 @@ def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=
         contrast: range of contrast factors (each pixel's deviation from the patch's
             band means multiplied by one draw: a scene stretched more or less).
         p_contrast: probability of a contrast change.
+        stretch: range of stretch mixes, 0 (the patch as it is) to 1 (each band moved to
+            the mean of all the patches given and its spread around the patch's own mean
+            scaled to their standard deviation: how a per-scene stretch shows a scene that
+            holds only this patch). One patch alone is its own reference: stretch a stack.
+        p_stretch: probability of a stretch.
         nodata: the image's nodata value: such pixels (in any band) stay nodata.
 
     Returns:
@@ -272,7 +316,7 @@ def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=
     params = AugmentParams(tuple(rotation), p_rotation, p_hflip, p_vflip, tuple(zoom), p_zoom,
                            tuple(brightness), p_brightness, tuple(saturation), p_saturation,
                            tuple(gain), p_gain, tuple(haze), p_haze, tuple(contrast),
-                           p_contrast).checked()
+                           p_contrast, tuple(stretch), p_stretch).checked()
     image, mask = np.asarray(image), np.asarray(mask)
     single = image.ndim == 3
     if single:
@@ -283,9 +327,10 @@ def augment(image, mask, seed=0, rotation=(0.0, 360.0), p_rotation=0.5, p_hflip=
     x = np.moveaxis(image, 1, -1).astype(np.float32)
     valid = np.ones(x.shape[:3], bool) if nodata is None else ~np.any(_is_value(x, nodata), axis=-1)
     labels = np.where(valid, mask, IGNORE).astype(np.uint8)
-    centre = np.array([x[..., b][valid].mean() if valid.any() else 0.0 for b in range(x.shape[-1])],
-                      np.float32)
-    out, lab, ok = augment_batch(x, labels, valid, tf.constant([int(seed), 0], tf.int64), params, centre)
+    centre, spread = (np.array([f(x[..., b][valid]) if valid.any() else 0.0 for b in range(x.shape[-1])],
+                               np.float32) for f in (np.mean, np.std))
+    out, lab, ok = augment_batch(x, labels, valid, tf.constant([int(seed), 0], tf.int64), params, centre,
+                                 spread)
     out, lab, ok = out.numpy(), lab.numpy(), ok.numpy()
     out[~ok] = 0.0 if nodata is None else nodata
     out = np.moveaxis(out, -1, 1)

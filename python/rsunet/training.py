@@ -577,7 +577,7 @@ def _batch_preparer(tf, source, mean, std, aug=None):
 
     scale_t, offset_t = (tf.constant(s) for s in source.scaling)
     mean_t, std_t = tf.constant(mean), tf.constant(std)
-    centre = tf.constant(mean[:source.shape[-1]])
+    centre, spread = tf.constant(mean[:source.shape[-1]]), tf.constant(std[:source.shape[-1]])
     normalize = source.normalize
     scaled_first = normalize == "scene"
 
@@ -588,7 +588,7 @@ def _batch_preparer(tf, source, mean, std, aug=None):
         if scaled_first:
             x = model_input(x, scale, offset, normalize)
         if aug is not None:
-            x, labels, valid = augment_batch(x, labels, valid, batch_seed, aug, centre)
+            x, labels, valid = augment_batch(x, labels, valid, batch_seed, aug, centre, spread)
         x = tf.where(valid[..., None], x, centre)  # nodata and fill: the band mean, as in prediction
         if not scaled_first:
             x = model_input(x, scale, offset, normalize, lambda parts: tf.concat(parts, axis=-1))
