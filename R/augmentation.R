@@ -4,7 +4,9 @@
 #' transform: bilinear for the image, nearest for the mask), and brightness and
 #' saturation changes, each with its own probability, its amount drawn uniformly in its
 #' range; gain, haze and contrast per band (off by default) teach a model that scenes
-#' differ in calibration, haze and stretch. The same `seed` gives the same result. This is what [train_unet()] does to
+#' differ in calibration, haze and stretch; stretch (off by default) shows a patch as a
+#' per-scene stretch (`normalize = "scene"`) shows a scene that holds only it, a scene of
+#' one land cover. The same `seed` gives the same result. This is what [train_unet()] does to
 #' every training batch (validation patches are never augmented).
 #'
 #' Pixels that come from outside the patch (the corners a rotation uncovers, the border
@@ -37,6 +39,11 @@
 #' @param contrast range of contrast factors (each pixel's deviation from the patch's
 #'   band means multiplied by one draw).
 #' @param p_contrast probability of a contrast change.
+#' @param stretch range of stretch mixes, 0 (the patch as it is) to 1 (each band moved
+#'   to the input's mean and its spread around the patch's own mean scaled to the
+#'   input's standard deviation). A lone patch is its own reference, so it is unchanged;
+#'   [train_unet()] stretches towards the training patches' mean and spread.
+#' @param p_stretch probability of a stretch.
 #' @param nodata for arrays: the value that marks nodata pixels (kept, and given to fill
 #'   pixels); SpatRasters use `NA`.
 #' @return A list with `image` and `mask`, of the input's kind: SpatRasters on the
@@ -52,7 +59,8 @@ augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.
                     p_hflip = 0.5, p_vflip = 0.5, zoom = c(0.9, 1.1), p_zoom = 0.5,
                     brightness = c(0.9, 1.1), p_brightness = 0.5, saturation = c(0.9, 1.1),
                     p_saturation = 0.5, gain = c(0.8, 1.25), p_gain = 0, haze = c(-0.1, 0.1),
-                    p_haze = 0, contrast = c(0.7, 1.4), p_contrast = 0, nodata = NULL) {
+                    p_haze = 0, contrast = c(0.7, 1.4), p_contrast = 0, stretch = c(0, 1),
+                    p_stretch = 0, nodata = NULL) {
   spatial <- inherits(image, "SpatRaster")
   values <- if (spatial) terra::as.array(image) else image
   if (length(dim(values)) == 2) dim(values) <- c(dim(values), 1L)
@@ -71,6 +79,7 @@ augment <- function(image, mask, seed = 0, rotation = c(0, 360), p_rotation = 0.
     saturation = as.list(as.numeric(saturation)), p_saturation = p_saturation,
     gain = as.list(as.numeric(gain)), p_gain = p_gain, haze = as.list(as.numeric(haze)),
     p_haze = p_haze, contrast = as.list(as.numeric(contrast)), p_contrast = p_contrast,
+    stretch = as.list(as.numeric(stretch)), p_stretch = p_stretch,
     nodata = nodata
   ))
   out <- aperm(.r(res[[1]]), c(2, 3, 1))

@@ -77,6 +77,17 @@ test_that("gain and haze change each band by its own draw; contrast scales aroun
   expect_true(min(contrasts) >= 0.7 - 1e-4 && max(contrasts) <= 1.4 + 1e-4 && diff(range(contrasts)) > 0.4)
 })
 
+test_that("a lone patch is its own stretch reference; a stretch range beyond (0, 1) is refused", {
+  skip_if_no_rsunet()
+  set.seed(4)
+  img <- array(runif(16 * 20 * 2, 20, 200), c(16, 20, 2))
+  mask <- matrix(0L, 16, 20)
+  s <- do.call(augment, c(list(image = img, mask = mask, seed = 1),
+                          modifyList(off, list(p_stretch = 1, stretch = c(1, 1)))))
+  expect_equal(s$image, img, tolerance = 1e-5, ignore_attr = TRUE)
+  expect_error(augment(img, mask, stretch = c(0.5, 2)), class = "rsunet_input_error")
+})
+
 test_that("brightness and saturation stay in their ranges; one band is unchanged", {
   skip_if_no_rsunet()
   set.seed(1)
