@@ -457,10 +457,10 @@ def test_float32_maps_are_the_models_own_predictions_and_auto_folds_batch_norm(t
     exact = read(prediction.predict_raster(model, image, tmp_path / "f.tif", precision="float32", **args))
     np.testing.assert_array_equal(np.moveaxis(exact, 0, -1), own)
     auto = read(prediction.predict_raster(model, image, tmp_path / "a.tif", precision="auto", **args))
-    np.testing.assert_allclose(np.moveaxis(auto, 0, -1), own, atol=1e-4)
-    if resolve_precision("auto") == "float32":  # folded, not bfloat16: rounding only
-        assert not np.array_equal(auto, exact)
-        np.testing.assert_allclose(np.moveaxis(auto, 0, -1), own, atol=1e-5)
+    assert not np.array_equal(auto, exact)
+    # folded in float32: rounding only; where the CPU has bfloat16, "auto" computes in it
+    tolerance = 1e-5 if resolve_precision("auto") == "float32" else 2e-2
+    np.testing.assert_allclose(np.moveaxis(auto, 0, -1), own, atol=tolerance)
 
 
 def test_auto_batches_hold_about_2_to_the_17_pixels_on_a_cpu(monkeypatch, pixel_model):
