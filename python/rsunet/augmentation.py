@@ -29,8 +29,10 @@ Radiometry, on the raw pixel values:
   stretch (``normalize="scene"``) shows a scene that holds only this patch: a scene of a
   single land cover, whose 2-98 % range spans one cover's texture. A model that never
   saw such a stretch reads stretched pasture texture as forest (docs/validation.md,
-  chip 970); ``stretch`` is the range of the mix between the patch as it is (0) and
-  fully stretched (1).
+  chip 970), but training with ``p_stretch=0.5`` did not cure it there (the chip and the
+  cross-validation's mean got worse), so it stays off in every configuration;
+  ``stretch`` is the range of the mix between the patch as it is (0) and fully
+  stretched (1).
 
 Nodata pixels stay nodata: they keep mask 255 and the centre value, whatever the draw.
 """
