@@ -410,6 +410,42 @@ def test_a_both_normalised_unet_takes_raw_and_scene_scaled_bands_and_predicts_as
         np.testing.assert_array_equal(np.moveaxis(m.read(), 0, -1), got)
 
 
+def test_a_scene_joint_unet_stretches_all_bands_together_and_predicts_as_by_hand(patches, tmp_path):
+    from rsunet.example import example_data
+    from rsunet.normalization import band_percentiles
+    from rsunet.prediction import predict_raster
+
+    out = tmp_path / "joint.keras"
+    training.train_unet(patches, out, epochs=1, normalize="scene_joint", **TINY)
+    model = training.load_model(out)
+    norm = model.normalization
+    assert norm["normalize"] == "scene_joint" and norm["scene"] == {"q": [2.0, 98.0], "joint": True}
+    assert model.keras_model.input_shape[-1] == model.bands
+    # one scale and offset for every band of a scene: the lowest 2 % to 0, the highest 98 % to 1
+    ps = PatchSet(patches)
+    ids = ps.index.loc[ps.index["split"] == "train", "patch_id"].tolist()
+    scale, offset = ps.scaling(ids, "scene_joint")
+    assert np.ptp(scale, axis=1).max() == 0 and np.ptp(offset, axis=1).max() == 0
+    per_band, _ = ps.scaling(ids, "scene")
+    assert np.ptp(per_band, axis=1).max() > 0  # the example scenes' bands differ in spread
+    images, _ = ps.read(ids)
+    scaled = images * scale[:, :, None, None] + offset[:, :, None, None]
+    mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+    np.testing.assert_allclose(mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-4)
+
+    image = example_data()["test"]["images"][0]
+    mapped = predict_raster(out, image, tmp_path / "map.tif", window=512, overlap=0, blend="average",
+                            output="probabilities", precision="float32", progress=False)
+    with rasterio.open(image) as src, rasterio.open(mapped) as m:
+        x = np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32)
+        got = np.moveaxis(m.read(), 0, -1)
+    q = band_percentiles(image, norm["scene"]["q"])
+    low, high = q[:, 0].min(), q[:, -1].max()
+    by_hand = ((x - low) / (high - low) - mean) / std
+    p = np.asarray(model.keras_model.predict_on_batch(by_hand), np.float32)[0]
+    np.testing.assert_allclose(got, np.concatenate([1 - p, p], axis=-1), atol=1e-5)
+
+
 def test_normalize_must_be_dataset_scene_or_both(patches, tmp_path):
     with pytest.raises(InputError, match="normalize must be one of"):
         training.train_unet(patches, tmp_path / "x.keras", epochs=1, normalize="patch", **TINY)

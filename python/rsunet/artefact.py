@@ -235,7 +235,8 @@ def for_raster(model, src):
 
 
 def for_scene(model, percentiles):
-    """A model trained with ``normalize="scene"`` or ``"both"``, bound to one scene's band percentiles.
+    """A model trained with ``normalize="scene"``, ``"scene_joint"`` or ``"both"``, bound to
+    one scene's band percentiles.
 
     Its ``predict_probabilities`` takes that scene's raw pixels ``(n, rows, cols, bands)``
     (a ``"both"`` model gets them followed by their scene-scaled values).
@@ -248,7 +249,8 @@ def for_scene(model, percentiles):
         percentiles: ``(bands, 2)``: the scene's low and high band percentiles, from
             ``rsunet.normalization.band_percentiles(scene, model.normalization["scene"]["q"])``.
     """
-    return SceneModel(model, *scene_scaling(percentiles))
+    joint = bool((scene_normalised(model) or {}).get("joint"))
+    return SceneModel(model, *scene_scaling(percentiles, joint=joint))
 
 
 class SceneModel:

@@ -1,12 +1,17 @@
 """Normalisation: how raw pixel values become a model's input, in one place.
 
-Three ways, chosen by ``normalize`` (:data:`NORMALIZE`) when a model is trained:
+Four ways, chosen by ``normalize`` (:data:`NORMALIZE`) when a model is trained:
 
 * ``"dataset"``: raw values, standardised with the band means and deviations of the
   training pixels (:func:`band_stats`), the same for every scene;
 * ``"scene"``: each scene's 2 and 98 % band percentiles (:func:`band_percentiles`,
   recorded per scene in a patch set) are first mapped to 0 and 1 (:func:`scene_scaling`),
   then standardised as above;
+* ``"scene_joint"``: as ``"scene"``, but one stretch for all bands together: the
+  scene's lowest band 2 % percentile becomes 0 and its highest band 98 % percentile 1,
+  so a scene's colour (which band is brighter than which) survives the stretch. A
+  per-band stretch takes it away: a pale pasture and a dark forest both span 0..1 in
+  every band;
 * ``"both"``: the network gets twice the bands, the raw bands followed by the
   scene-scaled ones (:func:`model_input`), each standardised with its own training
   statistics: absolute brightness and the scene's relative contrast side by side, so a
@@ -31,9 +36,10 @@ from rsunet.io import open_raster, read_padded
 
 __all__ = ["NORMALIZE", "SCENE_PERCENTILES", "check_normalize", "scene_record", "band_percentiles",
            "reads_whole", "BandValues", "scene_scaling", "input_channels", "model_input", "band_stats",
-           "normalization_record", "normalize_of"]
+           "normalization_record", "normalize_of", "SCALED_ALONE"]
 
-NORMALIZE = ("dataset", "scene", "both")
+NORMALIZE = ("dataset", "scene", "scene_joint", "both")
+SCALED_ALONE = ("scene", "scene_joint")  # the network sees scene-scaled pixels only
 SCENE_PERCENTILES = (2.0, 98.0)
 
 
@@ -164,13 +170,17 @@ def _sample_windows(width, height, max_pixels, size=256):
     return [Window(int(c), int(r), min(size, width), min(size, height)) for r in rows for c in cols]
 
 
-def scene_scaling(percentiles) -> tuple[np.ndarray, np.ndarray]:
+def scene_scaling(percentiles, joint=False) -> tuple[np.ndarray, np.ndarray]:
     """``(scale, offset)`` per band mapping a scene's low percentile to 0 and its high to 1.
 
     ``x * scale + offset`` is the scene-normalised value; a band without spread keeps scale 1.
+    ``joint``: one scale and offset for every band, from the lowest low and the highest
+    high percentile (``normalize="scene_joint"``).
     """
     p = np.asarray(percentiles, np.float64)
     low, high = p[:, 0], p[:, -1]
+    if joint:
+        low, high = np.full_like(low, low.min()), np.full_like(high, high.max())
     span = np.where(high > low, high - low, 1.0)
     return (1.0 / span).astype(np.float32), (-low / span).astype(np.float32)
 
@@ -183,9 +193,13 @@ def check_normalize(normalize):
 
 def scene_record(normalize) -> dict | None:
     """What a model trained with ``normalize`` records so prediction scales each scene as
-    its patches were: ``{"q": [2, 98]}`` for ``"scene"`` and ``"both"``, None for ``"dataset"``."""
+    its patches were: ``{"q": [2, 98]}`` for ``"scene"`` and ``"both"``, ``{"q": [2, 98],
+    "joint": True}`` for ``"scene_joint"``, None for ``"dataset"``."""
     check_normalize(normalize)
-    return None if normalize == "dataset" else dict(q=list(SCENE_PERCENTILES))
+    if normalize == "dataset":
+        return None
+    record = dict(q=list(SCENE_PERCENTILES))
+    return dict(record, joint=True) if normalize == "scene_joint" else record
 
 
 def input_channels(bands, normalize) -> int:
@@ -197,15 +211,15 @@ def input_channels(bands, normalize) -> int:
 def model_input(pixels, scale, offset, normalize, concat=None):
     """Raw pixels ``(..., bands)`` -> what a model trained with ``normalize`` standardises.
 
-    ``"dataset"``: the pixels; ``"scene"``: ``pixels * scale + offset`` (a scene's
-    :func:`scene_scaling`); ``"both"``: the two side by side, ``(..., 2 * bands)``, raw
+    ``"dataset"``: the pixels; ``"scene"`` and ``"scene_joint"``: ``pixels * scale + offset``
+    (a scene's :func:`scene_scaling`); ``"both"``: the two side by side, ``(..., 2 * bands)``, raw
     bands first. ``scale`` and ``offset`` broadcast against ``pixels``; ``concat`` joins a
     list along the last axis (numpy's by default; training passes TensorFlow's).
     """
     if normalize == "dataset":
         return pixels
     scaled = pixels * scale + offset
-    if normalize == "scene":
+    if normalize in SCALED_ALONE:
         return scaled
     concat = concat or (lambda parts: np.concatenate(parts, axis=-1))
     return concat([pixels, scaled])

@@ -170,7 +170,8 @@ class PatchSet:
         """Per-patch ``(scale, offset)``, each ``(n, bands)`` float32, applied before any other
         normalisation: ``"dataset"`` leaves pixels as they are, ``"scene"`` (and ``"both"``,
         whose scene-scaled channels use it) maps each scene's 2 and 98 % band percentiles
-        (recorded by :func:`make_patches`) to 0 and 1."""
+        (recorded by :func:`make_patches`) to 0 and 1, ``"scene_joint"`` the lowest of
+        them to 0 and the highest to 1 in every band."""
         check_normalize(normalize)
         scenes = self.index.set_index("patch_id").loc[[str(p) for p in patch_ids], "scene"]
         n, bands = len(scenes), self.bands
@@ -182,7 +183,7 @@ class PatchSet:
             if recorded is None:
                 raise InputError(f"{self.path} was made by an older rsunet without scene percentiles; "
                                  f"run make_patches() again to use normalize={normalize!r}")
-            per_scene[name] = scene_scaling(recorded["values"])
+            per_scene[name] = scene_scaling(recorded["values"], joint=normalize == "scene_joint")
         scale = np.stack([per_scene[s][0] for s in scenes])
         offset = np.stack([per_scene[s][1] for s in scenes])
         return scale.reshape(n, bands), offset.reshape(n, bands)

@@ -39,7 +39,7 @@ from rsunet.artefact import as_model, fill_values, for_raster, for_scene
 from rsunet.errors import BandMismatchError, InputError, OutputExistsError, PatchSizeError, RsunetError
 from rsunet.io import (atomic_path, check_not_input, geotiff_profile, open_raster, read_padded,
                        window_intersection, window_offsets, writing)
-from rsunet.normalization import normalize_of
+from rsunet.normalization import SCALED_ALONE, normalize_of
 
 __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
@@ -390,7 +390,7 @@ def _check_bands(model, src, path):
             "stack or select the bands the model was trained on")
     meta = getattr(model, "meta", None) or {}
     want = meta.get("dtype") or meta.get("input_dtype")
-    if want and src.dtypes[0] != want and normalize_of(model.normalization) != "scene":  # scale-free input
+    if want and src.dtypes[0] != want and normalize_of(model.normalization) not in SCALED_ALONE:  # scale-free
         raise BandMismatchError(
             f"{path} is {src.dtypes[0]} but the model was trained on {want} pixels; "
             "convert the image to the same data type and scale")

@@ -19,7 +19,7 @@ import numpy as np
 from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save_model
 from rsunet.errors import InputError, OutputExistsError, PatchSetMismatchError
 from rsunet.io import atomic_path, check_not_input
-from rsunet.normalization import band_stats, input_channels, model_input, normalization_record
+from rsunet.normalization import SCALED_ALONE, band_stats, input_channels, model_input, normalization_record
 
 __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
@@ -81,6 +81,8 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
             that differ between scenes do not move the input; prediction scales each
             scene by its own percentiles. Right for uncalibrated imagery (8-bit
             composites, drone mosaics), wrong where a scene holds a single land cover.
+            ``"scene_joint"``: as ``"scene"`` with one stretch for all bands (the lowest
+            band's 2 % to 0, the highest band's 98 % to 1), so a scene keeps its colour.
             ``"both"``: the network gets 2 x bands input channels, the bands standardised as
             with ``"dataset"`` (absolute brightness) followed by the bands scene-scaled as
             with ``"scene"`` and then standardised (relative contrast), so it can learn when
@@ -567,7 +569,7 @@ def _batch_preparer(tf, source, mean, std, aug=None):
     """A function ``(positions, images, labels, valid, batch seed)`` -> the network's input
     ``(n, rows, cols, channels)`` standardised, and labels ``(n, rows, cols, 1)``.
 
-    ``"scene"`` patches are scaled before augmentation, which then sees scene-scaled
+    ``"scene"`` and ``"scene_joint"`` patches are scaled before augmentation, which then sees scene-scaled
     pixels; ``"dataset"`` and ``"both"`` patches are augmented raw, and ``"both"``'s two
     channel groups are made from the augmented pixels, so both see the same change. Fill
     and nodata pixels become ``mean[:bands]``, in the pixels augmentation sees, before the
@@ -579,7 +581,7 @@ def _batch_preparer(tf, source, mean, std, aug=None):
     mean_t, std_t = tf.constant(mean), tf.constant(std)
     centre, spread = tf.constant(mean[:source.shape[-1]]), tf.constant(std[:source.shape[-1]])
     normalize = source.normalize
-    scaled_first = normalize == "scene"
+    scaled_first = normalize in SCALED_ALONE
 
     def prepare(idx, x, labels, valid, batch_seed=None):
         scale = tf.gather(scale_t, idx)[:, None, None, :]
