@@ -13,7 +13,8 @@
 #' @param n_trees number of trees.
 #' @param normalize `"dataset"`: raw pixel values, the course's table; `"scene"`: each
 #'   scene's 2 and 98 % band percentiles mapped to 0 and 1, as [train_unet()] can
-#'   ([predict_raster()] then scales each scene by its own percentiles); `"both"`: the raw
+#'   ([predict_raster()] then scales each scene by its own percentiles); `"scene_joint"`:
+#'   one stretch for all bands, as [train_unet()]'s; `"both"`: the raw
 #'   and the scene-scaled value of each band side by side (2 x bands features), as
 #'   [train_unet()]'s `"both"`.
 #' @param seed random seed for the sample and the forest.

@@ -43,13 +43,15 @@
 #'   mapped to 0 and 1, so haze, illumination and contrast that differ between scenes do
 #'   not move the input; [predict_raster()] scales each scene by its own percentiles.
 #'   Right for uncalibrated imagery (8-bit composites, drone mosaics), wrong where a
-#'   scene holds a single land cover. `"both"`: the network gets 2 x bands input channels,
+#'   scene holds a single land cover. `"scene_joint"`: as `"scene"` with one stretch for all
+#'   bands (the lowest band's 2 % to 0, the highest band's 98 % to 1), so a scene keeps its
+#'   colour. `"both"`: the network gets 2 x bands input channels,
 #'   the bands standardised as with `"dataset"` (absolute brightness) followed by the bands
 #'   scene-scaled as with `"scene"` and then standardised (relative contrast), so it can
 #'   learn when a scene's stretch is meaningful; augmentation changes the raw pixels before
 #'   both are made. The model's `bands` stays the image's band count; [predict_raster()]
-#'   scales each scene by its own percentiles, as for `"scene"`. `"scene"` and `"both"`
-#'   need the scene percentiles that [make_patches()] records.
+#'   scales each scene by its own percentiles, as for `"scene"`. All but `"dataset"` need
+#'   the scene percentiles that [make_patches()] records.
 #' @param seed random seed (weights, batch order, augmentation).
 #' @param mixed_precision `"auto"` (float16 compute on a GPU), `TRUE` or `FALSE`; the
 #'   output stays float32, the loss is scaled, and the model records it.
@@ -145,7 +147,8 @@ load_model <- function(path) {
   ), class = "rsunet_model")
 }
 
-# mean and std as numeric vectors; scene (for normalize = "scene" and "both") as list(q = c(2, 98))
+# mean and std as numeric vectors; scene (all but normalize = "dataset") as list(q = c(2, 98)),
+# with joint = TRUE for "scene_joint"
 .as_normalization <- function(norm) {
   if (is.null(norm)) return(NULL)
   lapply(norm, function(v) if (is.list(v) && !is.null(names(v))) lapply(v, unlist) else unlist(v))
@@ -162,9 +165,11 @@ print.rsunet_model <- function(x, ...) {
   }
   if (!is.null(x$normalization$scene)) {
     both <- identical(x$normalization$normalize, "both")
-    cat(sprintf("  inputs %sscaled per scene: its %s %% band percentiles -> 0, 1\n",
+    joint <- isTRUE(x$normalization$scene$joint)
+    cat(sprintf("  inputs %sscaled per scene: its %s %% band percentiles -> 0, 1%s\n",
                 if (both) "both raw (2 x bands channels) and " else "",
-                paste(x$normalization$scene$q, collapse = " and ")))
+                paste(x$normalization$scene$q, collapse = " and "),
+                if (joint) ", all bands together (lowest low, highest high)" else ""))
   }
   h <- x$history
   if (!is.null(h) && nrow(h)) {

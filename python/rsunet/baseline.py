@@ -90,7 +90,7 @@ def sample_pixels(patches, split="train", n_per_class=5000, seed=0, normalize="d
 
     Returns:
         ``(X, y)``: ``X`` is ``(n, bands)`` float32 band values (raw, or scaled by their
-        scene's percentiles for ``normalize="scene"``; ``(n, 2 * bands)``, raw then scaled,
+        scene's percentiles for ``normalize="scene"`` or ``"scene_joint"``; ``(n, 2 * bands)``, raw then scaled,
         for ``"both"``), ``y`` the class ids. Unknown (ignore) and nodata pixels are never
         sampled.
     """
@@ -137,7 +137,8 @@ def train_baseline(patches, out=None, n_per_class=5000, n_trees=100, normalize="
         normalize: ``"dataset"``: raw pixel values, the course's table (a forest needs no
             scaling); ``"scene"``: each scene's 2 and 98 % band percentiles mapped to 0
             and 1, as :func:`rsunet.train_unet` can (prediction then scales each scene
-            by its own percentiles); ``"both"``: the raw and the scene-scaled values of
+            by its own percentiles); ``"scene_joint"``: one stretch for all bands, as
+            ``train_unet``'s; ``"both"``: the raw and the scene-scaled values of
             each band side by side (2 x bands features), as ``train_unet``'s ``"both"``.
         seed: random seed for the sample and the forest.
         overwrite: replace an existing ``out``.

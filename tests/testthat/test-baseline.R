@@ -84,3 +84,22 @@ test_that("a 'both' forest sees raw and scene-scaled values side by side", {
   # float32 (Python) and double (R) scaling may put a rare pixel on the other side of a split
   expect_gt(mean(abs(terra::values(p)[, 2] - want) < 1e-6), 0.999)
 })
+
+test_that("a 'scene_joint' forest sees all bands stretched together", {
+  skip_if_no_rsunet()
+  path <- train_baseline(baseline_patches(), tempfile(fileext = ".joblib"), n_per_class = 300,
+                         n_trees = 5, normalize = "scene_joint", seed = 0)
+  rf <- reticulate::import("rsunet.baseline")$load_baseline(path)
+  expect_equal(rf$forest$n_features_in_, 3L)
+  expect_equal(rf$normalization$normalize, "scene_joint")
+  expect_true(rf$normalization$scene$joint)
+  image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
+  p <- predict_raster(path, image, tempfile(fileext = ".tif"), window = 512, overlap = 0,
+                      output = "probabilities", progress = FALSE)
+  # by hand: each pixel's bands scaled by one range, the lowest 2 % to the highest 98 % percentile
+  v <- terra::values(terra::rast(image))
+  q <- apply(v, 2, stats::quantile, probs = c(0.02, 0.98), names = FALSE)
+  x <- array((v - min(q[1, ])) / (max(q[2, ]) - min(q[1, ])), c(1, nrow(v), 1, 3))
+  want <- rf$predict_probabilities(reticulate::np_array(x, dtype = "float32"))[1, , 1, 2]
+  expect_gt(mean(abs(terra::values(p)[, 2] - want) < 1e-6), 0.999)
+})

@@ -130,6 +130,31 @@ test_that("a 'both' U-Net takes raw and scene-scaled bands and predicts as compu
   expect_equal(matrix(terra::values(p)[, 2], 512, 512, byrow = TRUE), p_forest, tolerance = 1e-4)
 })
 
+test_that("a 'scene_joint' U-Net stretches all bands together and predicts as computed by hand", {
+  skip_if_no_rsunet()
+  tiny <- tiny_normalised_unet("scene_joint")
+  m <- tiny$model
+  expect_equal(m$normalization$normalize, "scene_joint")
+  expect_equal(m$normalization$scene, list(q = c(2, 98), joint = TRUE))
+  expect_length(m$normalization$mean, 3)
+  expect_output(print(m), "all bands together")
+  net <- reticulate::import("rsunet.training")$load_model(tiny$path)$keras_model
+  # the map: the network on the bands scaled by one range, from the lowest band's 2 %
+  # percentile to the highest band's 98 % (R's quantiles, type 7 as numpy's), standardised
+  image <- system.file("extdata", "amazon", "test", "images", "Amazon_511_35.tif", package = "rsunet")
+  p <- predict_raster(m, image, file.path(tiny$folder, "map.tif"), window = 512, overlap = 0,
+                      blend = "average", output = "probabilities", precision = "float32",
+                      progress = FALSE)
+  v <- terra::values(terra::rast(image))
+  q <- apply(v, 2, stats::quantile, probs = c(0.02, 0.98), names = FALSE)
+  scaled <- (v - min(q[1, ])) / (max(q[2, ]) - min(q[1, ]))
+  z <- sweep(sweep(scaled, 2, m$normalization$mean), 2, m$normalization$std, "/")
+  x <- array(0, c(1, 512, 512, 3))
+  for (b in 1:3) x[1, , , b] <- matrix(z[, b], 512, 512, byrow = TRUE)
+  p_forest <- net$predict_on_batch(reticulate::np_array(x, dtype = "float32"))[1, , , 1]
+  expect_equal(matrix(terra::values(p)[, 2], 512, 512, byrow = TRUE), p_forest, tolerance = 1e-4)
+})
+
 test_that("two patch sets train one model with balanced sampling; a rare class is drawn at its rate", {
   skip_if_no_rsunet()
   folder <- tempfile("two")
