@@ -99,6 +99,15 @@ def test_a_scene_normalised_forest_maps_a_scene_whatever_its_gain_and_offset(pat
         baseline.train_baseline(patch_dir, n_trees=2, normalize="raw")
 
 
+def _mapped_whole(model, out):
+    """A test chip mapped in one window: (its path, its pixels (1, rows, cols, bands), P(class 1))."""
+    image = example_data()["test"]["images"][0]
+    mapped = predict_raster(model, image, out, window=512, overlap=0, output="probabilities",
+                            progress=False)
+    with rasterio.open(image) as src, rasterio.open(mapped) as m:
+        return image, np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32), m.read(2)
+
+
 def test_a_both_normalised_forest_sees_raw_and_scene_scaled_values_side_by_side(patch_dir, tmp_path):
     from rsunet.normalization import band_percentiles, scene_scaling
 
@@ -110,12 +119,7 @@ def test_a_both_normalised_forest_sees_raw_and_scene_scaled_values_side_by_side(
     model = baseline.train_baseline(patch_dir, None, n_per_class=300, n_trees=5, normalize="both", seed=0)
     assert model.bands == 3 and model.forest.n_features_in_ == 6
     assert model.normalization == {"normalize": "both", "scene": {"q": [2.0, 98.0]}}
-    image = example_data()["test"]["images"][0]
-    mapped = predict_raster(model, image, tmp_path / "both.tif", window=512, overlap=0,
-                            output="probabilities", progress=False)
-    with rasterio.open(image) as src, rasterio.open(mapped) as m:
-        x = np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32)
-        got = m.read(2)
+    image, x, got = _mapped_whole(model, tmp_path / "both.tif")
     s, o = scene_scaling(band_percentiles(image))  # the scene's own percentiles, bound by predict_raster
     by_hand = model.predict_probabilities(np.concatenate([x, x * s + o], axis=-1))
     np.testing.assert_allclose(got, by_hand[0, ..., 1], atol=1e-6)
@@ -128,12 +132,7 @@ def test_a_scene_joint_forest_sees_all_bands_stretched_together(patch_dir, tmp_p
                                     normalize="scene_joint", seed=0)
     assert model.bands == 3 and model.forest.n_features_in_ == 3
     assert model.normalization == {"normalize": "scene_joint", "scene": {"q": [2.0, 98.0], "joint": True}}
-    image = example_data()["test"]["images"][0]
-    mapped = predict_raster(model, image, tmp_path / "joint.tif", window=512, overlap=0,
-                            output="probabilities", progress=False)
-    with rasterio.open(image) as src, rasterio.open(mapped) as m:
-        x = np.moveaxis(src.read(), 0, -1)[np.newaxis].astype(np.float32)
-        got = m.read(2)
+    image, x, got = _mapped_whole(model, tmp_path / "joint.tif")
     q = band_percentiles(image)  # the scene's own, bound by predict_raster: one range for all bands
     low, high = np.float32(q[:, 0].min()), np.float32(q[:, -1].max())
     by_hand = model.predict_probabilities((x - low) / (high - low))
