@@ -592,13 +592,21 @@ def vectors_validation(out: Path) -> dict:
     """Cross-validation of four bundled chips with tiny models (both suites run it)."""
     config = vectors_workflow(out)["tiny_config"]
     config = {k: v for k, v in config.items() if k not in ("scenes", "cross_validate")}
+    tiny = {"depth": 3, "filters": 8, "epochs": 4, "batch_size": 8, "learning_rate": 0.01, "seed": 0}
     return {"chips": ["Amazon_1110_25", "Amazon_122_33", "Amazon_1377_12", "Amazon_170_38"],
             "folds": 2, "block": 2, "config": config,
             # a window of a real chip that is forest only (its mask is 1 throughout)
             "single_cover": {"chip": "Amazon_390.tiff_12", "window": [0, 0, 256, 256],
-                             "class": 1, "min_fraction": 0.95, "n_images": 3,
-                             "train": {"depth": 3, "filters": 8, "epochs": 4, "batch_size": 8,
-                                       "learning_rate": 0.01, "seed": 0}}}
+                             "class": 1, "min_fraction": 0.95, "n_images": 3, "train": tiny},
+            # the same U-Net scaled per scene, all bands together: that forest window, and
+            # a whole chip that is pasture only (970; non-forest is class 0), each stay one
+            # class (with normalize = "scene" the window reads 2 % forest, the chip 23 %)
+            "single_cover_joint": {"n_images": 3, "train": dict(tiny, normalize="scene_joint"),
+                                   "scenes": [
+                                       {"chip": "Amazon_390.tiff_12", "window": [0, 0, 256, 256],
+                                        "class": 1, "min_fraction": 0.95},
+                                       {"chip": "Amazon_970.tiff_1", "window": [0, 0, 512, 512],
+                                        "class": 0, "min_fraction": 0.85}]}}
 
 
 def vectors_precision(out: Path) -> dict:

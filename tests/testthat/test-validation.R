@@ -83,19 +83,41 @@ test_that("cross_validate gives classed errors before writing anything", {
   expect_false(any(file.exists(file.path(dir, c("a", "b", "c")))))
 })
 
+# the U-Net of a single-cover case, trained on the first chips of the published set
+tiny_cover_unet <- function(case, dir) {
+  patches <- amazon_patch_set(dir, n_images = case$n_images, size = 64)
+  do.call(train_unet, c(list(patches, file.path(dir, "unet.keras"), progress = FALSE), case$train))
+}
+
+# the fraction of a window of a published chip that `model` maps as class `cls`
+fraction_mapped_as <- function(model, chip, window, cls, dir) {
+  image <- terra::rast(shared_path("amazon", "train", "images", paste0(chip, ".tiff")))
+  w <- unlist(window)  # col_off, row_off, width, height (0-based)
+  part <- image[(w[2] + 1):(w[2] + w[4]), (w[1] + 1):(w[1] + w[3]), drop = FALSE]
+  scene <- file.path(dir, paste0(chip, ".tif"))
+  terra::writeRaster(part, scene, datatype = "INT1U")
+  map <- predict_raster(model, scene, file.path(dir, paste0(chip, "_map.tif")), window = 256,
+                        overlap = 0, progress = FALSE)
+  mean(terra::values(map, mat = FALSE) == cls)
+}
+
 test_that("a single-cover scene stays one class with the default normalisation", {
   skip_if_no_rsunet()
   case <- v$single_cover
   dir <- tempfile("cover-")
   dir.create(dir)
-  patches <- amazon_patch_set(dir, n_images = case$n_images, size = 64)
-  model <- do.call(train_unet, c(list(patches, file.path(dir, "unet.keras"), progress = FALSE), case$train))
-  chip <- terra::rast(shared_path("amazon", "train", "images", paste0(case$chip, ".tiff")))
-  w <- unlist(case$window)  # col_off, row_off, width, height (0-based)
-  forest <- chip[(w[2] + 1):(w[2] + w[4]), (w[1] + 1):(w[1] + w[3]), drop = FALSE]
-  scene <- file.path(dir, "forest.tif")
-  terra::writeRaster(forest, scene, datatype = "INT1U")
-  map <- predict_raster(model, scene, file.path(dir, "map.tif"), window = 256, overlap = 0, progress = FALSE)
-  values <- terra::values(map, mat = FALSE)
-  expect_gte(mean(values == case$class), case$min_fraction)
+  model <- tiny_cover_unet(case, dir)
+  expect_gte(fraction_mapped_as(model, case$chip, case$window, case$class, dir), case$min_fraction)
+})
+
+test_that("scene_joint keeps an all-forest window and an all-pasture chip one class", {
+  skip_if_no_rsunet()
+  case <- v$single_cover_joint
+  dir <- tempfile("joint-")
+  dir.create(dir)
+  model <- tiny_cover_unet(case, dir)
+  for (scene in case$scenes) {
+    got <- fraction_mapped_as(model, scene$chip, scene$window, scene$class, dir)
+    expect_gte(got, scene$min_fraction, label = scene$chip)
+  }
 })
