@@ -122,6 +122,18 @@ def test_block_folds_hold_out_blocks_and_purge_the_patches_touching_them(cv, tmp
     assert not res.folds.duplicated(["scene", "block"]).any()
 
 
+def test_the_figure_of_one_model_shows_its_scenes_worst_first(cv, tmp_path):
+    from rsunet.validation import plot_cross_validation
+
+    one = cv.scores[cv.scores["model"] == cv.scores["model"].iloc[0]]
+    (tmp_path / "scores.csv").write_text(one.to_csv(index=False))
+    fig = plot_cross_validation(tmp_path)
+    folds_ax, scenes_ax = fig.axes
+    assert folds_ax.get_title() == "each fold" and scenes_ax.get_title() == "each scene, worst first"
+    widths = [bar.get_width() for bar in scenes_ax.patches]
+    assert len(widths) == (one["scene"] != "all").sum() and widths == sorted(widths)
+
+
 def _tiny_unet(case, folder):
     """The U-Net of a single-cover case: trained on the first chips of the published set."""
     from amazon_patches import amazon_patch_set

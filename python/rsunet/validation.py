@@ -405,7 +405,7 @@ def plot_cross_validation(cv, out=None):
     ax1.set_xticks(x, [m.replace("_", " ") for m in folds.columns])
     ax1.set_xlim(-0.4, len(x) - 0.4)
     ax1.set_ylabel("macro F1 of the held-out maps")
-    ax1.set_title("each fold, both models")
+    ax1.set_title("each fold, both models" if len(folds.columns) > 1 else "each fold")
     ax1.legend(fontsize=7, loc="lower right")
     if {"unet", "random_forest"} <= set(scenes.columns):
         lo = float(np.nanmin(scenes[["unet", "random_forest"]].to_numpy())) - 0.02
@@ -419,8 +419,14 @@ def plot_cross_validation(cv, out=None):
         ax2.set_ylabel("U-Net macro F1")
         wins = int((scenes["unet"] > scenes["random_forest"]).sum())
         ax2.set_title(f"each scene: U-Net ahead on {wins} of {len(scenes)}")
-    else:
-        ax2.axis("off")
+    else:  # one model: its scenes, worst first
+        model = scenes.columns[0]
+        ranked = scenes[model].sort_values()
+        ax2.barh(np.arange(len(ranked)), ranked.to_numpy(), color="C0")
+        ax2.set_yticks(np.arange(len(ranked)), [str(n) for n in ranked.index], fontsize=6)
+        ax2.set_xlim(max(0.0, float(ranked.min()) - 0.05), 1)
+        ax2.set_xlabel(f"{model.replace('_', ' ')} macro F1")
+        ax2.set_title("each scene, worst first")
     fig.tight_layout()
     return save_figure(fig, out, overwrite=True)
 
