@@ -189,11 +189,11 @@ def run_workflow(config, out=None, overwrite=False) -> pd.DataFrame:
     with session(cfg.get("cluster")) as cluster:  # one cluster for every scene and model
         for name, model in (("unet", out / "models" / "unet.keras"),
                             ("random_forest", out / "models" / "random_forest.joblib")):
-            written = [predict_raster(model, image,
-                                      out / "maps" / name / f"{Path(image).stem}.tif",
-                                      overwrite=overwrite, cluster=cluster,
-                                      **opts["predict_raster"])
-                       for image in scenes["test"]["images"]]
+            # one call for all the scenes (maps/<name>/<image name>.tif): the model is loaded
+            # and prepared once, so its compiled forward pass is traced once, not per scene
+            written = predict_raster(model, list(scenes["test"]["images"]), out / "maps" / name,
+                                     overwrite=overwrite, cluster=cluster,
+                                     **opts["predict_raster"])
             # a dict when probabilities or an uncertainty layer were written beside the map
             maps[name] = [w["classes"] if isinstance(w, dict) else w for w in written]
             if opts["predict_raster"].get("uncertainty"):
