@@ -9,8 +9,9 @@ status=0
 step() {
   printf '\n\033[1m== %s\033[0m\n' "$1"
   local limit=$2; shift 2
-  local rc=0
+  local rc=0 start=$SECONDS
   timeout --kill-after=30 "${limit}m" "$@" || rc=$?
+  echo "-- $1: $((SECONDS - start)) s"   # CI's goal is well under 30 min in all
   [ "$rc" = 124 ] && echo "TIMED OUT: ran past its ${limit} minutes"
   [ "$rc" = 0 ] || { echo "FAILED (exit status $rc): $*"; status=1; }
 }
