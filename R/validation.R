@@ -28,8 +28,10 @@
 #' @return An object of class `rsunet_cv`: a list with `scores` (each model on each fold,
 #'   `scene == "all"`, and on each scene), `summary` (per model and figure: mean, sd,
 #'   min, max over folds and the pooled figure), `folds` (the fold of each scene or
-#'   block) and `out`. `print()` shows macro F1 as mean +/- sd; `plot()` draws each
-#'   fold's macro F1 per model, folds joined by lines.
+#'   block) and `out`. `print()` shows macro F1 as mean +/- sd; `plot()` draws, as
+#'   `figures/cross_validation.png` does, each fold's macro F1 per model (folds joined by
+#'   lines) and each scene's: the U-Net against the Random Forest, or with one model its
+#'   scenes worst first.
 #' @examplesIf rsunet_available()
 #' # the Random Forest only, 2 folds over the bundled chips: quick (add "unet" for both)
 #' cv <- cross_validate(example_config(quick = TRUE), tempfile("rsunet-cv-"), folds = 2,
@@ -63,6 +65,14 @@ print.rsunet_cv <- function(x, ...) {
 
 #' @export
 plot.rsunet_cv <- function(x, ...) {
+  old <- graphics::par(mfrow = c(1, 2))
+  on.exit(graphics::par(old))
+  .plot_cv_folds(x, ...)
+  .plot_cv_scenes(.cv_by_scene(x))
+  invisible(x)
+}
+
+.plot_cv_folds <- function(x, ...) {
   per_fold <- x$scores[x$scores$scene == "all", , drop = FALSE]
   wide <- stats::reshape(per_fold[c("fold", "model", "macro_f1")], idvar = "fold",
                          timevar = "model", direction = "wide")
@@ -71,8 +81,37 @@ plot.rsunet_cv <- function(x, ...) {
   graphics::matplot(seq_len(ncol(values)), t(values), type = "b", pch = 19, lty = 1,
                     col = "grey60", xaxt = "n", xlim = c(0.7, ncol(values) + 0.3),
                     xlab = "", ylab = "macro F1 of the held-out maps",
-                    main = "cross-validation: each fold", ...)
+                    main = "each fold", ...)
   graphics::axis(1, at = seq_len(ncol(values)), labels = gsub("_", " ", colnames(values)))
   graphics::points(seq_len(ncol(values)), colMeans(values), pch = 18, cex = 2)
-  invisible(x)
+}
+
+# Each held-out scene's macro F1, one column per model (rows named by scene).
+.cv_by_scene <- function(x) {
+  scenes <- x$scores[x$scores$scene != "all", c("scene", "model", "macro_f1")]
+  wide <- stats::reshape(scenes, idvar = "scene", timevar = "model", direction = "wide")
+  values <- as.matrix(wide[, -1, drop = FALSE])
+  dimnames(values) <- list(wide$scene, sub("^macro_f1\\.", "", colnames(values)))
+  values
+}
+
+.plot_cv_scenes <- function(values) {
+  if (all(c("unet", "random_forest") %in% colnames(values))) {
+    u <- values[, "unet"]
+    rf <- values[, "random_forest"]
+    lo <- min(u, rf, na.rm = TRUE) - 0.02
+    graphics::plot(rf, u, pch = 19, cex = 0.7, xlim = c(lo, 1), ylim = c(lo, 1),
+                   xlab = "Random Forest macro F1", ylab = "U-Net macro F1",
+                   main = sprintf("each scene: U-Net ahead on %d of %d", sum(u > rf, na.rm = TRUE),
+                                  nrow(values)))
+    graphics::abline(0, 1, lty = 2, col = "grey60")
+    apart <- abs(u - rf) > 0.1  # name the scenes where the two models part ways
+    graphics::text(rf[apart], u[apart], rownames(values)[apart], pos = 4, cex = 0.6)
+  } else {
+    ranked <- sort(values[, 1])
+    graphics::barplot(ranked, horiz = TRUE, las = 1, cex.names = 0.5, xpd = FALSE,
+                      xlim = c(max(0, min(ranked) - 0.05), 1),
+                      xlab = paste(gsub("_", " ", colnames(values)[1]), "macro F1"),
+                      main = "each scene, worst first")
+  }
 }

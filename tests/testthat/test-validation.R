@@ -60,6 +60,13 @@ test_that("folds never share a scene; pooled and fold figures equal assess_map o
   plot(cv)
   grDevices::dev.off()
   expect_gt(file.size(png_file), 1000)
+  expect_equal(graphics::par("mfrow"), c(1L, 1L))  # plot() leaves the user's layout alone
+  # its right panel: each held-out scene once, both models, the scores' own figures
+  by_scene <- rsunet:::.cv_by_scene(cv)
+  expect_setequal(rownames(by_scene), unlist(v$chips))
+  expect_setequal(colnames(by_scene), c("unet", "random_forest"))
+  one <- cv$scores[cv$scores$scene == rownames(by_scene)[1] & cv$scores$model == "unet", ]
+  expect_equal(by_scene[1, "unet"], one$macro_f1)
   expect_true(file.exists(file.path(out, "figures", "cross_validation.png")))
 
   # the same call continues (nothing retrained); other settings are refused with a class
