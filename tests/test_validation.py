@@ -175,6 +175,41 @@ def test_scene_joint_keeps_an_all_forest_window_and_an_all_pasture_chip_one_clas
         assert got >= scene["min_fraction"], scene["chip"]
 
 
+def test_a_new_model_each_fold_does_not_print_tensorflows_retracing_advice():
+    """cross_validate trains and maps a new model each fold, which TensorFlow counts as
+    retracing; inside it, that warning is hidden and other TensorFlow messages pass."""
+    import logging
+
+    import tensorflow as tf
+
+    from rsunet.quiet import new_models_expected
+
+    def new_function_each_time():
+        for n in range(1, 8):
+            tf.function(_double, autograph=False)(tf.zeros((n,)))
+
+    logger, seen = logging.getLogger("tensorflow"), []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        new_function_each_time()
+        assert any("triggered tf.function retracing" in m for m in seen)  # TF would print it
+        seen.clear()
+        with new_models_expected():
+            new_function_each_time()
+            logger.warning("another message")
+        assert seen == ["another message"]
+        logger.warning("1 out of 1 calls triggered tf.function retracing")  # after: shown
+        assert seen[-1].endswith("triggered tf.function retracing")
+    finally:
+        logger.removeHandler(handler)
+
+
+def _double(x):
+    return x * 2
+
+
 def test_assign_folds_is_balanced_seeded_and_keeps_scenes_whole():
     index = pd.DataFrame({"scene": np.repeat(list("abcdefg"), [5, 5, 4, 4, 3, 3, 2]),
                           "row_off": 0, "col_off": 0, "width": 64, "height": 64})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.machinery
+import logging
 import os
 import sys
 import tempfile
@@ -95,3 +96,28 @@ def install_hook() -> None:
 
 def remove_hook() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowFinder)]
+
+
+RETRACING = "triggered tf.function retracing"
+
+
+class _WithoutRetracing(logging.Filter):
+    def filter(self, record):
+        return RETRACING not in record.getMessage()
+
+
+@contextlib.contextmanager
+def new_models_expected():
+    """Hide TensorFlow's "... triggered tf.function retracing" warning for the block.
+
+    Keras traces a new model's step functions once, and TensorFlow counts those traces
+    across models: a loop that trains or maps with a new model each time (one per fold
+    of :func:`rsunet.cross_validate`) reads to it as a retracing problem and prints a
+    paragraph of advice that does not apply. Other TensorFlow messages pass.
+    """
+    logger, only = logging.getLogger("tensorflow"), _WithoutRetracing()
+    logger.addFilter(only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only)
