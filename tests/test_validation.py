@@ -176,8 +176,9 @@ def test_scene_joint_keeps_an_all_forest_window_and_an_all_pasture_chip_one_clas
 
 
 def test_a_new_model_each_fold_does_not_print_tensorflows_retracing_advice():
-    """cross_validate trains and maps a new model each fold, which TensorFlow counts as
-    retracing; inside it, that warning is hidden and other TensorFlow messages pass."""
+    """cross_validate trains and maps a new model each fold (train_unet and predict_raster
+    make a new network each call), which TensorFlow counts as retracing; inside those
+    calls that warning is hidden and other TensorFlow messages pass."""
     import logging
 
     import tensorflow as tf

@@ -40,6 +40,7 @@ from rsunet.errors import BandMismatchError, InputError, OutputExistsError, Patc
 from rsunet.io import (atomic_path, check_not_input, geotiff_profile, open_raster, read_padded,
                        window_intersection, window_offsets, writing)
 from rsunet.normalization import SCALED_ALONE, normalize_of
+from rsunet.quiet import new_models_expected
 
 __all__ = ["predict_raster", "for_scene", "BLENDS", "OUTPUTS", "UNCERTAINTIES"]
 
@@ -176,8 +177,9 @@ def predict_raster(model, image, out, window=512, overlap=64, blend="hann", tta=
         source = model_arg if isinstance(model_arg, (str, os.PathLike)) else loaded
         done = predict_on_cluster(cluster, source, model, scenes, params, resume, progress)
     else:
-        done = [predict_one(model, path, targets, params, resume, progress)
-                for path, targets in scenes]
+        with new_models_expected():  # each call prepares its own copy of the network
+            done = [predict_one(model, path, targets, params, resume, progress)
+                    for path, targets in scenes]
     results = [targets if len(targets) > 1 else targets[output] for targets in done]
     return results if many else results[0]
 

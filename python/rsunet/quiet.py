@@ -111,9 +111,11 @@ def new_models_expected():
     """Hide TensorFlow's "... triggered tf.function retracing" warning for the block.
 
     Keras traces a new model's step functions once, and TensorFlow counts those traces
-    across models: a loop that trains or maps with a new model each time (one per fold
-    of :func:`rsunet.cross_validate`) reads to it as a retracing problem and prints a
-    paragraph of advice that does not apply. Other TensorFlow messages pass.
+    across models: a loop that trains or maps with a new model each time (each
+    :func:`rsunet.train_unet` call builds one, each :func:`rsunet.predict_raster` call
+    prepares its own copy; :func:`rsunet.cross_validate` does both every fold) reads to it
+    as a retracing problem and prints a paragraph of advice that does not apply. Other
+    TensorFlow messages pass.
     """
     logger, only = logging.getLogger("tensorflow"), _WithoutRetracing()
     logger.addFilter(only)

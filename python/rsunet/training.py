@@ -20,6 +20,7 @@ from rsunet.artefact import FORMAT, RsunetModel, load_model, read_metadata, save
 from rsunet.errors import InputError, OutputExistsError, PatchSetMismatchError
 from rsunet.io import atomic_path, check_not_input
 from rsunet.normalization import SCALED_ALONE, band_stats, input_channels, model_input, normalization_record
+from rsunet.quiet import new_models_expected
 
 __all__ = ["train_unet", "plot_history", "load_model", "save_model", "read_metadata", "RsunetModel"]
 
@@ -200,8 +201,9 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                                   steps, stream, draws)
         val_ds = _plain_dataset(val, mean, std, int(batch_size), stream)
         cbs = [run.callback()] + ([_EpochBar(start, epochs)] if progress else []) + list(callbacks or [])
-        net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
-                steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
+        with new_models_expected():  # a new network each call: TensorFlow's retracing advice is moot
+            net.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start,
+                    steps_per_epoch=steps, callbacks=cbs, verbose=0, shuffle=False)
 
     final = _model.unet(input_channels(ps.bands, normalize), n_classes, depth, filters, batch_norm,
                         dropout, activation=activation, mixed_precision=mixed_precision)

@@ -35,7 +35,6 @@ import pandas as pd
 from rsunet.errors import InputError, OutputExistsError
 from rsunet.io import check_not_input
 from rsunet.patches import block_ids
-from rsunet.quiet import new_models_expected
 
 BY = ("scene", "block")
 MODELS = ("unet", "random_forest")
@@ -161,11 +160,10 @@ def cross_validate(source, out, folds=5, by="scene", block=4, seed=None, models=
     _write_folds(ps, assignment, by, int(block), out / "folds.csv")
 
     rows = []
-    with new_models_expected():  # a new U-Net each fold: TensorFlow's retracing advice is moot
-        for k in range(1, int(folds) + 1):
-            log(f"fold {k}/{folds}: {_held_out_text(ps, assignment, k, by)}")
-            rows.append(_run_fold(ps, assignment, k, by, int(block), cfg, models, seed,
-                                  out / f"fold-{k}", progress))
+    for k in range(1, int(folds) + 1):
+        log(f"fold {k}/{folds}: {_held_out_text(ps, assignment, k, by)}")
+        rows.append(_run_fold(ps, assignment, k, by, int(block), cfg, models, seed, out / f"fold-{k}",
+                              progress))
     scores = pd.concat(rows, ignore_index=True)
     summary = _summary(scores, _pooled(ps, cfg, models, out, int(folds)))
     _write_csv(scores, out / "scores.csv")
