@@ -7,11 +7,10 @@ status=0
 # each suite has a time limit (minutes, about twice its time on 2 AVX2 cores: 18, 8, 12, 6):
 # a hang fails that suite with a message and the others still run
 step() {
-  printf '\n\033[1m== %s\033[0m\n' "$1"
-  local limit=$2; shift 2
-  local rc=0 start=$SECONDS
+  local title=$1 limit=$2 rc=0 start=$SECONDS; shift 2
+  printf '\n\033[1m== %s\033[0m\n' "$title"
   timeout --kill-after=30 "${limit}m" "$@" || rc=$?
-  echo "-- $1: $((SECONDS - start)) s"   # CI's goal is well under 30 min in all
+  echo "-- $title: $((SECONDS - start)) s"   # CI's goal is well under 30 min in all
   [ "$rc" = 124 ] && echo "TIMED OUT: ran past its ${limit} minutes"
   [ "$rc" = 0 ] || { echo "FAILED (exit status $rc): $*"; status=1; }
 }

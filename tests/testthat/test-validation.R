@@ -58,9 +58,9 @@ test_that("folds never share a scene; pooled and fold figures equal assess_map o
   png_file <- file.path(dir, "cv.png")
   grDevices::png(png_file)
   plot(cv)
+  expect_equal(graphics::par("mfrow"), c(1L, 1L))  # plot() leaves the user's layout alone
   grDevices::dev.off()
   expect_gt(file.size(png_file), 1000)
-  expect_equal(graphics::par("mfrow"), c(1L, 1L))  # plot() leaves the user's layout alone
   # its right panel: each held-out scene once, both models, the scores' own figures
   by_scene <- rsunet:::.cv_by_scene(cv)
   expect_setequal(rownames(by_scene), unlist(v$chips))
