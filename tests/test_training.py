@@ -312,6 +312,30 @@ def test_a_resumed_streaming_run_equals_an_uninterrupted_one(patches, tmp_path):
         np.testing.assert_allclose(wb, wa, rtol=1e-5, atol=1e-6)
 
 
+class _Compiled(keras.callbacks.Callback):
+    """Records whether the network being fitted runs its step through XLA."""
+
+    def on_train_begin(self, logs=None):
+        self.jit = self.model.jit_compile
+
+
+def test_xla_compiles_the_step_only_for_a_run_long_enough_to_repay_it(patches, tmp_path, monkeypatch):
+    """On a CPU, XLA halves a U-Net's step but costs seconds to compile: a short run keeps
+    Keras' step, a long one is compiled, and both learn the same numbers."""
+    from rsunet.model import gpu_present
+
+    args = dict(epochs=2, seed=5, patience=10, learning_rate=0.01, **TINY)
+    short = _Compiled()
+    plain = training.train_unet(patches, tmp_path / "plain.keras", callbacks=[short], **args)
+    pixels = 2 * len(_sources(patches, "train")) * 64 * 64  # whole batches: at least this many
+    assert pixels < training.XLA_MIN_PIXELS and short.jit is False
+    monkeypatch.setattr(training, "XLA_MIN_PIXELS", pixels)  # as if this run were long
+    long = _Compiled()
+    compiled = training.train_unet(patches, tmp_path / "xla.keras", callbacks=[long], **args)
+    assert long.jit is (not gpu_present())
+    np.testing.assert_allclose(compiled["loss"], plain["loss"], rtol=1e-3)
+
+
 def test_clear_errors(patches, trained, tmp_path):
     with pytest.raises(InputError, match="epochs must be a number"):
         training.train_unet(patches, tmp_path / "n.keras", epochs="ten", **TINY)

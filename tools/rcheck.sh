@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# R CMD build + R CMD check of the R package (all but its tests); fails on any ERROR or WARNING.
+# R CMD build (which runs the vignette) + R CMD check of the R package (all but its tests and
+# vignette runs); fails on any ERROR or WARNING.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .check && mkdir -p .check
@@ -9,7 +10,9 @@ version=$(sed -n 's/^Version: *//p' DESCRIPTION)
 rc=0
 # --no-tests: the R suite runs once, as make test's own step (tools/run_testthat.R, on the
 # same sources installed in .rlib); running it again here doubled the R time in CI (12 min)
-(cd .check && R CMD check --no-manual --no-tests "rsunet_${version}.tar.gz") > .check/check.log 2>&1 || rc=$?
+# --no-vignettes: R CMD build above has just run the vignette's code to make its HTML (and
+# fails if it errs); check ran it twice more (once alone, once rebuilding), 76 s of CI
+(cd .check && R CMD check --no-manual --no-tests --no-vignettes "rsunet_${version}.tar.gz") > .check/check.log 2>&1 || rc=$?
 grep -E '^\* checking .*(ERROR|WARNING|NOTE)|^Status:' .check/check.log || true
 if [ $rc -ne 0 ] || grep -qE '^Status:.*(ERROR|WARNING)' .check/check.log; then
   cat .check/check.log

@@ -191,10 +191,10 @@ def train_unet(patches, out, depth=4, filters=16, batch_norm=True, dropout=0.0, 
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             net.compile(optimizer=optimizer, loss=_model.make_loss(loss, weights),
                         metrics=_model.metrics(n_classes))
-        if _xla_on_cpu(devices):
+        start, epochs = run.epoch, int(epochs)
+        if _xla_on_cpu(devices, (epochs - start) * steps * int(batch_size) * ps.size ** 2):
             net.jit_compile = True
 
-    start, epochs = run.epoch, int(epochs)
     run.state["patience"] = int(patience)
     if start < epochs and run.state.get("wait", 0) < int(patience):
         train_ds = _train_dataset(train, mean, std, aug, int(batch_size), int(seed), start, epochs,
@@ -250,15 +250,24 @@ def _strategy(strategy):
     return tf.distribute.get_strategy()
 
 
-def _xla_on_cpu(devices):
+# Pixels a run passes through the network (epochs left x steps x batch x patch area) below
+# which XLA's compilation costs more than it saves on a CPU (2 AVX2 cores: it adds 7-8 s to
+# the first epoch of a depth-2, 8-filter U-Net, which saves 0.8 s an epoch of 24 steps of
+# 8 x 64^2 patches, so about 7 M pixels to even out; a depth-4, 16-filter one: 10 s more,
+# 0.5 s less a step of 16 x 128^2, so about 5 M pixels). Below it a run keeps Keras' step.
+XLA_MIN_PIXELS = 10_000_000
+
+
+def _xla_on_cpu(devices, pixels):
     """Whether to compile the training step with XLA where Keras would not: on a CPU with
-    one replica. Keras' "auto" leaves XLA off when no GPU is present, yet it fuses the
-    U-Net's elementwise work (batch norm, activations, their gradients): 3.43 -> 1.72 s a
-    step of 16 x 128^2 patches on a 2-core AVX2 CPU. GPUs keep Keras' own choice, and a
-    mirrored strategy its plain step."""
+    one replica, for a run that passes at least ``XLA_MIN_PIXELS`` through the network.
+    Keras' "auto" leaves XLA off when no GPU is present, yet it fuses the U-Net's
+    elementwise work (batch norm, activations, their gradients): 3.43 -> 1.72 s a step of
+    16 x 128^2 patches on a 2-core AVX2 CPU. GPUs keep Keras' own choice, and a mirrored
+    strategy its plain step."""
     from rsunet.model import gpu_present
 
-    return devices.num_replicas_in_sync == 1 and not gpu_present()
+    return devices.num_replicas_in_sync == 1 and not gpu_present() and pixels >= XLA_MIN_PIXELS
 
 
 def _is_mixed(net):
