@@ -4,8 +4,8 @@ P10: training steps per second streaming from disk / in memory (goal >= 0.9).
 
     python bench/bench_training.py [rounds]   # 3 scenes, 3 rounds of 2 timed epochs each
     python bench/bench_training.py --quick    # 1 scene, a depth-2 U-Net, 1 timed epoch;
-                                              # P9 on 4,000 / 400 patches: checks that it
-                                              # runs, measures nothing
+                                              # P9 on 4,000 / 400 patches, P10 on 100:
+                                              # checks that it runs, measures nothing
 
 Real Amazon patches (128 x 128, 3 bands), U-Net depth 4 / 16 filters, batch 16: the
 CPU-sized configuration of the example. ``train_unet`` (public API only) trains the same
@@ -20,7 +20,9 @@ P9 and P10 train on synthetic patch sets (64 x 64, 3 bands uint8, cut with strid
 one random scene by ``make_patches``; 1 % validation), a depth-2 U-Net, batch 16, each run
 in a fresh process. P9: ``train_unet`` with its defaults (``stream="auto"``) on a set of
 40,000 patches and on one of 4,000, stopped after the same number of steps (a callback),
-the peak resident size (VmHWM) of each process (``stream="auto"`` streams both on a
+the peak resident size (VmHWM) of each process, the two running side by side (a
+process's peak does not depend on its neighbour's; both are XLA-compiled, being over
+``XLA_MIN_PIXELS``) (``stream="auto"`` streams both on a
 machine without a GPU; with one it holds the small set in memory; the full run also prints
 both with ``stream=True``). P10: on a set of 1,024 patches,
 ``stream=True`` and ``stream=False`` alternate round after round; the median seconds per
@@ -137,23 +139,40 @@ def child(patches, out, stream, steps, epochs):
     print(json.dumps(dict(peak_mb=rss_kb() / 1024, per_step=timer.per_step)))
 
 
+def start_child(patches, out, stream, steps=0, epochs=1):
+    return subprocess.Popen([sys.executable, __file__, "--child", str(patches), str(out), json.dumps(stream),
+                             str(steps), str(epochs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def child_result(proc):
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def in_child(patches, out, stream, steps=0, epochs=1):
-    proc = subprocess.run([sys.executable, __file__, "--child", str(patches), str(out), json.dumps(stream),
-                           str(steps), str(epochs)], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return child_result(start_child(patches, out, stream, steps, epochs))
+
+
+def peaks_side_by_side(sets, tmp, stream, steps):
+    """Each set's peak RSS (MB), its run in its own process; the runs go side by side,
+    since a process's peak does not depend on its neighbour (P10 times, so runs alone)."""
+    procs = {n: start_child(p, tmp / f"{stream}{n}.keras", stream, steps) for n, p in sets.items()}
+    return {n: child_result(proc)["peak_mb"] for n, proc in procs.items()}
 
 
 def memory_and_streaming(quick, rounds):
     """P9 and P10 (see the module's doc)."""
     small, large = (400, 4000) if quick else (4000, 40000)
     steps = 20 if quick else 100
-    fits, epochs = (small, 2) if quick else (1024, 3)
+    fits, epochs = (100, 2) if quick else (1024, 3)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sets = {n: synthetic_set(tmp / str(n), n) for n in {small, large, fits}}
-        peak = {n: in_child(sets[n], tmp / f"m{n}.keras", "auto", steps)["peak_mb"] for n in (small, large)}
-        streamed = {} if quick else \
-            {n: in_child(sets[n], tmp / f"s{n}.keras", True, steps)["peak_mb"] for n in (small, large)}
+        measured = {small: sets[small], large: sets[large]}
+        peak = peaks_side_by_side(measured, tmp, "auto", steps)
+        streamed = {} if quick else peaks_side_by_side(measured, tmp, True, steps)
         per_step = {True: [], False: []}
         for r in range(rounds):
             for stream in ((True, False) if r % 2 == 0 else (False, True)):
